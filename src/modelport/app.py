@@ -1,0 +1,78 @@
+"""The single wiring point: settings in, ready components out.
+
+The CLI, the Python API and the tests all build the registry here; the HTTP application
+(``create_app``) will be assembled here too when serving lands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelport.registry.artifacts import open_artifact_store
+from modelport.registry.database import Database
+from modelport.registry.service import Registry
+from modelport.registry.store import RegistryStore
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.pool import ModelPool
+from modelport.serving.rest import RestApp
+from modelport.serving.v2 import Limits
+from modelport.settings import Settings
+
+__all__ = ["create_app", "create_app_from_env", "open_registry"]
+
+
+def open_registry(settings: Settings | None = None, *, create: bool = False) -> Registry:
+    """Open the registry described by ``settings``.
+
+    ``create=True`` creates the home directory and database if needed and migrates the schema to the
+    newest revision; otherwise a missing or outdated schema raises :class:`~modelport.errors.StoreNotReady`.
+    Opening also finishes any registration that a killed process left half-written (stray blobs are
+    removed; see ``registry/artifacts.py``).
+    """
+    settings = settings if settings is not None else Settings()
+    if create and settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.resolved_database_url)
+    try:
+        if create and database.current_revision() != database.head_revision():
+            database.migrate()
+        database.check_schema()
+        store = RegistryStore(database)
+        artifacts = open_artifact_store(settings.resolved_artifact_url)
+        artifacts.recover(store.referenced_digests)
+    except BaseException:
+        database.dispose()
+        raise
+    return Registry(settings, store, artifacts)
+
+
+def create_app(settings: Settings | None = None) -> RestApp:
+    """The HTTP application: registry → model pool → data plane → REST adapter."""
+    settings = settings if settings is not None else Settings()
+    registry = open_registry(settings)
+    pool = ModelPool(
+        registry,
+        max_models=settings.max_loaded_models,
+        max_bytes=settings.max_loaded_bytes,
+        poll_interval=settings.route_poll_seconds,
+    )
+    plane = DataPlane(pool, max_batch_rows=settings.max_batch_rows)
+    limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
+    companions: tuple[Any, ...] = ()
+    if settings.grpc_port is not None:
+        from modelport.serving.grpc import GrpcServer
+
+        companions = (GrpcServer(plane, limits, settings.host, settings.grpc_port),)
+    return RestApp(
+        plane,
+        limits,
+        default_model=settings.default_model,
+        companions=companions,
+        timeout=settings.request_timeout_seconds,
+        drain_seconds=settings.drain_seconds,
+    )
+
+
+def create_app_from_env() -> RestApp:
+    """Factory for server worker processes: settings come from ``MODELPORT_*`` variables."""
+    return create_app(Settings())

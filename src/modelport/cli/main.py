@@ -1,0 +1,418 @@
+"""``modelport`` commands. Each one parses, calls the core, and prints; errors are mapped to exit
+codes in one place (:func:`main`):
+
+    0 ok · 2 invalid input or usage · 3 not found · 4 integrity failure · 5 registry not ready ·
+    1 any other failure
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelport.app import open_registry
+from modelport.cli.output import (
+    console,
+    error_console,
+    models_table,
+    print_json,
+    version_detail,
+    versions_table,
+)
+from modelport.errors import (
+    IntegrityFailure,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    StoreNotReady,
+    brief,
+)
+from modelport.registry.names import parse_ref
+from modelport.registry.service import Registry
+from modelport.settings import Settings
+from modelport.tables import read_table, write_table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="modelport",
+    help="Register, version, alias and run trained models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+alias_app = typer.Typer(help="Point aliases (production, staging …) at versions.", no_args_is_help=True)
+app.add_typer(alias_app, name="alias")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+class _State:
+    settings: Settings | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", help="Registry home directory (overrides MODELPORT_HOME).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    _state.settings = Settings(home=home) if home is not None else Settings()
+
+
+def _settings() -> Settings:
+    return _state.settings if _state.settings is not None else Settings()
+
+
+def _open(create: bool = False) -> Registry:
+    return open_registry(_settings(), create=create)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} {item!r} must look like KEY=VALUE")
+        result[key] = value
+    return result
+
+
+@app.command()
+def init(json_out: JsonFlag = False) -> None:
+    """Create the registry (database and artifact store), or migrate it to this version's schema."""
+    settings = _settings()
+    registry = _open(create=True)
+    try:
+        revision = registry.store.db.current_revision()
+    finally:
+        registry.close()
+    info = {
+        "database": registry.store.db.describe(),
+        "artifacts": settings.resolved_artifact_url,
+        "schema_revision": revision,
+    }
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"registry ready: {info['database']} (schema {revision})")
+        console.print(f"artifacts: {info['artifacts']}")
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. credit-rating.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH", help="Model file (onnx, skops, XGBoost json/ubj, LightGBM txt, pickle)."
+        ),
+    ],
+    sample: Annotated[Path, typer.Option("--sample", help="Sample of inputs (CSV, Parquet or JSON).")],
+    alias: Annotated[str | None, typer.Option("--alias", help="Point this alias at the new version.")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Model file format when the extension does not tell."),
+    ] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="Allow a pickle/joblib file (runs its code here, once).")
+    ] = False,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Label column in the sample, dropped before use.")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Comma-separated class names, in the model's order.")
+    ] = None,
+    description: Annotated[str, typer.Option("--description", help="What this version is.")] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Training parameter KEY=VALUE.")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Metric KEY=NUMBER.")] = None,
+    training_data: Annotated[
+        Path | None, typer.Option("--training-data", help="Training data file, fingerprinted.")
+    ] = None,
+    code_revision: Annotated[
+        str | None, typer.Option("--code-revision", help="Code revision (default: git HEAD here).")
+    ] = None,
+    parent: Annotated[int | None, typer.Option("--parent", help="Version this one derives from.")] = None,
+    require_onnx: Annotated[
+        bool, typer.Option("--require-onnx", help="Fail unless an equivalent ONNX twin is produced.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Register a model file as a new version of NAME."""
+    metrics: dict[str, float] = {}
+    for key, value in _pairs(metric, "metric").items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise InvalidInput(f"metric {key!r} must be a number, got {value!r}") from None
+    registry = _open(create=True)
+    try:
+        version = registry.register(
+            name=name,
+            path=path,
+            sample=sample,
+            format=fmt,
+            trust_pickle=trust_pickle,
+            alias=alias,
+            description=description,
+            tags=_pairs(tag, "tag"),
+            params=_pairs(param, "param") or None,
+            metrics=metrics,
+            training_data=training_data,
+            code_revision=code_revision,
+            parent=parent,
+            target=target,
+            classes=[c.strip() for c in classes.split(",")] if classes else None,
+            require_onnx=require_onnx,
+        )
+    finally:
+        registry.close()
+    if json_out:
+        print_json(version.to_dict(full=False) | {"conversion": version.conversion})
+        return
+    console.print(f"registered {version.ref} (uuid {version.uuid}), serving format {version.serving_format}")
+    status = version.conversion.get("status")
+    if status in ("failed", "not_equivalent"):
+        error_console.print(
+            f"warning: no ONNX twin ({status}): {version.conversion.get('reason')}; "
+            f"{version.ref} is served by its native {version.serving_format} runtime"
+        )
+    elif status == "equivalent":
+        console.print(f"ONNX twin {version.conversion.get('reason')}")
+    if alias:
+        console.print(f"alias {name}@{alias} → {version.number}")
+
+
+@app.command()
+def models(json_out: JsonFlag = False) -> None:
+    """List registered models."""
+    registry = _open()
+    try:
+        found = registry.models()
+    finally:
+        registry.close()
+    if json_out:
+        print_json([m.to_dict() for m in found])
+    else:
+        console.print(models_table(found))
+
+
+@app.command()
+def versions(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")], json_out: JsonFlag = False
+) -> None:
+    """List the versions of a model."""
+    registry = _open()
+    try:
+        found = registry.versions(name)
+    finally:
+        registry.close()
+    if json_out:
+        print_json([v.to_dict(full=False) for v in found])
+    else:
+        console.print(versions_table(name, found))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one version: signature, lineage, environment, artifacts, conversion proof."""
+    registry = _open()
+    try:
+        version = registry.get(ref)
+    finally:
+        registry.close()
+    if json_out:
+        print_json(version.to_dict())
+    else:
+        console.print(version_detail(version))
+
+
+@alias_app.command("set")
+def alias_set(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.", min=1)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Point NAME@ALIAS at VERSION."""
+    registry = _open()
+    try:
+        record = registry.set_alias(name, alias, version)
+    finally:
+        registry.close()
+    if json_out:
+        print_json({"model": name, "alias": alias, "version": record.number})
+    else:
+        console.print(f"{name}@{alias} → {record.number}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name.")],
+) -> None:
+    """Remove NAME@ALIAS."""
+    registry = _open()
+    try:
+        registry.remove_alias(name, alias)
+    finally:
+        registry.close()
+    console.print(f"removed {name}@{alias}")
+
+
+@app.command()
+def policy(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    on_violation: Annotated[
+        str, typer.Option("--on-violation", help="flag: answer and report; reject: 400 naming the feature.")
+    ],
+) -> None:
+    """Set what serving does with values outside a model's signature (range, category, missing)."""
+    registry = _open()
+    try:
+        registry.set_policy(name, on_violation)
+    finally:
+        registry.close()
+    verb = {"flag": "answered and flagged", "reject": "rejected with 400"}.get(on_violation, on_violation)
+    console.print(f"{name}: values outside the signature are now {verb}")
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback only until API keys land).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port.", min=1, max=65535)] = 8080,
+    grpc_port: Annotated[
+        int | None, typer.Option("--grpc-port", help="gRPC port (Open Inference Protocol).", min=1, max=65535)
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1, max=64)] = 1,
+    default_model: Annotated[
+        str | None, typer.Option("--default-model", help="REF answered by MLflow's /invocations.")
+    ] = None,
+) -> None:
+    """Serve every registered model over the Open Inference Protocol (REST) and MLflow scoring."""
+    import os
+
+    import uvicorn
+
+    if host not in _LOOPBACK:
+        raise InvalidInput(
+            f"refusing to bind {host}: until API keys are enforced (the access-control milestone), "
+            "modelport serves on loopback addresses only"
+        )
+    settings = _settings()
+    if default_model is not None:
+        parse_ref(default_model)
+    _open().close()  # a clear error now rather than in every worker
+    # Worker processes build their app from the environment (the one wiring point reads it once).
+    os.environ["MODELPORT_HOME"] = str(settings.home.resolve())
+    os.environ["MODELPORT_HOST"] = host
+    if grpc_port is not None:
+        os.environ["MODELPORT_GRPC_PORT"] = str(grpc_port)
+    if default_model is not None:
+        os.environ["MODELPORT_DEFAULT_MODEL"] = default_model
+    grpc_note = f", gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
+    error_console.print(f"modelport serving on http://{host}:{port}{grpc_note} ({workers} worker(s))")
+    uvicorn.run(
+        "modelport.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,  # no client addresses are used: skip the middleware on every request
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    input_path: Annotated[Path, typer.Option("--input", help="Rows to score: CSV, Parquet or JSON.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write results here (.csv/.parquet/.json).")
+    ] = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of JSON.")] = False,
+) -> None:
+    """Score rows locally, in this process, with the version's serving runtime."""
+    frame = read_table(input_path)
+    registry = _open()
+    try:
+        result = registry.predict(ref, frame)
+    finally:
+        registry.close()
+    if output is not None:
+        write_table(result, output)
+        console.print(f"wrote {len(result)} prediction(s) to {output}")
+    elif csv_out:
+        sys.stdout.write(result.to_csv(index=False))
+    else:
+        sys.stdout.write(json.dumps(json.loads(result.to_json(orient="records")), indent=2) + "\n")
+
+
+_EXIT_CODES: list[tuple[type[ModelportError], int]] = [
+    (InvalidInput, 2),
+    (NotFound, 3),
+    (IntegrityFailure, 4),
+    (StoreNotReady, 5),
+]
+
+
+def exit_code(error: ModelportError) -> int:
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), 1)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    # Library warnings as one line, without the source file and line they came from.
+    error_console.print(f"warning: {brief(Warning(str(message)))}", markup=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the app and turn modelport errors into a message and an exit code."""
+    warnings.showwarning = _show_warning
+    try:
+        return app(args=argv, standalone_mode=False, prog_name="modelport")
+    except ModelportError as error:
+        error_console.print(f"error: {error}", markup=False, highlight=False)
+        sys.exit(exit_code(error))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        error_console.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: click's own message and exit code 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except Exception as exc:  # a message, never a traceback with internals
+        error_console.print(f"error: unexpected {type(exc).__name__}; nothing was changed")
+        sys.exit(1)

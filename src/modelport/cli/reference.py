@@ -1,0 +1,81 @@
+"""Generated references: ``docs/cli.md`` from the commands' ``--help`` and ``docs/settings.md`` from
+:class:`~modelport.settings.Settings`. ``tests/test_docs.py`` fails when either page is stale;
+``python -m modelport.cli.reference`` rewrites both."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelport.cli.main import app
+from modelport.settings import Settings
+
+__all__ = ["render_cli", "render_settings", "write_all"]
+
+COMMANDS = [
+    [],
+    ["init"],
+    ["register"],
+    ["models"],
+    ["versions"],
+    ["show"],
+    ["alias"],
+    ["alias", "set"],
+    ["alias", "rm"],
+    ["predict"],
+    ["serve"],
+    ["policy"],
+]
+
+
+def render_cli() -> str:
+    runner = CliRunner()
+    parts = [
+        "# CLI reference",
+        "",
+        "Generated from `modelport … --help` by `python -m modelport.cli.reference`; "
+        "a test keeps it in sync.",
+        "",
+        "Exit codes: 0 ok · 1 other failure · 2 invalid input or usage · 3 not found · "
+        "4 integrity failure (a stored artifact changed) · 5 registry missing or needs `modelport init`.",
+        "",
+    ]
+    for command in COMMANDS:
+        result = runner.invoke(
+            app, [*command, "--help"], prog_name="modelport", env={"COLUMNS": "100", "NO_COLOR": "1"}
+        )
+        assert result.exit_code == 0, result.output
+        parts += [f"## `{' '.join(['modelport', *command])}`", ""]
+        parts += ["```text", result.output.rstrip(), "```", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def render_settings() -> str:
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from `modelport.settings.Settings` by `python -m modelport.cli.reference`; a test keeps",
+        "it in sync. Each setting is read once from the environment variable shown.",
+        "",
+        "| variable | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        annotation = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        annotation = annotation.replace("pathlib.Path", "Path").replace("pathlib._local.Path", "Path")
+        default = "unset" if field.default is None else f"`{field.default}`"
+        description = " ".join((field.description or "").split()).replace("``", "`").replace("|", "\\|")
+        annotation = annotation.replace("|", "\\|")
+        lines.append(f"| `MODELPORT_{name.upper()}` | `{annotation}` | {default} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_all(docs: Path) -> None:
+    (docs / "cli.md").write_text(render_cli(), encoding="utf-8")
+    (docs / "settings.md").write_text(render_settings(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs"))

@@ -1,0 +1,131 @@
+"""One exception tree for modelport. Core errors carry meaning, never HTTP status codes.
+
+    ModelportError
+     ├── InvalidInput                 the caller sent something unusable (bad name, bad sample …)
+     │    ├── InvalidName             a model name, alias name or reference breaks the naming rules
+     │    ├── UnknownFormat           a file is in no format modelport can read
+     │    ├── UnsafeFormat            code-executing input (pickle) without an explicit opt-in
+     │    ├── SampleMismatch          sample columns do not match what the model expects
+     │    └── InputMismatch           prediction input does not match the version's signature
+     ├── NotFound                     the thing named does not exist
+     │    ├── ModelNotFound
+     │    ├── VersionNotFound
+     │    ├── AliasNotFound
+     │    └── FileMissing             a file given by path is not there
+     ├── Conflict                     the request clashes with the current state (duplicate …)
+     ├── IntegrityFailure             a stored artifact no longer matches its recorded digest
+     ├── ConversionFailed             a model could not be converted or proven equivalent
+     ├── RuntimeFailure               a runtime failed to load or to predict
+     ├── StorageFailure               the database refused an operation (reported without its SQL)
+     └── StoreNotReady                the registry database is missing, unreachable or needs a migration
+
+Adapters (CLI, REST, gRPC) map this tree to exit codes and statuses in one place each. Messages built
+from a third-party exception go through :func:`brief`, which keeps one line and strips file paths.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "AliasNotFound",
+    "Conflict",
+    "ConversionFailed",
+    "FileMissing",
+    "InputMismatch",
+    "IntegrityFailure",
+    "InvalidInput",
+    "InvalidName",
+    "ModelNotFound",
+    "ModelportError",
+    "NotFound",
+    "RuntimeFailure",
+    "SampleMismatch",
+    "StorageFailure",
+    "StoreNotReady",
+    "UnknownFormat",
+    "UnsafeFormat",
+    "VersionNotFound",
+    "brief",
+]
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+-]+){2,}(?::\d+)?")
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """One line describing ``exc`` for a user: no traceback, no file paths, bounded length."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return _PATH.sub("<path>", text)[:limit]
+
+
+class ModelportError(Exception):
+    """Base of every error modelport raises on purpose. ``str(err)`` is safe to show a user."""
+
+
+class InvalidInput(ModelportError):
+    """The caller sent something unusable."""
+
+
+class InvalidName(InvalidInput):
+    """A model name, alias name or model reference breaks the naming rules."""
+
+
+class UnknownFormat(InvalidInput):
+    """A file is in no format modelport can read."""
+
+
+class UnsafeFormat(InvalidInput):
+    """Code-executing input (pickle, joblib) offered without an explicit opt-in."""
+
+
+class SampleMismatch(InvalidInput):
+    """The registration sample does not match the features the model expects."""
+
+
+class InputMismatch(InvalidInput):
+    """Prediction input does not match the version's signature."""
+
+
+class NotFound(ModelportError):
+    """The thing named does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No model of that name."""
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not that version."""
+
+
+class AliasNotFound(NotFound):
+    """The model exists but has no such alias."""
+
+
+class FileMissing(NotFound):
+    """A file given by path does not exist or is not a regular file."""
+
+
+class Conflict(ModelportError):
+    """The request clashes with the current state."""
+
+
+class IntegrityFailure(ModelportError):
+    """A stored artifact no longer matches the digest recorded when it was registered."""
+
+
+class ConversionFailed(ModelportError):
+    """A model could not be converted to ONNX, or the conversion was not proven equivalent."""
+
+
+class RuntimeFailure(ModelportError):
+    """A runtime failed to load an artifact or to compute a prediction."""
+
+
+class StorageFailure(ModelportError):
+    """The registry database refused an operation."""
+
+
+class StoreNotReady(ModelportError):
+    """The registry database does not exist yet, cannot be reached, or its schema needs a migration."""

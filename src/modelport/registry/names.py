@@ -1,0 +1,108 @@
+"""Names and references: the rules every adapter shares.
+
+A model name is lower-case letters, digits, ``.``, ``_`` and ``-`` (starting and ending with a letter or
+digit, no ``..``), so it is safe in a URL path segment and can never walk a file system. An alias name
+matches ``[a-z][a-z0-9_-]{0,62}``: it starts with a letter, so it is never all digits and never
+confused with a version number. ``latest`` is reserved: it is computed (the highest version), not set.
+
+A reference is ``NAME`` (the latest version), ``NAME@ALIAS`` or ``NAME@VERSION``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelport.errors import InvalidName
+
+__all__ = [
+    "LATEST",
+    "MAX_VERSION",
+    "ModelRef",
+    "check_alias_name",
+    "check_model_name",
+    "check_version_number",
+    "parse_ref",
+]
+
+LATEST = "latest"
+_MODEL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?")
+_ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")
+MAX_VERSION = 2**31 - 1  # the database column is a 32-bit integer
+
+
+def _shown(value: str) -> str:
+    """A user-supplied string, quoted and cut short, safe to echo in an error."""
+    text = value if len(value) <= 80 else value[:77] + "..."
+    return repr(text)
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidName` saying why."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("model name is empty")
+    if any(ch in name for ch in "/\\\0") or ".." in name:
+        raise InvalidName(f"model name {_shown(name)} contains path characters ('/', '\\', '..' or NUL)")
+    if not _MODEL_NAME.fullmatch(name):
+        raise InvalidName(
+            f"model name {_shown(name)} is invalid: use 1-100 lower-case letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_alias_name(alias: str, *, settable: bool = True) -> str:
+    """Return ``alias`` if it is a valid alias name. ``latest`` is refused when ``settable``."""
+    if not isinstance(alias, str) or not alias:
+        raise InvalidName("alias name is empty")
+    if alias.isdigit():
+        raise InvalidName(f"alias {_shown(alias)} is all digits: that would read as a version number")
+    if any(ch in alias for ch in "/\\\0") or ".." in alias:
+        raise InvalidName(f"alias {_shown(alias)} contains path characters ('/', '\\', '..' or NUL)")
+    if not _ALIAS_NAME.fullmatch(alias):
+        raise InvalidName(
+            f"alias {_shown(alias)} is invalid: it must match [a-z][a-z0-9_-]{{0,62}} "
+            "(a lower-case letter, then up to 62 lower-case letters, digits, '_' or '-')"
+        )
+    if settable and alias == LATEST:
+        raise InvalidName("alias 'latest' is reserved: it always means the highest version")
+    return alias
+
+
+def check_version_number(number: int) -> int:
+    """Return ``number`` if it can be a version number (1 … 2,147,483,647)."""
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_VERSION:
+        raise InvalidName(f"version numbers run from 1 to {MAX_VERSION:,}; got {number!r:.40}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A parsed reference: a model name plus exactly one of a version number or an alias."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        return f"{self.name}@{self.alias or LATEST}"
+
+
+def parse_ref(text: str) -> ModelRef:
+    """Parse ``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (``NAME`` alone means ``NAME@latest``)."""
+    if not isinstance(text, str) or not text:
+        raise InvalidName("model reference is empty: use NAME, NAME@ALIAS or NAME@VERSION")
+    name, sep, selector = text.partition("@")
+    check_model_name(name)
+    if not sep:
+        return ModelRef(name, alias=LATEST)
+    if not selector:
+        raise InvalidName(f"reference {_shown(text)} ends with '@': add an alias or a version number")
+    if selector.isdigit():
+        if not _VERSION.fullmatch(selector) or int(selector) > MAX_VERSION:
+            raise InvalidName(f"reference {_shown(text)}: version numbers run from 1 to {MAX_VERSION:,}")
+        return ModelRef(name, version=int(selector))
+    return ModelRef(name, alias=check_alias_name(selector, settable=False))

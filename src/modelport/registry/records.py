@@ -1,0 +1,82 @@
+"""What the registry hands out: plain, immutable records, free of SQL and HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["ArtifactRecord", "ModelRecord", "VersionRecord"]
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """One stored blob of a version. ``role`` is ``onnx`` (the converted twin) or ``native``."""
+
+    role: str
+    format: str
+    digest: str
+    size: int
+    details: JSONDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """An immutable model version, as registered."""
+
+    model: str
+    number: int
+    uuid: str
+    status: str
+    serving_format: str
+    signature: JSONDict
+    golden: JSONDict
+    environment: JSONDict
+    lineage: JSONDict
+    conversion: JSONDict
+    description: str
+    tags: dict[str, str]
+    creator: str
+    created_at: datetime
+    artifacts: tuple[ArtifactRecord, ...]
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.number}"
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(artifact.format for artifact in self.artifacts)
+
+    def artifact(self, role: str) -> ArtifactRecord | None:
+        return next((a for a in self.artifacts if a.role == role), None)
+
+    def to_dict(self, *, full: bool = True) -> JSONDict:
+        """A JSON-ready dict. ``full=False`` leaves out the bulky signature and golden cases."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["formats"] = list(self.formats)
+        if not full:
+            for bulky in ("signature", "golden", "environment", "conversion"):
+                data.pop(bulky)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A model: a name with versions and aliases."""
+
+    name: str
+    description: str
+    created_at: datetime
+    latest_version: int
+    aliases: dict[str, int]
+    on_violation: str = "flag"
+
+    def to_dict(self) -> JSONDict:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data

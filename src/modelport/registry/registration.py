@@ -1,0 +1,319 @@
+"""Turning a native model plus a sample into a version: signature, golden cases, ONNX twin, proof.
+
+Pure computation: nothing here touches the database or the artifact store. :class:`Registry`
+(``service.py``) stores what :func:`prepare` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelport.environment import snapshot
+from modelport.errors import ConversionFailed, InvalidInput, ModelportError, SampleMismatch, brief
+from modelport.registry.intake import NativeModel
+from modelport.registry.records import ArtifactRecord
+from modelport.runtimes.base import Prediction, Runtime, load_runtime
+from modelport.runtimes.convert import to_onnx
+from modelport.runtimes.equivalence import compare
+from modelport.settings import Settings
+from modelport.signature import Outputs, Signature
+
+__all__ = ["MIN_SAMPLE_ROWS", "Prepared", "fingerprint", "json_safe", "prediction_to_json", "prepare"]
+
+MIN_SAMPLE_ROWS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    signature: Signature
+    golden: dict[str, Any]
+    conversion: dict[str, Any]
+    serving_format: str
+    blobs: dict[str, tuple[str, bytes, dict[str, Any]]]  # role -> (format, bytes, details)
+    environment: dict[str, Any]
+
+
+def prepare(
+    native: NativeModel,
+    sample: pd.DataFrame,
+    settings: Settings,
+    *,
+    target: str | None = None,
+    classes: list[Any] | None = None,
+    require_onnx: bool = False,
+) -> Prepared:
+    frame = align_sample(sample, native, target)
+    if len(frame) < MIN_SAMPLE_ROWS:
+        raise SampleMismatch(
+            f"the sample has {len(frame)} row(s); at least {MIN_SAMPLE_ROWS} are needed to learn the "
+            "features' ranges and to prove the ONNX twin on more than one point"
+        )
+    features = Signature.infer_features(frame)
+    golden_frame = frame.sample(n=min(settings.golden_rows, len(frame)), random_state=0)
+    signature = Signature(features, Outputs(native.task, _classes(native, classes, frame)))  # type: ignore[arg-type]
+    native_runtime = load_runtime(native.format, native.blob, native.details, signature)
+    golden_batch = signature.batch(golden_frame)
+    try:
+        golden_prediction = native_runtime.predict(golden_batch)
+    except ModelportError:
+        raise
+    except Exception as exc:
+        raise SampleMismatch(f"the model cannot score the sample: {brief(exc)}") from None
+    if len(golden_prediction) != len(golden_frame):
+        raise InvalidInput(
+            f"the model returns {len(golden_prediction)} result row(s) for {len(golden_frame)} input "
+            "row(s): modelport serves models that score one row at a time"
+        )
+    golden = {
+        "columns": signature.names,
+        "rows": _rows_to_json(golden_frame),
+        "outputs": prediction_to_json(golden_prediction),
+        "computed_with": native.format,
+    }
+    blobs = {"native": (native.format, native.blob, native.details)}
+    if native.kind == "onnx":
+        conversion: dict[str, Any] = {"status": "not_needed", "reason": "the model was given as ONNX"}
+        serving = "onnx"
+        blobs = {"onnx": ("onnx", native.blob, {})}
+    else:
+        conversion, onnx_blob = _convert(native, signature, golden_frame, native_runtime, settings)
+        if onnx_blob is not None:
+            blobs["onnx"] = ("onnx", onnx_blob, twin_details(native))
+            serving = "onnx"
+        else:
+            if require_onnx:
+                raise ConversionFailed(
+                    f"ONNX conversion required but {conversion['status']}: {conversion['reason']}"
+                )
+            serving = native.format
+    native_runtime.close()
+    return Prepared(signature, golden, conversion, serving, blobs, snapshot())
+
+
+def _convert(
+    native: NativeModel,
+    signature: Signature,
+    golden_frame: pd.DataFrame,
+    native_runtime: Runtime,
+    settings: Settings,
+) -> tuple[dict[str, Any], bytes | None]:
+    tolerance = (
+        settings.regression_tolerance
+        if signature.outputs.task == "regression"
+        else settings.probability_tolerance
+    )
+    try:
+        onnx_blob = to_onnx(native.kind, native.model, signature)
+        twin = load_runtime("onnx", onnx_blob, twin_details(native), signature)
+    except ModelportError as exc:
+        return {"status": "failed", "reason": str(exc), "converter": _converter(native.kind)}, None
+    rows = pd.concat(
+        [golden_frame, signature.random_rows(settings.equivalence_rows, seed=0)], ignore_index=True
+    )
+    batch = signature.batch(rows)
+    try:
+        reference = native_runtime.predict(batch)
+        report = compare(reference, twin.predict(batch), tolerance)
+    except Exception as exc:
+        return {"status": "failed", "reason": f"equivalence check failed: {brief(exc)}"}, None
+    finally:
+        twin.close()
+    result = {
+        "status": "equivalent" if report.equivalent else "not_equivalent",
+        "reason": report.summary(),
+        "converter": _converter(native.kind),
+        "proof": report.to_dict(),
+    }
+    return result, onnx_blob if report.equivalent else None
+
+
+def twin_details(native: NativeModel) -> dict[str, Any]:
+    # Boosters know classes only as 0..k-1, so their ONNX label output is a class index.
+    return {"label_output": "index"} if native.kind in ("xgboost", "lightgbm") else {}
+
+
+def _converter(kind: str) -> str:
+    return "skl2onnx" if kind == "sklearn" else "onnxmltools"
+
+
+def align_sample(sample: pd.DataFrame, native: NativeModel, target: str | None) -> pd.DataFrame:
+    """The sample's feature columns in the model's order, or :class:`SampleMismatch` saying why."""
+    if not isinstance(sample, pd.DataFrame):
+        raise InvalidInput("the sample must be a DataFrame, or a CSV/Parquet file")
+    if len(sample) == 0:
+        raise SampleMismatch("the sample has no rows")
+    frame = sample.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if duplicated:
+        raise SampleMismatch(f"the sample has duplicate column(s): {', '.join(duplicated[:20])}")
+    if target is not None:
+        if target not in frame.columns:
+            raise SampleMismatch(f"target column {target!r} is not in the sample")
+        frame = frame.drop(columns=[target])
+    if native.feature_names is not None:
+        expected = native.feature_names
+        missing = [n for n in expected if n not in frame.columns]
+        extra = [c for c in frame.columns if c not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"lacks feature(s) the model expects: {', '.join(missing[:20])}")
+            if extra:
+                parts.append(
+                    f"has column(s) the model does not use: {', '.join(extra[:20])} "
+                    "(pass --target to drop the label column)"
+                )
+            raise SampleMismatch("the sample " + "; ".join(parts))
+        return frame[expected]
+    if native.n_features is not None and len(frame.columns) != native.n_features:
+        raise SampleMismatch(
+            f"the model expects {native.n_features} features but the sample has "
+            f"{len(frame.columns)} column(s): {', '.join(list(frame.columns)[:20])}"
+            + (" (pass --target to drop the label column)" if target is None else "")
+        )
+    return frame
+
+
+def _classes(native: NativeModel, classes: list[Any] | None, frame: pd.DataFrame) -> list[Any]:
+    if native.task == "regression":
+        if classes is not None:
+            raise InvalidInput("class names were given for a regression model")
+        return []
+    if classes is not None:
+        if native.classes_named:
+            raise InvalidInput(
+                "the model already names its classes ("
+                + ", ".join(map(str, native.classes[:10]))
+                + "): class names can only be given to models that know them as 0..k-1"
+            )
+        names = [str(c).strip() for c in classes]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise InvalidInput("class names must be non-empty and unique")
+        if native.classes and len(names) != len(native.classes):
+            raise InvalidInput(
+                f"{len(names)} class name(s) given but the model has {len(native.classes)} classes"
+            )
+        return names
+    if native.classes:
+        return list(native.classes)
+    raise InvalidInput("the model does not declare its classes: pass classes=[...] (--classes)")
+
+
+def prediction_to_json(prediction: Prediction) -> dict[str, Any]:
+    if prediction.values is not None:
+        return {"values": [_json_float(v) for v in prediction.values.tolist()]}
+    assert prediction.labels is not None and prediction.probabilities is not None
+    return {
+        "labels": [_plain(v) for v in prediction.labels.tolist()],
+        "probabilities": [[_json_float(p) for p in row] for row in prediction.probabilities.tolist()],
+    }
+
+
+def _rows_to_json(frame: pd.DataFrame) -> list[list[Any]]:
+    return [[_plain(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _json_float(value)
+    if value is None or value is pd.NA:
+        return None
+    return value
+
+
+def json_safe(values: Mapping[str, Any] | None, what: str, *, numbers: bool = False) -> dict[str, Any]:
+    """``values`` as plain JSON (numpy scalars unwrapped); refuses NaN/inf and unserialisable values.
+    ``numbers=True`` requires every value to be a finite number (metrics)."""
+    result: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        plain = value.item() if isinstance(value, np.generic) else value
+        if numbers:
+            if isinstance(plain, bool) or not isinstance(plain, int | float):
+                raise InvalidInput(f"{what} {key!r} must be a number, got {plain!r:.40}")
+            plain = float(plain)
+        try:
+            json.dumps(plain, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"{what} {key!r} must be a finite number, string, boolean, list or mapping; got {plain!r:.40}"
+            ) from None
+        result[str(key)] = plain
+    return result
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else float(value)
+
+
+# -- lineage ------------------------------------------------------------------------------------
+
+
+def fingerprint(data: pd.DataFrame | str | Path | None) -> dict[str, Any] | None:
+    """sha256 fingerprint of the training data: of a file's bytes, or of a DataFrame's content."""
+    if data is None:
+        return None
+    if isinstance(data, pd.DataFrame):
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(map(str, data.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+        return {"sha256": digest.hexdigest(), "rows": len(data), "columns": len(data.columns)}
+    path = Path(data)
+    if not path.is_file():
+        raise InvalidInput(f"training data file {str(path)!r} does not exist")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "file": path.name, "bytes": path.stat().st_size}
+
+
+def code_revision() -> str | None:
+    """The git commit of the current directory (with ``+dirty`` if it has changes), if any."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def default_params(native: NativeModel) -> dict[str, Any]:
+    """Scalar hyper-parameters of a scikit-learn model (nested estimators are left out)."""
+    if native.kind != "sklearn" or not hasattr(native.model, "get_params"):
+        return {}
+    params = native.model.get_params(deep=True)
+    scalars = {
+        k: v for k, v in sorted(params.items()) if isinstance(v, int | float | str | bool | type(None))
+    }
+    # e.g. SimpleImputer(missing_values=nan): JSON has no NaN, so such values are kept as text.
+    return {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in scalars.items()}
+
+
+def artifact_records(digests: dict[str, str], prepared: Prepared) -> tuple[ArtifactRecord, ...]:
+    return tuple(
+        ArtifactRecord(role, fmt, digests[role], len(blob), details)
+        for role, (fmt, blob, details) in sorted(prepared.blobs.items())
+    )

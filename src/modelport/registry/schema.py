@@ -1,0 +1,108 @@
+"""Registry tables (SQLAlchemy Core). The Alembic migrations under ``migrations/`` create exactly this;
+``tests/registry/test_store.py`` proves it on SQLite and PostgreSQL.
+
+    models ──< model_versions ──< artifacts
+       └────< aliases >──────────┘
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["aliases", "artifacts", "metadata", "model_versions", "models", "registry_state"]
+
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    # The highest version number handed out; bumped in the same transaction as the version insert,
+    # so a failed registration leaves no gap.
+    Column("latest_version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # What serving does with a value outside the signature (range, category, unexpected missing):
+    # "flag" (answer, count and report the violation) or "reject" (400 naming feature and violation).
+    Column("on_violation", String(16), nullable=False, server_default="flag"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="RESTRICT"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("serving_format", String(32), nullable=False),
+    Column("signature", JSONDoc, nullable=False),
+    Column("golden", JSONDoc, nullable=False),
+    Column("environment", JSONDoc, nullable=False),
+    Column("lineage", JSONDoc, nullable=False),
+    Column("conversion", JSONDoc, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", JSONDoc, nullable=False),
+    Column("creator", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model_id", "number", name="uq_model_versions_model_id_number"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column(
+        "version_id",
+        Integer,
+        ForeignKey("model_versions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("role", String(16), primary_key=True),
+    Column("format", String(32), nullable=False),
+    Column("digest", String(64), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("details", JSONDoc, nullable=False),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("version_id", Integer, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+# One row (id = 1). ``generation`` grows with every change a server must see: a new version, an alias
+# set, moved or removed. Servers poll this single row to notice changes made by any process.
+registry_state = Table(
+    "registry_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+)

@@ -1,0 +1,324 @@
+"""The registry service: register, look up, alias, load and predict — the core every adapter calls.
+
+It composes the SQL store (rows), the artifact store (blobs) and the runtimes. Registration computes
+everything first (signature, golden cases, ONNX twin and its proof), then writes blobs durably inside
+a staging session, then commits the version row: a crash at any point leaves either a complete
+version or nothing (the next open removes stray blobs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelport.errors import (
+    InputMismatch,
+    IntegrityFailure,
+    InvalidInput,
+    InvalidName,
+    ModelportError,
+    NotFound,
+    RuntimeFailure,
+    brief,
+)
+from modelport.registry import intake
+from modelport.registry.artifacts import ArtifactStore
+from modelport.registry.names import (
+    ModelRef,
+    check_alias_name,
+    check_model_name,
+    check_version_number,
+    parse_ref,
+)
+from modelport.registry.records import ModelRecord, VersionRecord
+from modelport.registry.registration import (
+    artifact_records,
+    code_revision,
+    default_params,
+    fingerprint,
+    json_safe,
+    prepare,
+)
+from modelport.registry.store import NewVersion, RegistryStore
+from modelport.runtimes.base import Prediction, Runtime, load_runtime
+from modelport.runtimes.equivalence import compare
+from modelport.settings import Settings
+from modelport.signature import Batch, Signature
+from modelport.tables import read_table
+
+__all__ = ["GOLDEN_TOLERANCE", "LoadedVersion", "Registry"]
+
+GOLDEN_TOLERANCE = 1e-4  # served twins are proven to 1e-5; this only absorbs float32 round-off
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVersion:
+    """A version with its runtime loaded from digest-verified bytes."""
+
+    version: VersionRecord
+    signature: Signature
+    runtime: Runtime
+
+    def predict(self, frame: pd.DataFrame) -> Prediction:
+        """Score ``frame``. Input the model cannot score — including missing values it cannot handle,
+        which some runtimes answer with NaN instead of an error — raises :class:`InputMismatch`."""
+        return self.predict_batch(self.signature.batch(frame))
+
+    def predict_batch(self, batch: Batch) -> Prediction:
+        """Score columns already converted by the signature (the serving hot path)."""
+        try:
+            prediction = self.runtime.predict(batch)
+        except ModelportError:
+            raise
+        except Exception as exc:
+            missing = _features_with_missing(batch)
+            if missing:
+                raise InputMismatch(
+                    f"{self.version.ref} cannot score rows with missing values in {', '.join(missing)}: "
+                    f"{brief(exc)}"
+                ) from None
+            raise RuntimeFailure(f"{self.version.ref} failed to score the input: {brief(exc)}") from None
+        scores = prediction.probabilities if prediction.probabilities is not None else prediction.values
+        if scores is not None and scores.size and not np.isfinite(scores).all():
+            bad_rows = np.flatnonzero(~np.isfinite(scores.reshape(len(scores), -1)).all(axis=1))
+            missing = _features_with_missing({k: v[bad_rows] for k, v in batch.items()})
+            cause = f"missing values in {', '.join(missing)}" if missing else "its input"
+            raise InputMismatch(
+                f"{self.version.ref} gives no valid score for row(s) "
+                f"{', '.join(str(i) for i in bad_rows[:10])}: the model cannot handle {cause}"
+            )
+        return prediction
+
+    def check_golden(self) -> None:
+        """Replay the golden cases and require the answers recorded at registration (within
+        :data:`GOLDEN_TOLERANCE`): the warm-up every version passes before it takes traffic."""
+        golden = self.version.golden
+        frame = pd.DataFrame(golden["rows"], columns=golden["columns"])
+        try:
+            got = self.predict(frame)
+        except ModelportError as exc:
+            raise RuntimeFailure(f"{self.version.ref} failed to replay its golden cases: {exc}") from None
+        outputs = golden["outputs"]
+        if "values" in outputs:
+            values = np.array([np.nan if v is None else v for v in outputs["values"]], dtype=np.float64)
+            expected = Prediction(values=values)
+        else:
+            expected = Prediction(
+                labels=np.array(outputs["labels"], dtype=object),
+                probabilities=np.array(outputs["probabilities"], dtype=np.float64),
+            )
+        report = compare(expected, got, GOLDEN_TOLERANCE)
+        if not report.equivalent:
+            raise RuntimeFailure(
+                f"{self.version.ref} does not reproduce its golden cases: {report.summary()}"
+            )
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+class Registry:
+    """Models, versions and aliases over one database and one artifact store."""
+
+    def __init__(self, settings: Settings, store: RegistryStore, artifacts: ArtifactStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+
+    def close(self) -> None:
+        self.store.db.dispose()
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        model: Any = None,
+        *,
+        name: str,
+        sample: pd.DataFrame | str | Path,
+        path: str | Path | None = None,
+        format: str | None = None,
+        trust_pickle: bool = False,
+        alias: str | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        training_data: pd.DataFrame | str | Path | None = None,
+        code_revision: str | None = None,
+        parent: int | None = None,
+        target: str | None = None,
+        classes: list[Any] | None = None,
+        require_onnx: bool = False,
+        creator: str | None = None,
+    ) -> VersionRecord:
+        """Register ``model`` (an in-process object) or the model file at ``path`` as a new version."""
+        check_model_name(name)
+        if alias is not None:
+            check_alias_name(alias)
+        if (model is None) == (path is None):
+            raise InvalidInput("give either a model object or a model file path, not both or neither")
+        native = (
+            intake.from_object(model)
+            if path is None
+            else intake.from_file(Path(path), format, trust_pickle=trust_pickle)
+        )
+        frame = read_table(Path(sample)) if isinstance(sample, str | Path) else sample
+        if parent is not None:
+            self.store.get_version(ModelRef(name, version=check_version_number(parent)))
+        lineage = {
+            "training_data": fingerprint(training_data),
+            "sample": fingerprint(frame),
+            "code_revision": code_revision if code_revision is not None else _git_revision(),
+            "params": json_safe(params if params is not None else default_params(native), "param"),
+            "metrics": json_safe(metrics, "metric", numbers=True),
+            "parent_version": parent,
+            "source": native.source,
+            "library": native.kind,
+        }
+        prepared = prepare(
+            native, frame, self.settings, target=target, classes=classes, require_onnx=require_onnx
+        )
+        try:
+            with self.artifacts.staging() as staging:
+                digests = {role: staging.put(blob) for role, (_fmt, blob, _d) in prepared.blobs.items()}
+                return self.store.add_version(
+                    NewVersion(
+                        model=name,
+                        status="ready",
+                        serving_format=prepared.serving_format,
+                        signature=prepared.signature.to_dict(),
+                        golden=prepared.golden,
+                        environment=prepared.environment,
+                        lineage=lineage,
+                        conversion=prepared.conversion,
+                        description=description,
+                        tags={str(k): str(v) for k, v in (tags or {}).items()},
+                        creator=creator if creator is not None else _whoami(),
+                        artifacts=artifact_records(digests, prepared),
+                    ),
+                    alias=alias,
+                )
+        except BaseException:
+            # The staging session kept its journal: remove the blobs nothing references now (or,
+            # if even that fails, on the next open).
+            with contextlib.suppress(ModelportError, OSError):
+                self.artifacts.recover(self.store.referenced_digests)
+            raise
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelRecord]:
+        return self.store.list_models()
+
+    def model(self, name: str) -> ModelRecord:
+        return self.store.get_model(name)
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        return self.store.list_versions(name)
+
+    def get(self, ref: str | ModelRef) -> VersionRecord:
+        """The version a reference (``NAME``, ``NAME@ALIAS``, ``NAME@VERSION``) points at."""
+        if isinstance(ref, ModelRef):
+            return self.store.get_version(ref)
+        if not isinstance(ref, str):
+            raise InvalidName(
+                f"a model reference is a string like 'name@production', not {type(ref).__name__}"
+            )
+        return self.store.get_version(parse_ref(ref))
+
+    def set_alias(
+        self, name: str, alias: str, number: int, *, actor: str | None = None, verify: bool = True
+    ) -> VersionRecord:
+        """Point ``name@alias`` at version ``number``. With ``verify`` (the default) the version is first
+        loaded from digest-checked bytes and must reproduce its golden cases, so an alias never moves to
+        a version that cannot serve."""
+        if verify:
+            loaded = self.load(ModelRef(name, version=check_version_number(number)))
+            try:
+                loaded.check_golden()
+            finally:
+                loaded.close()
+        return self.store.set_alias(name, alias, number, actor=actor if actor is not None else _whoami())
+
+    def set_policy(self, name: str, on_violation: str) -> None:
+        """``flag`` (default) or ``reject`` values outside the signature when serving ``name``."""
+        self.store.set_policy(name, on_violation)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        self.store.remove_alias(name, alias)
+
+    # -- loading and predicting -----------------------------------------------------------------
+
+    def read_artifact(self, version: VersionRecord, role: str) -> bytes:
+        """An artifact's bytes, refused unless they still hash to the recorded digest."""
+        artifact = version.artifact(role)
+        if artifact is None:
+            raise NotFound(f"{version.ref} has no {role} artifact")
+        try:
+            return self.artifacts.read(artifact.digest)
+        except IntegrityFailure:
+            raise IntegrityFailure(
+                f"refusing to load {version.ref}: its {role} artifact ({artifact.format}) does not "
+                f"match the recorded digest sha256:{artifact.digest}; the stored file was changed"
+            ) from None
+        except NotFound:
+            raise IntegrityFailure(
+                f"refusing to load {version.ref}: its {role} artifact sha256:{artifact.digest} "
+                "is missing from the artifact store"
+            ) from None
+
+    def load(self, ref: str | ModelRef | VersionRecord, *, role: str | None = None) -> LoadedVersion:
+        """Load a version's runtime: the serving format by default, or the artifact ``role``."""
+        version = ref if isinstance(ref, VersionRecord) else self.get(ref)
+        if role is None:
+            role = "onnx" if version.serving_format == "onnx" else "native"
+        artifact = version.artifact(role)
+        if artifact is None:
+            raise NotFound(f"{version.ref} has no {role} artifact")
+        signature = Signature.from_dict(version.signature)
+        blob = self.read_artifact(version, role)
+        return LoadedVersion(
+            version, signature, load_runtime(artifact.format, blob, artifact.details, signature)
+        )
+
+    def predict(self, ref: str | ModelRef, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score ``frame`` locally with the version's serving runtime; one output row per input row."""
+        loaded = self.load(ref)
+        try:
+            return prediction_frame(loaded.predict(frame), loaded.signature)
+        finally:
+            loaded.close()
+
+
+def prediction_frame(prediction: Prediction, signature: Signature) -> pd.DataFrame:
+    """A prediction as a table: ``label`` and ``p_<class>`` columns, or ``prediction`` for regressors."""
+    if prediction.values is not None:
+        return pd.DataFrame({"prediction": prediction.values})
+    assert prediction.labels is not None and prediction.probabilities is not None
+    columns: dict[str, Any] = {"label": list(prediction.labels)}
+    for index, name in enumerate(signature.outputs.probability_names):
+        columns[name] = np.asarray(prediction.probabilities[:, index], dtype=np.float64)
+    return pd.DataFrame(columns)
+
+
+def _features_with_missing(batch: dict[str, np.ndarray]) -> list[str]:
+    return [name for name, column in batch.items() if pd.isna(column).any()]
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _git_revision() -> str | None:
+    return code_revision()

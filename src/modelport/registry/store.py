@@ -1,0 +1,340 @@
+"""The registry store: models, versions, artifacts rows and aliases in SQL.
+
+It knows nothing of files or formats: callers hand it finished version data whose blobs are already
+durable in the artifact store. Version numbers are allocated inside the transaction that inserts the
+version (``UPDATE models SET latest_version = latest_version + 1 … RETURNING``), so concurrent
+registrations of one name serialise on that row and a failed one rolls its number back: no gaps, no
+duplicates, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, select, update
+
+from modelport.errors import AliasNotFound, InvalidInput, ModelNotFound, VersionNotFound
+from modelport.registry.database import Database
+from modelport.registry.names import (
+    LATEST,
+    ModelRef,
+    check_alias_name,
+    check_model_name,
+    check_version_number,
+)
+from modelport.registry.records import ArtifactRecord, ModelRecord, VersionRecord
+from modelport.registry.schema import aliases, artifacts, model_versions, models, registry_state
+
+__all__ = ["POLICIES", "NewVersion", "RegistryStore"]
+
+POLICIES = ("flag", "reject")
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """Everything a version row holds, before it has a number."""
+
+    model: str
+    status: str
+    serving_format: str
+    signature: dict[str, Any]
+    golden: dict[str, Any]
+    environment: dict[str, Any]
+    lineage: dict[str, Any]
+    conversion: dict[str, Any]
+    description: str
+    tags: dict[str, str]
+    creator: str
+    artifacts: tuple[ArtifactRecord, ...]
+    model_description: str = ""
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class RegistryStore:
+    """SQL access for the registry. Every public method is one transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def add_version(self, new: NewVersion, *, alias: str | None = None) -> VersionRecord:
+        """Insert a version (creating the model on first use) and optionally point ``alias`` at it."""
+        check_model_name(new.model)
+        if alias is not None:
+            check_alias_name(alias)
+        now = datetime.now(UTC)
+        with self.db.write() as conn:
+            conn.execute(
+                self.db.insert_ignoring_conflict(
+                    models,
+                    {
+                        "name": new.model,
+                        "description": new.model_description,
+                        "latest_version": 0,
+                        "created_at": now,
+                        "on_violation": "flag",
+                    },
+                )
+            )
+            model_id, number = conn.execute(
+                update(models)
+                .where(models.c.name == new.model)
+                .values(latest_version=models.c.latest_version + 1)
+                .returning(models.c.id, models.c.latest_version)
+            ).one()
+            version_uuid = str(uuidlib.uuid4())
+            version_id = conn.execute(
+                model_versions.insert()
+                .values(
+                    uuid=version_uuid,
+                    model_id=model_id,
+                    number=number,
+                    status=new.status,
+                    serving_format=new.serving_format,
+                    signature=new.signature,
+                    golden=new.golden,
+                    environment=new.environment,
+                    lineage=new.lineage,
+                    conversion=new.conversion,
+                    description=new.description,
+                    tags=new.tags,
+                    creator=new.creator,
+                    created_at=now,
+                )
+                .returning(model_versions.c.id)
+            ).scalar_one()
+            for artifact in new.artifacts:
+                conn.execute(
+                    artifacts.insert().values(
+                        version_id=version_id,
+                        role=artifact.role,
+                        format=artifact.format,
+                        digest=artifact.digest,
+                        size=artifact.size,
+                        details=artifact.details,
+                    )
+                )
+            if alias is not None:
+                self._point_alias(conn, model_id, alias, version_id, new.creator, now)
+            self._bump_generation(conn)
+            return self._version_by_id(conn, version_id)
+
+    def set_alias(self, name: str, alias: str, number: int, *, actor: str = "") -> VersionRecord:
+        """Point ``name@alias`` at version ``number`` (creating or moving the alias)."""
+        check_alias_name(alias)
+        check_version_number(number)
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            version_id = conn.execute(
+                select(model_versions.c.id).where(
+                    model_versions.c.model_id == model_id, model_versions.c.number == number
+                )
+            ).scalar_one_or_none()
+            if version_id is None:
+                raise VersionNotFound(f"model {name!r} has no version {number}")
+            self._point_alias(conn, model_id, alias, version_id, actor, datetime.now(UTC))
+            self._bump_generation(conn)
+            return self._version_by_id(conn, version_id)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        check_alias_name(alias)
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            removed = conn.execute(
+                delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
+            ).rowcount
+            if not removed:
+                raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+            self._bump_generation(conn)
+
+    @staticmethod
+    def _bump_generation(conn: Connection) -> None:
+        conn.execute(
+            update(registry_state)
+            .where(registry_state.c.id == 1)
+            .values(generation=registry_state.c.generation + 1)
+        )
+
+    def set_policy(self, name: str, on_violation: str) -> None:
+        if on_violation not in POLICIES:
+            raise InvalidInput(
+                f"on-violation policy must be one of {', '.join(POLICIES)}, not {on_violation!r}"
+            )
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            conn.execute(update(models).where(models.c.id == model_id).values(on_violation=on_violation))
+            self._bump_generation(conn)
+
+    def policies(self) -> dict[str, str]:
+        with self.db.read() as conn:
+            return dict(conn.execute(select(models.c.name, models.c.on_violation)).all())
+
+    def generation(self) -> int:
+        """The change counter: differs from the last value read iff something servers see changed."""
+        with self.db.read() as conn:
+            return int(
+                conn.execute(select(registry_state.c.generation).where(registry_state.c.id == 1)).scalar_one()
+            )
+
+    def routing_table(self) -> dict[str, dict[str, int]]:
+        """Every model's aliases (plus ``latest``) as ``{model: {alias: version number}}``."""
+        with self.db.read() as conn:
+            names = dict(conn.execute(select(models.c.id, models.c.name)).all())
+            latest = dict(conn.execute(select(models.c.id, models.c.latest_version)).all())
+            table: dict[str, dict[str, int]] = {name: {} for name in names.values()}
+            for model_id, alias_numbers in self._aliases_by_model(conn, None).items():
+                table[names[model_id]].update(alias_numbers)
+            for model_id, number in latest.items():
+                if number:
+                    table[names[model_id]][LATEST] = number
+            return table
+
+    def _point_alias(
+        self, conn: Connection, model_id: int, alias: str, version_id: int, actor: str, now: datetime
+    ) -> None:
+        conn.execute(
+            self.db.upsert(
+                aliases,
+                {
+                    "model_id": model_id,
+                    "name": alias,
+                    "version_id": version_id,
+                    "updated_at": now,
+                    "updated_by": actor,
+                },
+                keys=["model_id", "name"],
+                update=["version_id", "updated_at", "updated_by"],
+            )
+        )
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelRecord]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(models).order_by(models.c.name)).all()
+            alias_map = self._aliases_by_model(conn, None)
+        return [self._model_record(row, alias_map.get(row.id, {})) for row in rows]
+
+    def get_model(self, name: str) -> ModelRecord:
+        check_model_name(name)
+        with self.db.read() as conn:
+            row = conn.execute(select(models).where(models.c.name == name)).one_or_none()
+            if row is None:
+                raise ModelNotFound(f"no model named {name!r}")
+            return self._model_record(row, self._aliases_by_model(conn, row.id).get(row.id, {}))
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            ids = conn.execute(
+                select(model_versions.c.id)
+                .where(model_versions.c.model_id == model_id)
+                .order_by(model_versions.c.number)
+            ).scalars()
+            return [self._version_by_id(conn, version_id) for version_id in ids]
+
+    def get_version(self, ref: ModelRef) -> VersionRecord:
+        """Resolve a reference (number, alias or ``latest``) to its version."""
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, ref.name)
+            query = select(model_versions.c.id).where(model_versions.c.model_id == model_id)
+            if ref.version is not None:
+                query = query.where(model_versions.c.number == ref.version)
+                missing = f"model {ref.name!r} has no version {ref.version}"
+            elif ref.alias == LATEST:
+                query = query.order_by(model_versions.c.number.desc()).limit(1)
+                missing = f"model {ref.name!r} has no versions"
+            else:
+                query = select(aliases.c.version_id).where(
+                    aliases.c.model_id == model_id, aliases.c.name == ref.alias
+                )
+                missing = f"model {ref.name!r} has no alias {ref.alias!r}"
+            version_id = conn.execute(query).scalar_one_or_none()
+            if version_id is None:
+                raise AliasNotFound(missing) if ref.alias not in (None, LATEST) else VersionNotFound(missing)
+            return self._version_by_id(conn, version_id)
+
+    def referenced_digests(self) -> set[str]:
+        """Every digest a committed version points at (the artifact store's live set)."""
+        with self.db.read() as conn:
+            return set(conn.execute(select(artifacts.c.digest).distinct()).scalars())
+
+    def count_versions(self, name: str) -> int:
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            return int(
+                conn.execute(select(func.count()).where(model_versions.c.model_id == model_id)).scalar_one()
+            )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _model_id(self, conn: Connection, name: str) -> int:
+        check_model_name(name)
+        model_id = conn.execute(select(models.c.id).where(models.c.name == name)).scalar_one_or_none()
+        if model_id is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        return int(model_id)
+
+    @staticmethod
+    def _aliases_by_model(conn: Connection, model_id: int | None) -> dict[int, dict[str, int]]:
+        query = select(aliases.c.model_id, aliases.c.name, model_versions.c.number).join(
+            model_versions, model_versions.c.id == aliases.c.version_id
+        )
+        if model_id is not None:
+            query = query.where(aliases.c.model_id == model_id)
+        result: dict[int, dict[str, int]] = {}
+        for row in conn.execute(query.order_by(aliases.c.name)):
+            result.setdefault(row.model_id, {})[row.name] = row.number
+        return result
+
+    @staticmethod
+    def _model_record(row: Row[Any], alias_numbers: dict[str, int]) -> ModelRecord:
+        return ModelRecord(
+            name=row.name,
+            description=row.description,
+            created_at=_utc(row.created_at),
+            latest_version=row.latest_version,
+            aliases=alias_numbers,
+            on_violation=row.on_violation,
+        )
+
+    @staticmethod
+    def _version_by_id(conn: Connection, version_id: int) -> VersionRecord:
+        row = conn.execute(
+            select(model_versions, models.c.name.label("model_name"))
+            .join(models, models.c.id == model_versions.c.model_id)
+            .where(model_versions.c.id == version_id)
+        ).one()
+        blobs = conn.execute(
+            select(artifacts).where(artifacts.c.version_id == version_id).order_by(artifacts.c.role)
+        ).all()
+        alias_names: Iterable[str] = conn.execute(
+            select(aliases.c.name).where(aliases.c.version_id == version_id).order_by(aliases.c.name)
+        ).scalars()
+        return VersionRecord(
+            model=row.model_name,
+            number=row.number,
+            uuid=row.uuid,
+            status=row.status,
+            serving_format=row.serving_format,
+            signature=row.signature,
+            golden=row.golden,
+            environment=row.environment,
+            lineage=row.lineage,
+            conversion=row.conversion,
+            description=row.description,
+            tags=row.tags,
+            creator=row.creator,
+            created_at=_utc(row.created_at),
+            artifacts=tuple(ArtifactRecord(b.role, b.format, b.digest, b.size, b.details) for b in blobs),
+            aliases=tuple(alias_names),
+        )

@@ -1,0 +1,223 @@
+"""The data plane: the protocol-free core that REST (and later gRPC and batch) call.
+
+It resolves a model and a version selector (number, alias, or none = default route) through the
+pool, converts tensors to the signature's columns, scores through the version's batcher and returns
+tensors plus the version that answered. It knows nothing of HTTP, JSON or protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelport._version import __version__
+from modelport.errors import InputMismatch, ModelportError
+from modelport.registry.service import LoadedVersion
+from modelport.serving.batching import Batcher
+from modelport.serving.pool import ModelPool
+from modelport.serving.tensors import Tensor, batch_from_tensors, tensors_from_prediction
+
+__all__ = ["DataPlane", "InferenceResult", "ModelStats"]
+
+SERVER_NAME = "modelport"
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    model: str
+    version: int
+    outputs: list[Tensor]
+    flags: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelStats:
+    success: int = 0
+    failure: int = 0
+    success_ns: int = 0
+    failure_ns: int = 0
+    last_inference_ms: int = 0
+    flagged_requests: int = 0
+    rejected_requests: int = 0
+
+
+@dataclass
+class DataPlane:
+    pool: ModelPool
+    max_batch_rows: int = 256
+    draining: bool = False
+    _batchers: dict[tuple[str, int], tuple[LoadedVersion, Batcher]] = field(default_factory=dict)
+    stats: dict[tuple[str, int], ModelStats] = field(default_factory=dict)
+
+    # -- health and metadata --------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return not self.draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def resolve(self, model: str, selector: str | None) -> int:
+        # Routes are refreshed in the background (RestApp._poll): no database read per request.
+        return self.pool.resolve(model, selector)
+
+    async def loaded(self, model: str, selector: str | None) -> LoadedVersion:
+        number = self.resolve(model, selector)
+        if self.pool.is_loaded(model, number):
+            return self.pool.get(model, number)
+        return await asyncio.to_thread(self.pool.get, model, number)
+
+    async def model_metadata(self, model: str, selector: str | None) -> dict[str, Any]:
+        loaded = await self.loaded(model, selector)
+        signature = loaded.signature
+        routes = self.pool.models().get(model, {})
+        if signature.all_numeric:
+            inputs: list[dict[str, Any]] = [
+                {"name": "input", "datatype": "FP64", "shape": [-1, len(signature.features)]}
+            ]
+        else:
+            inputs = []
+        inputs += [
+            {"name": f.name, "datatype": "FP64" if f.numeric else "BYTES", "shape": [-1]}
+            for f in signature.features
+        ]
+        if signature.outputs.task == "regression":
+            outputs = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+        else:
+            label_type = "INT64" if all(isinstance(c, int) for c in signature.outputs.classes) else "BYTES"
+            outputs = [
+                {"name": "label", "datatype": label_type, "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(signature.outputs.classes)]},
+            ]
+        versions = sorted({str(n) for n in routes.values()} | {str(loaded.version.number)}, key=int)
+        return {
+            "name": model,
+            "versions": versions,
+            "platform": f"modelport-{loaded.runtime.format}",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "version": loaded.version.number,
+                "aliases": sorted(a for a, n in routes.items() if n == loaded.version.number),
+                "classes": list(signature.outputs.classes),
+                "features": signature.names,
+            },
+        }
+
+    async def model_ready(self, model: str, selector: str | None) -> bool:
+        try:
+            await self.loaded(model, selector)
+        except ModelportError:
+            return False
+        return not self.draining
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def infer(
+        self, model: str, selector: str | None, inputs: list[Tensor], requested: list[str] | None = None
+    ) -> InferenceResult:
+        loaded = await self.loaded(model, selector)
+        key = (model, loaded.version.number)
+        started = time.perf_counter_ns()
+        stats = self.stats.setdefault(key, ModelStats())
+        try:
+            batch, rows, matrix = batch_from_tensors(inputs, loaded.signature)
+            flags = loaded.signature.violations(batch, matrix)
+            if flags:
+                if self.pool.policy(model) == "reject":
+                    stats.rejected_requests += 1
+                    raise InputMismatch(
+                        f"values outside what {loaded.version.ref} was trained on: "
+                        + loaded.signature.describe_violations(flags)
+                    )
+                stats.flagged_requests += 1
+            prediction = await self._batcher(key, loaded).submit(batch, rows)
+        except Exception:
+            stats.failure += 1
+            stats.failure_ns += time.perf_counter_ns() - started
+            raise
+        stats.success += 1
+        stats.success_ns += time.perf_counter_ns() - started
+        stats.last_inference_ms = int(time.time() * 1000)
+        outputs = tensors_from_prediction(prediction, loaded.signature)
+        if requested:
+            known = {t.name for t in outputs}
+            unknown = [name for name in requested if name not in known]
+            if unknown:
+                raise InputMismatch(
+                    f"unknown output(s) {', '.join(unknown)}; outputs are {', '.join(sorted(known))}"
+                )
+            outputs = [t for t in outputs if t.name in requested]
+        return InferenceResult(model, loaded.version.number, outputs, flags)
+
+    def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
+        entry = self._batchers.get(key)
+        if entry is None or entry[0] is not loaded:
+            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows))
+            self._batchers[key] = entry
+            # Drop batchers of versions the pool has evicted: they would keep their runtimes alive.
+            live = set(self.pool.loaded())
+            for stale in [k for k in self._batchers if k not in live and k != key]:
+                del self._batchers[stale]
+        return entry[1]
+
+    # -- repository -----------------------------------------------------------------------------
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        loaded = set(self.pool.loaded())
+        rows = []
+        for model, routes in sorted(self.pool.models().items()):
+            for number in sorted(set(routes.values())):
+                rows.append(
+                    {
+                        "name": model,
+                        "version": str(number),
+                        "state": "READY" if (model, number) in loaded else "UNAVAILABLE",
+                        "reason": self.pool.failures[f"{model}@{number}"].reason
+                        if f"{model}@{number}" in self.pool.failures
+                        else "",
+                    }
+                )
+        return rows
+
+    async def load(self, model: str) -> None:
+        await self.loaded(model, None)
+
+    def unload(self, model: str) -> None:
+        self.resolve(model, None)  # 404 for unknown models
+        self.pool.unload(model)
+        for key in [k for k in self._batchers if k[0] == model]:
+            self._batchers.pop(key)
+
+    def statistics(self, model: str | None, selector: str | None) -> list[dict[str, Any]]:
+        if model is not None:
+            number = self.resolve(model, selector)
+            keys = [(model, number)]
+        else:
+            keys = sorted(self.stats)
+        result = []
+        for key in keys:
+            stats = self.stats.get(key, ModelStats())
+            batcher = self._batchers.get(key)
+            result.append(
+                {
+                    "name": key[0],
+                    "version": str(key[1]),
+                    "last_inference": stats.last_inference_ms,
+                    "inference_count": batcher[1].rows if batcher else 0,
+                    "execution_count": batcher[1].batches if batcher else 0,
+                    "inference_stats": {
+                        "success": {"count": stats.success, "ns": stats.success_ns},
+                        "fail": {"count": stats.failure, "ns": stats.failure_ns},
+                    },
+                    "flagged_requests": stats.flagged_requests,
+                    "rejected_requests": stats.rejected_requests,
+                }
+            )
+        return result

@@ -1,0 +1,188 @@
+"""gRPC adapter: ``inference.GRPCInferenceService`` (Open Inference Protocol) over grpc.aio.
+
+Runs in the same worker processes and event loop as REST, over the same data plane. Inputs may be
+typed ``contents`` or ``raw_input_contents``; outputs are always ``raw_output_contents``. Messages up to
+``MODELPORT_MAX_BODY_BYTES`` are accepted (64 MiB by default, far above gRPC's 4 MiB default). Statistics
+and repository RPCs answer UNIMPLEMENTED (they are served over REST). Several workers share one port
+with ``SO_REUSEPORT``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import grpc
+import numpy as np
+
+from modelport.errors import InputMismatch, InvalidInput, ModelportError, NotFound, StoreNotReady
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.protocol import inference_pb2 as pb
+from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
+from modelport.serving.tensors import DATATYPES, Tensor
+from modelport.serving.v2 import Limits, check_shape, tensor_bytes, tensor_from_bytes
+
+__all__ = ["GrpcServer"]
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _code(error: Exception) -> grpc.StatusCode:
+    if isinstance(error, InvalidInput | InputMismatch):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, StoreNotReady):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def _inputs(request: Any, limits: Limits) -> list[Tensor]:
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput("raw_input_contents must hold one entry per input")
+    tensors = []
+    total = 0
+    for index, item in enumerate(request.inputs):
+        if item.datatype not in DATATYPES:
+            raise InvalidInput(f"input {item.name!r}: unknown datatype {item.datatype[:20]!r}")
+        shape = check_shape(list(item.shape), item.name, limits)
+        count = math.prod(shape)
+        total += count
+        if total > limits.max_elements:
+            raise InvalidInput(f"the request holds more than {limits.max_elements:,} elements")
+        if raw:
+            array = tensor_from_bytes(raw[index], item.datatype, count, item.name)
+        else:
+            field = _CONTENTS.get(item.datatype)
+            if field is None:
+                raise InvalidInput(
+                    f"input {item.name!r}: {item.datatype} has no typed contents: send raw bytes"
+                )
+            values = list(getattr(item.contents, field))
+            if len(values) != count:
+                raise InvalidInput(
+                    f"input {item.name!r}: {len(values)} value(s) given for a shape holding {count}"
+                )
+            dtype = DATATYPES[item.datatype]
+            array = (
+                np.array(values, dtype=object)
+                if item.datatype == "BYTES"
+                else np.asarray(values, dtype=dtype)
+            )
+        tensors.append(
+            Tensor(
+                item.name, item.datatype, shape, array.reshape(shape) if item.datatype != "BYTES" else array
+            )
+        )
+    return tensors
+
+
+class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, plane: DataPlane, limits: Limits) -> None:
+        self.plane = plane
+        self.limits = limits
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=self.plane.live())
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.plane.ready())
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        meta = self.plane.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self.plane.resolve(request.name, request.version or None)
+            ready = await self.plane.model_ready(request.name, request.version or None)
+        except ModelportError as exc:
+            await context.abort(_code(exc), str(exc))
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            meta = await self.plane.model_metadata(request.name, request.version or None)
+        except ModelportError as exc:
+            await context.abort(_code(exc), str(exc))
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["inputs"]],
+            outputs=[
+                tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]
+            ],
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            self.plane.resolve(request.model_name, request.model_version or None)
+            inputs = _inputs(request, self.limits)
+            requested = [o.name for o in request.outputs] or None
+            result = await self.plane.infer(
+                request.model_name, request.model_version or None, inputs, requested
+            )
+        except ModelportError as exc:
+            await context.abort(_code(exc), str(exc))
+        except Exception:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")
+        response = pb.ModelInferResponse(
+            model_name=result.model, model_version=str(result.version), id=request.id
+        )
+        response.parameters["model_version"].int64_param = result.version
+        if result.flags:
+            response.parameters["flag_count"].int64_param = sum(
+                sum(k.values()) for k in result.flags.values()
+            )
+            response.parameters["flags"].string_param = json.dumps(result.flags, separators=(",", ":"))
+        for tensor in result.outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            response.raw_output_contents.append(tensor_bytes(tensor))
+        context.set_trailing_metadata((("x-model-version", str(result.version)),))
+        return response
+
+
+class GrpcServer:
+    """Starts and stops the gRPC server inside a worker's event loop."""
+
+    def __init__(self, plane: DataPlane, limits: Limits, host: str, port: int) -> None:
+        self.plane, self.limits, self.address = plane, limits, f"{host}:{port}"
+        self._server: Any = None
+
+    async def start(self) -> None:
+        size = self.limits.max_body_bytes
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _Servicer(self.plane, self.limits), self._server
+        )
+        self._server.add_insecure_port(self.address)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=30)

@@ -1,0 +1,198 @@
+"""The model pool: which version answers a reference, loaded, warmed and kept within bounds.
+
+- **Routing.** A routing table ``{model: {alias: version}}`` (plus the computed ``latest``) is read
+  from the registry and refreshed whenever the registry's generation counter moves — one indexed row
+  read, polled every ``poll_interval`` seconds by :meth:`refresh_if_changed`, so a change made by the CLI,
+  the API or another process reaches every worker within a second.
+- **Warm before traffic.** When a route would move to a version that is not loaded, that version is
+  loaded (digest verified) and warmed by replaying its golden cases, and compared with the recorded
+  outputs, *before* the route switches. A version that fails to load or warm never takes traffic: the
+  old route stays and the failure is kept in :attr:`failures` for readiness and metadata.
+- **Bounded memory.** Loaded versions live in an LRU bounded by count and by the sum of their artifact
+  sizes; versions that routes point at are evicted last. In-flight requests hold their own reference,
+  so an evicted or replaced version finishes what it started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionNotFound
+from modelport.registry.names import LATEST, ModelRef
+from modelport.registry.service import LoadedVersion, Registry
+
+__all__ = ["DEFAULT_ALIAS", "ModelPool"]
+
+DEFAULT_ALIAS = "production"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    ref: str
+    reason: str
+    at: float
+
+
+class ModelPool:
+    """Loaded versions and the routes that pick them. Thread-safe."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_models: int = 64,
+        max_bytes: int = 2 << 30,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.registry = registry
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self.poll_interval = poll_interval
+        self._lock = threading.RLock()
+        self._loaded: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
+        self._routes: dict[str, dict[str, int]] = {}
+        self._policies: dict[str, str] = {}
+        self._generation = -1
+        self._last_poll = 0.0
+        self.failures: dict[str, Failure] = {}
+        self.refresh_if_changed(force=True)
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def refresh_if_changed(self, *, force: bool = False) -> bool:
+        """Re-read the routing table if the registry changed; warm new targets before switching."""
+        now = time.monotonic()
+        if not force and now - self._last_poll < self.poll_interval:
+            return False
+        self._last_poll = now
+        generation = self.registry.store.generation()
+        if generation == self._generation and not force:
+            return False
+        table = self.registry.store.routing_table()
+        policies = self.registry.store.policies()
+        with self._lock:
+            previous = self._routes
+        routes: dict[str, dict[str, int]] = {}
+        for model, aliases in table.items():
+            routes[model] = {}
+            for alias, number in aliases.items():
+                old = previous.get(model, {}).get(alias)
+                if old == number or not self._is_hot(model, old):
+                    routes[model][alias] = number  # nothing was serving from it yet: lazy load
+                    continue
+                try:
+                    self.get(model, number)  # load and warm before the switch
+                except ModelportError as exc:
+                    self._record_failure(f"{model}@{number}", str(exc))
+                    assert old is not None  # _is_hot was true
+                    routes[model][alias] = old  # keep serving the version that works
+                    continue
+                routes[model][alias] = number
+        with self._lock:
+            self._routes = routes
+            self._policies = policies
+            self._generation = generation
+        return True
+
+    def _is_hot(self, model: str, number: int | None) -> bool:
+        with self._lock:
+            return number is not None and (model, number) in self._loaded
+
+    def resolve(self, model: str, selector: str | None) -> int:
+        """The version number for ``model`` and a version/alias selector (``None`` = default route:
+        alias ``production`` if set, else the newest version)."""
+        with self._lock:
+            routes = self._routes.get(model)
+        if routes is None:
+            raise ModelNotFound(f"no model named {model!r}")
+        if selector is None or selector == "":
+            number = routes.get(DEFAULT_ALIAS, routes.get(LATEST))
+            if number is None:
+                raise VersionNotFound(f"model {model!r} has no versions")
+            return number
+        if selector.isdigit():
+            return int(selector)
+        number = routes.get(selector)
+        if number is None:
+            raise NotFound(f"model {model!r} has no alias {selector!r}")
+        return number
+
+    def policy(self, model: str) -> str:
+        """``flag`` or ``reject``: what serving does with values outside the signature."""
+        return self._policies.get(model, "flag")
+
+    def models(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {model: dict(aliases) for model, aliases in self._routes.items()}
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def get(self, model: str, number: int) -> LoadedVersion:
+        """The loaded version, loading and warming it on first use."""
+        key = (model, number)
+        with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is not None:
+                self._loaded.move_to_end(key)
+                return loaded
+        loaded = self._load_and_warm(model, number)
+        with self._lock:
+            existing = self._loaded.get(key)
+            if existing is not None:  # another thread won the race
+                loaded.close()
+                return existing
+            self._loaded[key] = loaded
+            self.failures.pop(f"{model}@{number}", None)
+            self._evict(keep=key)
+        return loaded
+
+    def is_loaded(self, model: str, number: int) -> bool:
+        with self._lock:
+            return (model, number) in self._loaded
+
+    def unload(self, model: str, number: int | None = None) -> int:
+        with self._lock:
+            keys = [k for k in self._loaded if k[0] == model and (number is None or k[1] == number)]
+            for key in keys:
+                self._loaded.pop(key)
+        return len(keys)
+
+    def _load_and_warm(self, model: str, number: int) -> LoadedVersion:
+        loaded = self.registry.load(ModelRef(model, version=number))
+        try:
+            loaded.check_golden()
+        except ModelportError as exc:
+            loaded.close()
+            self._record_failure(f"{model}@{number}", str(exc))
+            raise
+        return loaded
+
+    def _record_failure(self, ref: str, reason: str) -> None:
+        with self._lock:
+            self.failures[ref] = Failure(ref, reason, time.time())
+
+    def _evict(self, keep: tuple[str, int]) -> None:
+        """Evict least recently used versions beyond the bounds — never ``keep`` (just loaded for a
+        request), and versions that routes point at only when nothing else is left."""
+        pinned = {(m, n) for m, aliases in self._routes.items() for n in aliases.values()}
+
+        def total() -> int:
+            return sum(_size(v) for v in self._loaded.values())
+
+        while len(self._loaded) > 1 and (len(self._loaded) > self.max_models or total() > self.max_bytes):
+            candidates = [k for k in self._loaded if k != keep]
+            victim = next((k for k in candidates if k not in pinned), candidates[0])
+            self._loaded.pop(victim)
+
+    def loaded(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._loaded)
+
+
+def _size(loaded: LoadedVersion) -> int:
+    role = "onnx" if loaded.version.serving_format == "onnx" else "native"
+    artifact = loaded.version.artifact(role)
+    return artifact.size if artifact is not None else 0

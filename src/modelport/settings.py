@@ -1,0 +1,103 @@
+"""Typed settings, read once from the environment (prefix ``MODELPORT_``).
+
+Every field's docstring is the documentation: ``docs/settings.md`` is generated from this class and a
+test fails when the page is stale. Code below the wiring point receives a ``Settings`` object; nothing
+else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """modelport's configuration. Each field can be set as ``MODELPORT_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELPORT_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    home: Path = Field(default=Path(".modelport"))
+    """Directory holding the embedded SQLite registry and the local artifact store."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the registry database, e.g. ``postgresql+psycopg://user@host/db``.
+    Unset: an SQLite file ``registry.db`` under ``home`` (WAL mode)."""
+
+    artifact_url: str | None = None
+    """Where artifacts live, as a URL. Unset: the directory ``artifacts`` under ``home``.
+    Supported schemes: ``file://`` (a local directory)."""
+
+    golden_rows: int = Field(default=50, ge=1, le=10_000)
+    """Rows of the registration sample stored with each version, with the outputs computed at
+    registration (the ground truth later checks replay)."""
+
+    equivalence_rows: int = Field(default=3_000, ge=0, le=1_000_000)
+    """Rows sampled from the signature, on top of the golden cases, on which a converted (ONNX) twin
+    must match the native model before it is served."""
+
+    probability_tolerance: float = Field(default=1e-5, gt=0)
+    """Largest absolute difference allowed between native and ONNX class probabilities."""
+
+    regression_tolerance: float = Field(default=1e-5, gt=0)
+    """Largest difference allowed between native and ONNX regression outputs, relative to
+    ``max(1, |native value|)``: ONNX computes in float32."""
+
+    host: str = "127.0.0.1"
+    """Address `modelport serve` binds to."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """HTTP port of `modelport serve`."""
+
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    """gRPC port of `modelport serve` (Open Inference Protocol); unset: no gRPC server."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server worker processes (each serves every model)."""
+
+    default_model: str | None = None
+    """Reference answered by MLflow's `/invocations` (e.g. `credit-rating@production`)."""
+
+    max_body_bytes: int = Field(default=64 << 20, ge=1024)
+    """Largest request body accepted; larger bodies get 413 before they are read."""
+
+    max_elements: int = Field(default=16_000_000, ge=1)
+    """Largest number of tensor elements one request may declare (checked before allocating)."""
+
+    max_loaded_models: int = Field(default=64, ge=1)
+    """Loaded versions kept per worker (least recently used are evicted first)."""
+
+    max_loaded_bytes: int = Field(default=2 << 30, ge=1)
+    """Artifact bytes of loaded versions kept per worker."""
+
+    max_batch_rows: int = Field(default=256, ge=1)
+    """Largest micro-batch handed to a runtime in one call."""
+
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A request not answered within this time gets 504 (the worker keeps serving others)."""
+
+    drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    """After SIGTERM: readiness reports 503 and requests are still served for this long (so a load
+    balancer stops sending traffic), then the socket closes and in-flight requests finish."""
+
+    route_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+    """How often each worker checks the registry for alias moves and new versions."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: ``database_url`` or the SQLite file under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        """The artifact-store URL in force: ``artifact_url`` or ``file://`` under ``home``."""
+        if self.artifact_url:
+            return self.artifact_url
+        return (self.home / "artifacts").resolve().as_uri()

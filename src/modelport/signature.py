@@ -1,0 +1,247 @@
+"""Signatures: the named, typed inputs a version accepts and the outputs it returns.
+
+Inferred at registration from a sample (DataFrame, CSV or Parquet): each feature's type, observed
+minimum and maximum, categories (for text columns) and missing-value rate; the outputs are the label
+and, for classifiers, one probability per class, named after the model's classes. The signature also
+turns a table into the column batch runtimes consume, and draws random rows within the observed
+ranges for the equivalence proof.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from modelport.errors import InputMismatch
+
+__all__ = ["Batch", "Feature", "Outputs", "Signature", "check_float32_range"]
+
+Batch = dict[str, np.ndarray]
+"""Input columns by feature name, in signature order: float64 for numbers, object for text."""
+
+DType = Literal["float64", "int64", "bool", "string"]
+_MAX_CATEGORIES = 100
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(values: np.ndarray, names: list[str]) -> None:
+    """Refuse infinities and magnitudes beyond float32 (what models compute in). ``values`` is one
+    column (``names`` = its feature) or a ``[rows, features]`` matrix; one vectorised pass, and only on
+    failure the search for the feature to name. NaN compares False, so missing values pass."""
+    too_big = np.abs(values) > _FLOAT32_MAX
+    if not too_big.any():
+        return
+    column = 0 if too_big.ndim == 1 else int(np.flatnonzero(too_big.any(axis=0))[0])
+    raise InputMismatch(
+        f"feature {names[column]!r} has an infinite value or one beyond ±3.4e38 "
+        "(the float32 range models compute in)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    dtype: DType
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+    missing_rate: float = 0.0
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype != "string"
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    task: Literal["classification", "regression"]
+    classes: list[Any] = field(default_factory=list)
+
+    @property
+    def probability_names(self) -> list[str]:
+        return [f"p_{c}" for c in self.classes]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    features: list[Feature]
+    outputs: Outputs
+    # Derived once: read on every request.
+    names: list[str] = field(init=False, compare=False, repr=False)
+    all_numeric: bool = field(init=False, compare=False, repr=False)
+    _numeric: list[str] = field(init=False, compare=False, repr=False)
+    _lower: np.ndarray = field(init=False, compare=False, repr=False)
+    _upper: np.ndarray = field(init=False, compare=False, repr=False)
+    _never_missing: np.ndarray = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        numeric = [f for f in self.features if f.numeric]
+        setattr_ = object.__setattr__
+        setattr_(self, "names", [f.name for f in self.features])
+        setattr_(self, "all_numeric", len(numeric) == len(self.features))
+        setattr_(self, "_numeric", [f.name for f in numeric])
+        bound = [
+            (-np.inf if f.minimum is None else f.minimum, np.inf if f.maximum is None else f.maximum)
+            for f in numeric
+        ]
+        setattr_(self, "_lower", np.array([b[0] for b in bound], dtype=np.float64))
+        setattr_(self, "_upper", np.array([b[1] for b in bound], dtype=np.float64))
+        setattr_(self, "_never_missing", np.array([f.missing_rate == 0 for f in numeric], dtype=bool))
+
+    # -- value-level checks ---------------------------------------------------------------------
+
+    def violations(self, batch: Batch, matrix: np.ndarray | None = None) -> dict[str, dict[str, int]]:
+        """Values outside what the model saw at registration, as ``{feature: {kind: rows}}`` with kinds
+        ``below_range``, ``above_range``, ``missing`` (where the sample had none) and
+        ``unknown_category``. Empty when everything is in bounds (one vectorised pass for numbers).
+        ``matrix``: the numeric features already as one ``[rows, features]`` array, if the caller has it."""
+        found: dict[str, dict[str, int]] = {}
+        if self._numeric:
+            if matrix is None:
+                matrix = np.column_stack([batch[name] for name in self._numeric])
+            below = matrix < self._lower
+            above = matrix > self._upper
+            missing = np.isnan(matrix) & self._never_missing
+            if below.any() or above.any() or missing.any():
+                for kind, mask in (("below_range", below), ("above_range", above), ("missing", missing)):
+                    for index in np.flatnonzero(mask.any(axis=0)):
+                        found.setdefault(self._numeric[index], {})[kind] = int(mask[:, index].sum())
+        for feature in self.features:
+            if feature.numeric:
+                continue
+            column = batch[feature.name]
+            absent = np.array([v is None for v in column], dtype=bool)
+            if feature.missing_rate == 0 and absent.any():
+                found.setdefault(feature.name, {})["missing"] = int(absent.sum())
+            if feature.categories is not None:
+                known = set(feature.categories)
+                unknown = sum(1 for v, a in zip(column, absent, strict=True) if not a and v not in known)
+                if unknown:
+                    found.setdefault(feature.name, {})["unknown_category"] = unknown
+        return found
+
+    @staticmethod
+    def describe_violations(found: dict[str, dict[str, int]]) -> str:
+        return "; ".join(
+            f"{name}: "
+            + ", ".join(f"{kind.replace('_', ' ')} in {rows} row(s)" for kind, rows in kinds.items())
+            for name, kinds in found.items()
+        )
+
+    # -- (de)serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [asdict(f) for f in self.features],
+            "outputs": {"task": self.outputs.task, "classes": list(self.outputs.classes)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        return cls(
+            features=[Feature(**f) for f in data["inputs"]],
+            outputs=Outputs(task=data["outputs"]["task"], classes=list(data["outputs"]["classes"])),
+        )
+
+    # -- inference ------------------------------------------------------------------------------
+
+    @staticmethod
+    def infer_features(sample: pd.DataFrame) -> list[Feature]:
+        features = []
+        for name in sample.columns:
+            column = sample[name]
+            missing = float(column.isna().mean()) if len(column) else 0.0
+            present = column.dropna()
+            if pd.api.types.is_bool_dtype(column):
+                features.append(Feature(str(name), "bool", 0.0, 1.0, None, missing))
+            elif pd.api.types.is_numeric_dtype(column):
+                dtype: DType = "int64" if pd.api.types.is_integer_dtype(column) else "float64"
+                finite = present[np.isfinite(present.astype("float64"))]
+                lo = float(finite.min()) if len(finite) else None
+                hi = float(finite.max()) if len(finite) else None
+                features.append(Feature(str(name), dtype, lo, hi, None, missing))
+            else:
+                values = sorted({str(v) for v in present})
+                categories = values if len(values) <= _MAX_CATEGORIES else None
+                features.append(Feature(str(name), "string", None, None, categories, missing))
+        return features
+
+    # -- tables to batches ----------------------------------------------------------------------
+
+    def batch(self, frame: pd.DataFrame) -> Batch:
+        """Columns of ``frame`` in signature order, converted to the runtime dtypes.
+
+        Raises :class:`InputMismatch` naming missing or unexpected columns, or a column whose values
+        cannot be read as its feature's type.
+        """
+        present = [str(c) for c in frame.columns]
+        duplicated = sorted({c for c in present if present.count(c) > 1})
+        if duplicated:
+            raise InputMismatch(f"input has duplicate column(s): {', '.join(duplicated[:20])}")
+        missing = [n for n in self.names if n not in present]
+        extra = [c for c in present if c not in self.names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing feature(s) {', '.join(missing)}")
+            if extra:
+                parts.append(f"unexpected column(s) {', '.join(extra[:20])}")
+            raise InputMismatch("input does not match the signature: " + "; ".join(parts))
+        batch: Batch = {}
+        for feature in self.features:
+            column = frame[feature.name]
+            if feature.numeric:
+                try:
+                    values = pd.to_numeric(column, errors="raise").astype("float64")
+                except (ValueError, TypeError):
+                    raise InputMismatch(
+                        f"feature {feature.name!r} must be numeric ({feature.dtype})"
+                    ) from None
+                array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+                check_float32_range(array, [feature.name])
+                batch[feature.name] = array
+            else:
+                batch[feature.name] = np.array(
+                    [None if _is_missing(v) else str(v) for v in column], dtype=object
+                )
+        return batch
+
+    def frame(self, batch: Batch) -> pd.DataFrame:
+        return pd.DataFrame({name: batch[name] for name in self.names})
+
+    def random_rows(self, n: int, seed: int = 0) -> pd.DataFrame:
+        """``n`` rows drawn uniformly within each feature's observed range (or categories), with
+        missing values at the observed rate. Used to prove a converted model equivalent."""
+        rng = np.random.default_rng(seed)
+        columns: dict[str, Any] = {}
+        for f in self.features:
+            if f.dtype == "string":
+                cats = f.categories or ["a"]
+                values: Any = rng.choice(np.array(cats, dtype=object), size=n)
+            elif f.dtype == "bool":
+                values = rng.integers(0, 2, size=n).astype(np.float64)
+            else:
+                lo = f.minimum if f.minimum is not None else 0.0
+                hi = f.maximum if f.maximum is not None else 1.0
+                # lo·(1-u) + hi·u cannot overflow for finite bounds, unlike lo + (hi-lo)·u.
+                u = rng.random(n)
+                values = lo * (1.0 - u) + hi * u if hi > lo else np.full(n, lo)
+                if f.dtype == "int64":
+                    values = np.round(values)
+            if f.missing_rate > 0:
+                mask = rng.random(n) < f.missing_rate
+                values = values.astype(object) if f.dtype == "string" else values.astype(np.float64)
+                values[mask] = None if f.dtype == "string" else np.nan
+            columns[f.name] = values
+        return pd.DataFrame(columns)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
