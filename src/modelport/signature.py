@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from modelport.errors import InputMismatch
+
+if TYPE_CHECKING:  # pandas is imported where tables are read, never on the serving hot path
+    import pandas as pd
 
 __all__ = ["Batch", "Feature", "Outputs", "Signature", "check_float32_range"]
 
@@ -152,6 +154,8 @@ class Signature:
 
     @staticmethod
     def infer_features(sample: pd.DataFrame) -> list[Feature]:
+        import pandas as pd
+
         features = []
         for name in sample.columns:
             column = sample[name]
@@ -179,6 +183,8 @@ class Signature:
         Raises :class:`InputMismatch` naming missing or unexpected columns, or a column whose values
         cannot be read as its feature's type.
         """
+        import pandas as pd
+
         present = [str(c) for c in frame.columns]
         duplicated = sorted({c for c in present if present.count(c) > 1})
         if duplicated:
@@ -211,12 +217,40 @@ class Signature:
                 )
         return batch
 
+    def rows_batch(self, columns: list[str], rows: list[list[Any]]) -> Batch:
+        """JSON rows (as golden cases are stored) in signature order, without pandas: the warm-up of
+        every served version goes through here."""
+        if sorted(columns) != sorted(self.names):
+            raise InputMismatch("the rows' columns do not match the signature")
+        position = {name: index for index, name in enumerate(columns)}
+        batch: Batch = {}
+        for feature in self.features:
+            values = [row[position[feature.name]] for row in rows]
+            if feature.numeric:
+                try:
+                    array = np.array([np.nan if _is_missing(v) else v for v in values], dtype=np.float64)
+                except (ValueError, TypeError):
+                    raise InputMismatch(
+                        f"feature {feature.name!r} must be numeric ({feature.dtype})"
+                    ) from None
+                check_float32_range(array, [feature.name])
+                batch[feature.name] = array
+            else:
+                batch[feature.name] = np.array(
+                    [None if _is_missing(v) else str(v) for v in values], dtype=object
+                )
+        return batch
+
     def frame(self, batch: Batch) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame({name: batch[name] for name in self.names})
 
     def random_rows(self, n: int, seed: int = 0) -> pd.DataFrame:
         """``n`` rows drawn uniformly within each feature's observed range (or categories), with
         missing values at the observed rate. Used to prove a converted model equivalent."""
+        import pandas as pd
+
         rng = np.random.default_rng(seed)
         columns: dict[str, Any] = {}
         for f in self.features:
@@ -242,6 +276,6 @@ class Signature:
 
 
 def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
+    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without importing pandas
         return True
     return isinstance(value, float) and math.isnan(value)

@@ -35,7 +35,6 @@ from modelport.errors import (
 from modelport.registry.names import parse_ref
 from modelport.registry.service import Registry
 from modelport.settings import Settings
-from modelport.tables import read_table, write_table
 
 __all__ = ["app", "main"]
 
@@ -356,6 +355,8 @@ def predict(
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of JSON.")] = False,
 ) -> None:
     """Score rows locally, in this process, with the version's serving runtime."""
+    from modelport.tables import read_table, write_table  # pandas: not for `serve`
+
     frame = read_table(input_path)
     registry = _open()
     try:

@@ -13,10 +13,9 @@ import getpass
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from modelport.errors import (
     InputMismatch,
@@ -28,7 +27,6 @@ from modelport.errors import (
     RuntimeFailure,
     brief,
 )
-from modelport.registry import intake
 from modelport.registry.artifacts import ArtifactStore
 from modelport.registry.names import (
     ModelRef,
@@ -38,20 +36,16 @@ from modelport.registry.names import (
     parse_ref,
 )
 from modelport.registry.records import ModelRecord, VersionRecord
-from modelport.registry.registration import (
-    artifact_records,
-    code_revision,
-    default_params,
-    fingerprint,
-    json_safe,
-    prepare,
-)
 from modelport.registry.store import NewVersion, RegistryStore
 from modelport.runtimes.base import Prediction, Runtime, load_runtime
 from modelport.runtimes.equivalence import compare
 from modelport.settings import Settings
 from modelport.signature import Batch, Signature
-from modelport.tables import read_table
+
+if TYPE_CHECKING:
+    # Registration (pandas, converters) is imported by ``register`` only: a serving process never
+    # pays for it in start-up time or memory.
+    import pandas as pd
 
 __all__ = ["GOLDEN_TOLERANCE", "LoadedVersion", "Registry"]
 
@@ -100,9 +94,8 @@ class LoadedVersion:
         """Replay the golden cases and require the answers recorded at registration (within
         :data:`GOLDEN_TOLERANCE`): the warm-up every version passes before it takes traffic."""
         golden = self.version.golden
-        frame = pd.DataFrame(golden["rows"], columns=golden["columns"])
         try:
-            got = self.predict(frame)
+            got = self.predict_batch(self.signature.rows_batch(golden["columns"], golden["rows"]))
         except ModelportError as exc:
             raise RuntimeFailure(f"{self.version.ref} failed to replay its golden cases: {exc}") from None
         outputs = golden["outputs"]
@@ -160,6 +153,16 @@ class Registry:
         creator: str | None = None,
     ) -> VersionRecord:
         """Register ``model`` (an in-process object) or the model file at ``path`` as a new version."""
+        from modelport.registry import intake
+        from modelport.registry.registration import (
+            artifact_records,
+            default_params,
+            fingerprint,
+            json_safe,
+            prepare,
+        )
+        from modelport.tables import read_table
+
         check_model_name(name)
         if alias is not None:
             check_alias_name(alias)
@@ -300,6 +303,8 @@ class Registry:
 
 def prediction_frame(prediction: Prediction, signature: Signature) -> pd.DataFrame:
     """A prediction as a table: ``label`` and ``p_<class>`` columns, or ``prediction`` for regressors."""
+    import pandas as pd
+
     if prediction.values is not None:
         return pd.DataFrame({"prediction": prediction.values})
     assert prediction.labels is not None and prediction.probabilities is not None
@@ -310,7 +315,12 @@ def prediction_frame(prediction: Prediction, signature: Signature) -> pd.DataFra
 
 
 def _features_with_missing(batch: dict[str, np.ndarray]) -> list[str]:
-    return [name for name, column in batch.items() if pd.isna(column).any()]
+    def has_missing(column: np.ndarray) -> bool:
+        if column.dtype.kind == "f":
+            return bool(np.isnan(column).any())
+        return column.dtype == object and any(v is None or v != v for v in column.tolist())
+
+    return [name for name, column in batch.items() if has_missing(column)]
 
 
 def _whoami() -> str:
@@ -321,4 +331,6 @@ def _whoami() -> str:
 
 
 def _git_revision() -> str | None:
+    from modelport.registry.registration import code_revision
+
     return code_revision()

@@ -9,15 +9,17 @@ ZipMap (sequence of maps); both are returned as a matrix in the signature's clas
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from modelport.errors import RuntimeFailure, UnsafeFormat
 from modelport.runtimes.base import Prediction, prediction_from_scores, register_loader
 from modelport.signature import Batch, Signature
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["OnnxRuntime", "check_self_contained", "session_options"]
 
@@ -50,7 +52,12 @@ def _tensors(graph: Any) -> Iterator[Any]:
 
 def check_self_contained(blob: bytes) -> onnx.ModelProto:
     """Parse an ONNX model and refuse one whose tensors live in external files: their paths come from
-    the file's author and would be resolved against the server's working directory."""
+    the file's author and would be resolved against the server's working directory.
+
+    Registration calls this on every ONNX file it accepts; a stored blob is verified against its digest
+    before it is loaded, so serving does not parse it again (nor import ``onnx``, ~20 MB)."""
+    import onnx
+
     model = onnx.load_from_string(blob)
     for tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
@@ -77,7 +84,6 @@ class OnnxRuntime:
     ) -> None:
         self._signature = signature
         self._label_index = label_index
-        check_self_contained(blob)
         self._session = ort.InferenceSession(
             blob, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )

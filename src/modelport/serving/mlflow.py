@@ -4,21 +4,26 @@ Accepted JSON keys: ``dataframe_split`` (columns + data), ``dataframe_records`` 
 ``instances`` and ``inputs`` (records, a column dict, or a row matrix in signature order), with an
 optional ``params`` object; or a CSV body (``text/csv``). Predictions are one record per row — the
 same records ``modelport predict`` prints — so MLflow clients and the CLI agree.
+
+Tables are pandas frames here, as in MLflow itself; pandas is imported on the first MLflow request, so a
+server that only speaks the Open Inference Protocol never loads it (about 80 MB of memory).
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from modelport.errors import InvalidInput
 from modelport.registry.service import prediction_frame
 from modelport.runtimes.base import Prediction
 from modelport.serving.v2 import Limits, parse_json
 from modelport.signature import Signature
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["UnsupportedMediaType", "decode_frame", "encode_predictions"]
 
@@ -30,6 +35,8 @@ class UnsupportedMediaType(InvalidInput):
 
 
 def decode_frame(body: bytes, content_type: str, signature: Signature, limits: Limits) -> pd.DataFrame:
+    import pandas as pd
+
     media = content_type.split(";")[0].strip().lower()
     if media == "text/csv":
         try:
@@ -68,6 +75,8 @@ def decode_frame(body: bytes, content_type: str, signature: Signature, limits: L
 
 
 def _instances(value: Any, signature: Signature) -> pd.DataFrame:
+    import pandas as pd
+
     if isinstance(value, dict):  # column name -> values
         return pd.DataFrame({k: np.atleast_1d(np.asarray(v, dtype=object)) for k, v in value.items()})
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):

@@ -10,11 +10,15 @@
   old route stays and the failure is kept in :attr:`failures` for readiness and metadata.
 - **Bounded memory.** Loaded versions live in an LRU bounded by count and by the sum of their artifact
   sizes; versions that routes point at are evicted last. In-flight requests hold their own reference,
-  so an evicted or replaced version finishes what it started.
+  so an evicted or replaced version finishes what it started. After a load, the C allocator is asked to
+  hand back what parsing the model freed: building an onnxruntime session for a 2,000-tree ensemble
+  peaks ~30 MB above what the session keeps, and glibc otherwise holds that memory for good.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 import time
 from collections import OrderedDict
@@ -147,6 +151,7 @@ class ModelPool:
             self._loaded[key] = loaded
             self.failures.pop(f"{model}@{number}", None)
             self._evict(keep=key)
+        _release_free_memory()
         return loaded
 
     def is_loaded(self, model: str, number: int) -> bool:
@@ -190,6 +195,24 @@ class ModelPool:
     def loaded(self) -> list[tuple[str, int]]:
         with self._lock:
             return list(self._loaded)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the operating system (glibc's ``malloc_trim``; a no-op elsewhere)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _size(loaded: LoadedVersion) -> int:
