@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ def test_golden_rows_convert_like_the_table_path(
     assert list(rows_batch) == list(frame_batch)
     for name in rows_batch:
         np.testing.assert_array_equal(rows_batch[name], frame_batch[name])
-    rows = [[1.5, "a"], [None, None], [float("nan"), "b"]]
+    rows: list[list[Any]] = [[1.5, "a"], [None, None], [float("nan"), "b"]]
     two = Signature(
         [
             Feature("x", "float64", 0.0, 2.0, None, 0.5),
