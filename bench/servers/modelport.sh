@@ -4,7 +4,8 @@
 #                               and the V2 JSON body. It registers the harness's ONNX file: the joblib
 #                               pickles were written by scikit-learn 1.7.2 and the gbm one no longer
 #                               loads under 1.9 — the upgrade breakage modelport exists to prevent.
-#   modelport.sh PORT MODEL   : serves every registered model on 127.0.0.1:PORT, one worker
+#   modelport.sh PORT MODEL   : serves every registered model on 127.0.0.1:PORT, one worker, without
+#                               API keys (--insecure-dev) like every peer; key cost: docs/performance.md
 # Use:  cd ../shared/bench && python3 bench.py --servers $PWD/../../main/bench/servers/modelport.sh
 HERE=$(cd "$(dirname "$0")" && pwd)
 HARNESS_DIR=${MODELPORT_BENCH_HARNESS:-$HERE/../../../shared/bench}
@@ -21,4 +22,4 @@ if [ $SPEC = 1 ]; then
   echo "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 12], \"datatype\": \"FP64\", \"data\": $ROW}]}"
   exit
 fi
-exec "$MP" serve --port "$PORT"
+exec "$MP" serve --port "$PORT" --insecure-dev  # the peers run without authentication too

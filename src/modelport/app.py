@@ -12,6 +12,9 @@ from modelport.registry.artifacts import open_artifact_store
 from modelport.registry.database import Database
 from modelport.registry.service import Registry
 from modelport.registry.store import RegistryStore
+from modelport.security.gate import Gate
+from modelport.security.ratelimit import Buckets, FileBuckets, LocalBuckets
+from modelport.security.store import KeyStore
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.pool import ModelPool
 from modelport.serving.rest import RestApp
@@ -58,11 +61,16 @@ def create_app(settings: Settings | None = None) -> RestApp:
     )
     plane = DataPlane(pool, max_batch_rows=settings.max_batch_rows)
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
+    gate = create_gate(settings, registry)
+    tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     companions: tuple[Any, ...] = ()
     if settings.grpc_port is not None:
         from modelport.serving.grpc import GrpcServer
 
-        companions = (GrpcServer(plane, limits, settings.host, settings.grpc_port),)
+        companions = (GrpcServer(plane, limits, settings.host, settings.grpc_port, gate=gate, tls=tls),)
+    allowed_hosts = tuple(settings.allowed_hosts)
+    if settings.insecure_dev and not allowed_hosts:
+        allowed_hosts = ("localhost", "127.0.0.1", "::1")
     return RestApp(
         plane,
         limits,
@@ -70,7 +78,26 @@ def create_app(settings: Settings | None = None) -> RestApp:
         companions=companions,
         timeout=settings.request_timeout_seconds,
         drain_seconds=settings.drain_seconds,
+        gate=gate,
+        hsts=tls is not None,
+        allowed_hosts=allowed_hosts,
     )
+
+
+def create_gate(settings: Settings, registry: Registry) -> Gate:
+    """Keys from the registry; rate-limit buckets in Redis, else in a file the workers share."""
+    if settings.insecure_dev:
+        return Gate(None, insecure=True)
+    local: Buckets
+    try:
+        local = FileBuckets(settings.home.resolve() / "run" / "buckets")
+    except OSError:
+        local = LocalBuckets()
+    if settings.redis_url:
+        from modelport.security.ratelimit import RedisBuckets
+
+        return Gate(KeyStore(registry.store), RedisBuckets(settings.redis_url), fallback=local)
+    return Gate(KeyStore(registry.store), local)
 
 
 def create_app_from_env() -> RestApp:

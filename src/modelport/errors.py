@@ -17,7 +17,11 @@
      ├── ConversionFailed             a model could not be converted or proven equivalent
      ├── RuntimeFailure               a runtime failed to load or to predict
      ├── StorageFailure               the database refused an operation (reported without its SQL)
-     └── StoreNotReady                the registry database is missing, unreachable or needs a migration
+     ├── StoreNotReady                the registry database is missing, unreachable or needs a migration
+     ├── Unauthenticated              no key, or a key that is unknown, wrong, expired or revoked
+     ├── Forbidden                    the key's role does not allow the operation
+     ├── RateLimited                  the key (or address) is over its rate or quota; carries retry_after
+     └── AuditFailure                 the audit chain does not verify, or an audit record cannot be written
 
 Adapters (CLI, REST, gRPC) map this tree to exit codes and statuses in one place each. Messages built
 from a third-party exception go through :func:`brief`, which keeps one line and strips file paths.
@@ -29,9 +33,11 @@ import re
 
 __all__ = [
     "AliasNotFound",
+    "AuditFailure",
     "Conflict",
     "ConversionFailed",
     "FileMissing",
+    "Forbidden",
     "InputMismatch",
     "IntegrityFailure",
     "InvalidInput",
@@ -39,10 +45,12 @@ __all__ = [
     "ModelNotFound",
     "ModelportError",
     "NotFound",
+    "RateLimited",
     "RuntimeFailure",
     "SampleMismatch",
     "StorageFailure",
     "StoreNotReady",
+    "Unauthenticated",
     "UnknownFormat",
     "UnsafeFormat",
     "VersionNotFound",
@@ -129,3 +137,23 @@ class StorageFailure(ModelportError):
 
 class StoreNotReady(ModelportError):
     """The registry database does not exist yet, cannot be reached, or its schema needs a migration."""
+
+
+class Unauthenticated(ModelportError):
+    """No API key, or one that is unknown, wrong, expired or revoked (deliberately not saying which)."""
+
+
+class Forbidden(ModelportError):
+    """The key is valid but its role does not allow the operation."""
+
+
+class RateLimited(ModelportError):
+    """The key or client address is over its rate or quota."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuditFailure(ModelportError):
+    """The audit chain does not verify, or an audit record could not be written."""

@@ -86,7 +86,25 @@ class Settings(BaseSettings):
     balancer stops sending traffic), then the socket closes and in-flight requests finish."""
 
     route_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
-    """How often each worker checks the registry for alias moves and new versions."""
+    """How often each worker checks the registry for alias moves, new versions and key changes."""
+
+    insecure_dev: bool = False
+    """Serve without API keys (development only): forces the 127.0.0.1 bind and says so at start.
+    Set by `modelport serve --insecure-dev`; never set it in production."""
+
+    redis_url: str | None = None
+    """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are
+    shared by the workers of one server through a file under ``home/run``."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host header values the server answers (JSON list, e.g. ``["models.example.com"]``); empty:
+    any host with a key, only localhost names in ``--insecure-dev`` (DNS-rebinding guard)."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain) for HTTPS and gRPC over TLS; with ``tls_key``. TLS 1.2 or newer."""
+
+    tls_key: Path | None = None
+    """PEM private key for ``tls_cert``."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -38,9 +38,18 @@ class Server:
 
 
 def start_server(
-    home: Path, *args: str, env: dict[str, str] | None = None, ready_check: bool = True
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_check: bool = True,
+    insecure_dev: bool = True,
 ) -> Server:
-    """Start `modelport serve`; wait for readiness (or, without ``ready_check``, for any answer)."""
+    """Start `modelport serve`; wait for readiness (or, without ``ready_check``, for any answer).
+
+    Protocol tests run the explicit development mode (``--insecure-dev``): what they test is the
+    protocol. Everything about keys is tested in ``tests/security`` with ``insecure_dev=False``."""
+    if insecure_dev:
+        args = (*args, "--insecure-dev")
     port = free_port()
     # No drain period unless a test asks for one: stopping test servers stays fast.
     environment = {**os.environ, "MODELPORT_HOME": str(home), "MODELPORT_DRAIN_SECONDS": "0", **(env or {})}

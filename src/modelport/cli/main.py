@@ -24,7 +24,9 @@ from modelport.cli.output import (
     version_detail,
     versions_table,
 )
+from modelport.cli.security import print_token, register_commands
 from modelport.errors import (
+    AuditFailure,
     IntegrityFailure,
     InvalidInput,
     ModelportError,
@@ -33,7 +35,8 @@ from modelport.errors import (
     brief,
 )
 from modelport.registry.names import parse_ref
-from modelport.registry.service import Registry
+from modelport.registry.service import Registry, local_actor
+from modelport.security.store import KeyStore
 from modelport.settings import Settings
 
 __all__ = ["app", "main"]
@@ -79,6 +82,9 @@ def _open(create: bool = False) -> Registry:
     return open_registry(_settings(), create=create)
 
 
+register_commands(app, lambda: _open())
+
+
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for item in values or []:
@@ -91,23 +97,31 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 @app.command()
 def init(json_out: JsonFlag = False) -> None:
-    """Create the registry (database and artifact store), or migrate it to this version's schema."""
+    """Create the registry (database and artifact store), or migrate it to this version's schema.
+    The first `init` also creates an admin API key and prints it once."""
     settings = _settings()
     registry = _open(create=True)
     try:
         revision = registry.store.db.current_revision()
+        first = KeyStore(registry.store).create(
+            name="admin (created by init)", role="admin", actor=local_actor(), only_if_none=True
+        )
     finally:
         registry.close()
-    info = {
+    info: dict[str, Any] = {
         "database": registry.store.db.describe(),
         "artifacts": settings.resolved_artifact_url,
         "schema_revision": revision,
     }
     if json_out:
+        if first is not None:
+            info["admin_key"] = {"key": first[0].to_dict(), "token": first[1]}
         print_json(info)
-    else:
-        console.print(f"registry ready: {info['database']} (schema {revision})")
-        console.print(f"artifacts: {info['artifacts']}")
+        return
+    console.print(f"registry ready: {info['database']} (schema {revision})")
+    console.print(f"artifacts: {info['artifacts']}")
+    if first is not None:
+        print_token(first[0], first[1], json_out=False)
 
 
 @app.command()
@@ -297,9 +311,7 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 @app.command()
 def serve(
-    host: Annotated[
-        str, typer.Option("--host", help="Address to bind (loopback only until API keys land).")
-    ] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port.", min=1, max=65535)] = 8080,
     grpc_port: Annotated[
         int | None, typer.Option("--grpc-port", help="gRPC port (Open Inference Protocol).", min=1, max=65535)
@@ -308,30 +320,60 @@ def serve(
     default_model: Annotated[
         str | None, typer.Option("--default-model", help="REF answered by MLflow's /invocations.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and gRPC over TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key for --tls-cert.")] = None,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option("--insecure-dev", help="Serve WITHOUT API keys, on 127.0.0.1 only (development)."),
+    ] = False,
 ) -> None:
-    """Serve every registered model over the Open Inference Protocol (REST) and MLflow scoring."""
+    """Serve every registered model over the Open Inference Protocol (REST, gRPC) and MLflow scoring.
+    Every route needs an API key except the liveness/readiness probes."""
     import os
 
     import uvicorn
 
-    if host not in _LOOPBACK:
-        raise InvalidInput(
-            f"refusing to bind {host}: until API keys are enforced (the access-control milestone), "
-            "modelport serves on loopback addresses only"
-        )
     settings = _settings()
+    if insecure_dev or settings.insecure_dev:
+        if host not in _LOOPBACK:
+            raise InvalidInput(f"--insecure-dev serves without keys and binds to 127.0.0.1 only, not {host}")
+        host, insecure_dev = "127.0.0.1", True
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInput("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"TLS file {path} does not exist")
     if default_model is not None:
         parse_ref(default_model)
-    _open().close()  # a clear error now rather than in every worker
+    registry = _open()  # a clear error now rather than in every worker
+    try:
+        keys = KeyStore(registry.store).count()
+    finally:
+        registry.close()
     # Worker processes build their app from the environment (the one wiring point reads it once).
     os.environ["MODELPORT_HOME"] = str(settings.home.resolve())
     os.environ["MODELPORT_HOST"] = host
+    os.environ["MODELPORT_INSECURE_DEV"] = "true" if insecure_dev else "false"
     if grpc_port is not None:
         os.environ["MODELPORT_GRPC_PORT"] = str(grpc_port)
     if default_model is not None:
         os.environ["MODELPORT_DEFAULT_MODEL"] = default_model
-    grpc_note = f", gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
-    error_console.print(f"modelport serving on http://{host}:{port}{grpc_note} ({workers} worker(s))")
+    if tls_cert is not None and tls_key is not None:
+        os.environ["MODELPORT_TLS_CERT"] = str(tls_cert.resolve())
+        os.environ["MODELPORT_TLS_KEY"] = str(tls_key.resolve())
+    scheme = "https" if tls_cert else "http"
+    grpc_note = f", gRPC{'+TLS' if tls_cert else ''} on {host}:{grpc_port}" if grpc_port is not None else ""
+    error_console.print(f"modelport serving on {scheme}://{host}:{port}{grpc_note} ({workers} worker(s))")
+    if insecure_dev:
+        error_console.print(
+            "WARNING: --insecure-dev: NO API KEYS ARE CHECKED. Anyone who can reach 127.0.0.1:"
+            f"{port} can call every route. Never use this outside development.",
+            style="bold red",
+        )
+    elif keys == 0:
+        error_console.print("no API keys exist yet: create one with `modelport keys create`")
     uvicorn.run(
         "modelport.app:create_app_from_env",
         factory=True,
@@ -341,7 +383,10 @@ def serve(
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # no client addresses are used: skip the middleware on every request
+        server_header=False,
         timeout_graceful_shutdown=30,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )
 
 
@@ -376,6 +421,7 @@ _EXIT_CODES: list[tuple[type[ModelportError], int]] = [
     (InvalidInput, 2),
     (NotFound, 3),
     (IntegrityFailure, 4),
+    (AuditFailure, 4),
     (StoreNotReady, 5),
 ]
 

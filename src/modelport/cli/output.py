@@ -34,7 +34,8 @@ def models_table(models: list[ModelRecord]) -> Table:
 def versions_table(name: str, versions: list[VersionRecord]) -> Table:
     table = Table(title=f"versions of {name}")
     for column in ("version", "serving", "formats", "conversion", "aliases", "created", "creator"):
-        table.add_column(column)
+        # Aliases are what people look for: never cut them; the other columns wrap instead.
+        table.add_column(column, no_wrap=column == "aliases", overflow="fold")
     for v in versions:
         table.add_row(
             str(v.number),

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # The newest migration. Opening a registry compares the database against this constant instead of
 # importing Alembic (a third of a second at every start-up); a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0003_policy"
+HEAD_REVISION = "0004_security"
 
 __all__ = ["Database"]
 
@@ -161,6 +161,11 @@ class Database:
                 yield conn
 
     # -- dialect differences --------------------------------------------------------------------
+
+    def insert_dialect(self, table: Table) -> Any:
+        """This database's ``INSERT`` construct (it has ``on_conflict_do_update``/``…_nothing``)."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(table)
 
     def insert_ignoring_conflict(self, table: Table, values: Mapping[str, Any]) -> Insert:
         """``INSERT … ON CONFLICT DO NOTHING`` in this database's dialect."""

@@ -3,6 +3,8 @@
 
     models ──< model_versions ──< artifacts
        └────< aliases >──────────┘
+
+    api_keys ──< usage (key × model × day)        audit_log (hash chain, append-only)
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -22,7 +26,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["aliases", "artifacts", "metadata", "model_versions", "models", "registry_state"]
+__all__ = [
+    "aliases",
+    "api_keys",
+    "artifacts",
+    "audit_log",
+    "metadata",
+    "model_versions",
+    "models",
+    "registry_state",
+    "usage",
+]
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
@@ -105,4 +119,57 @@ registry_state = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("generation", BigInteger, nullable=False),
+    # Head of the audit chain: deleting the newest audit records leaves the chain itself intact, so
+    # the head is kept here too, written in the same transaction as each record.
+    Column("audit_seq", BigInteger, nullable=False, server_default="0"),
+    Column("audit_hash", String(64), nullable=False, server_default="0" * 64),
+)
+
+# API keys (docs/security.md). Only digests of secrets are stored; ``previous_hash`` keeps a rotated
+# key's old secret working until ``previous_until``.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("models", JSONDoc, nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("previous_hash", String(64), nullable=True),
+    Column("previous_until", DateTime(timezone=True), nullable=True),
+    Column("rate", Float, nullable=True),
+    Column("quota", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Per key × model × UTC day; workers add their counts about once a second.
+usage = Table(
+    "usage",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("model", String(100), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("bytes_in", BigInteger, nullable=False),
+    Column("bytes_out", BigInteger, nullable=False),
+)
+
+# Append-only audit trail. ``hash`` = SHA-256 over the record's canonical JSON and ``prev_hash``.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(40), nullable=False, index=True),
+    Column("target", String(300), nullable=False, index=True),
+    Column("before", JSONDoc, nullable=True),
+    Column("after", JSONDoc, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     # pays for it in start-up time or memory.
     import pandas as pd
 
-__all__ = ["GOLDEN_TOLERANCE", "LoadedVersion", "Registry"]
+__all__ = ["GOLDEN_TOLERANCE", "LoadedVersion", "Registry", "local_actor"]
 
 GOLDEN_TOLERANCE = 1e-4  # served twins are proven to 1e-5; this only absorbs float32 round-off
 
@@ -204,7 +204,7 @@ class Registry:
                         conversion=prepared.conversion,
                         description=description,
                         tags={str(k): str(v) for k, v in (tags or {}).items()},
-                        creator=creator if creator is not None else _whoami(),
+                        creator=creator if creator is not None else local_actor(),
                         artifacts=artifact_records(digests, prepared),
                     ),
                     alias=alias,
@@ -249,14 +249,14 @@ class Registry:
                 loaded.check_golden()
             finally:
                 loaded.close()
-        return self.store.set_alias(name, alias, number, actor=actor if actor is not None else _whoami())
+        return self.store.set_alias(name, alias, number, actor=actor if actor is not None else local_actor())
 
-    def set_policy(self, name: str, on_violation: str) -> None:
+    def set_policy(self, name: str, on_violation: str, *, actor: str | None = None) -> None:
         """``flag`` (default) or ``reject`` values outside the signature when serving ``name``."""
-        self.store.set_policy(name, on_violation)
+        self.store.set_policy(name, on_violation, actor=actor if actor is not None else local_actor())
 
-    def remove_alias(self, name: str, alias: str) -> None:
-        self.store.remove_alias(name, alias)
+    def remove_alias(self, name: str, alias: str, *, actor: str | None = None) -> None:
+        self.store.remove_alias(name, alias, actor=actor if actor is not None else local_actor())
 
     # -- loading and predicting -----------------------------------------------------------------
 
@@ -323,11 +323,12 @@ def _features_with_missing(batch: dict[str, np.ndarray]) -> list[str]:
     return [name for name, column in batch.items() if has_missing(column)]
 
 
-def _whoami() -> str:
+def local_actor() -> str:
+    """The actor of a change made in this process without an API key: ``local:<OS user>``."""
     try:
-        return getpass.getuser()
+        return f"local:{getpass.getuser()}"
     except (OSError, KeyError):
-        return "unknown"
+        return "local:unknown"
 
 
 def _git_revision() -> str | None:

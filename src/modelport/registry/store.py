@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, select, update
 
 from modelport.errors import AliasNotFound, InvalidInput, ModelNotFound, VersionNotFound
+from modelport.registry import audit
 from modelport.registry.database import Database
 from modelport.registry.names import (
     LATEST,
@@ -123,10 +124,23 @@ class RegistryStore:
                         details=artifact.details,
                     )
                 )
+            record = self._version_by_id(conn, version_id)
+            self._audit(
+                conn,
+                new.creator,
+                "version.register",
+                record.ref,
+                after={
+                    "uuid": record.uuid,
+                    "serving_format": record.serving_format,
+                    "artifacts": {a.role: a.digest for a in record.artifacts},
+                },
+            )
             if alias is not None:
                 self._point_alias(conn, model_id, alias, version_id, new.creator, now)
+                self._audit(conn, new.creator, "alias.set", f"{new.model}@{alias}", after={"version": number})
             self._bump_generation(conn)
-            return self._version_by_id(conn, version_id)
+            return record if alias is None else self._version_by_id(conn, version_id)
 
     def set_alias(self, name: str, alias: str, number: int, *, actor: str = "") -> VersionRecord:
         """Point ``name@alias`` at version ``number`` (creating or moving the alias)."""
@@ -141,20 +155,67 @@ class RegistryStore:
             ).scalar_one_or_none()
             if version_id is None:
                 raise VersionNotFound(f"model {name!r} has no version {number}")
+            before = self._alias_number(conn, model_id, alias)
             self._point_alias(conn, model_id, alias, version_id, actor, datetime.now(UTC))
+            self._audit(
+                conn,
+                actor,
+                "alias.set",
+                f"{name}@{alias}",
+                before=None if before is None else {"version": before},
+                after={"version": number},
+            )
             self._bump_generation(conn)
             return self._version_by_id(conn, version_id)
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, *, actor: str = "") -> None:
         check_alias_name(alias)
         with self.db.write() as conn:
             model_id = self._model_id(conn, name)
+            before = self._alias_number(conn, model_id, alias)
             removed = conn.execute(
                 delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
             ).rowcount
             if not removed:
                 raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+            self._audit(conn, actor, "alias.remove", f"{name}@{alias}", before={"version": before})
             self._bump_generation(conn)
+
+    def _alias_number(self, conn: Connection, model_id: int, alias: str) -> int | None:
+        number = conn.execute(
+            select(model_versions.c.number)
+            .join(aliases, aliases.c.version_id == model_versions.c.id)
+            .where(aliases.c.model_id == model_id, aliases.c.name == alias)
+        ).scalar_one_or_none()
+        return None if number is None else int(number)
+
+    def _audit(
+        self, conn: Connection, actor: str, action: str, target: str, *, before: Any = None, after: Any = None
+    ) -> None:
+        audit.append(
+            conn,
+            actor=actor or "unknown",
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            is_sqlite=self.db.is_sqlite,
+        )
+
+    def append_audit(
+        self, actor: str, action: str, target: str, *, before: Any = None, after: Any = None
+    ) -> None:
+        """A record of its own (a denied attempt: nothing else changes)."""
+        with self.db.write() as conn:
+            self._audit(conn, actor, action, target, before=before, after=after)
+
+    def audit_records(self, **filters: Any) -> list[audit.AuditRecord]:
+        with self.db.read() as conn:
+            return audit.records(conn, **filters)
+
+    def verify_audit(self) -> audit.Verification:
+        with self.db.read() as conn:
+            return audit.verify(conn)
 
     @staticmethod
     def _bump_generation(conn: Connection) -> None:
@@ -164,14 +225,23 @@ class RegistryStore:
             .values(generation=registry_state.c.generation + 1)
         )
 
-    def set_policy(self, name: str, on_violation: str) -> None:
+    def set_policy(self, name: str, on_violation: str, *, actor: str = "") -> None:
         if on_violation not in POLICIES:
             raise InvalidInput(
                 f"on-violation policy must be one of {', '.join(POLICIES)}, not {on_violation!r}"
             )
         with self.db.write() as conn:
             model_id = self._model_id(conn, name)
+            before = conn.execute(select(models.c.on_violation).where(models.c.id == model_id)).scalar_one()
             conn.execute(update(models).where(models.c.id == model_id).values(on_violation=on_violation))
+            self._audit(
+                conn,
+                actor,
+                "policy.set",
+                name,
+                before={"on_violation": before},
+                after={"on_violation": on_violation},
+            )
             self._bump_generation(conn)
 
     def policies(self) -> dict[str, str]:

@@ -31,6 +31,7 @@ class InferenceResult:
     version: int
     outputs: list[Tensor]
     flags: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows: int = 0
 
 
 @dataclass(slots=True)
@@ -154,7 +155,7 @@ class DataPlane:
                     f"unknown output(s) {', '.join(unknown)}; outputs are {', '.join(sorted(known))}"
                 )
             outputs = [t for t in outputs if t.name in requested]
-        return InferenceResult(model, loaded.version.number, outputs, flags)
+        return InferenceResult(model, loaded.version.number, outputs, flags, rows)
 
     def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
         entry = self._batchers.get(key)

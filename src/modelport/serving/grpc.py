@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
-from modelport.errors import InputMismatch, InvalidInput, ModelportError, NotFound, StoreNotReady
+from modelport.errors import (
+    Forbidden,
+    InputMismatch,
+    InvalidInput,
+    ModelNotFound,
+    ModelportError,
+    NotFound,
+    RateLimited,
+    StoreNotReady,
+    Unauthenticated,
+)
+from modelport.security.gate import Gate
+from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.protocol import inference_pb2 as pb
 from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
@@ -42,6 +55,12 @@ _CONTENTS = {
 
 
 def _code(error: Exception) -> grpc.StatusCode:
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(error, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, RateLimited):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, InvalidInput | InputMismatch):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, NotFound):
@@ -92,10 +111,42 @@ def _inputs(request: Any, limits: Limits) -> list[Tensor]:
     return tensors
 
 
+def _token(context: Any) -> str | None:
+    """The API key from ``authorization: Bearer …`` or ``x-api-key`` metadata."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+        if key == "x-api-key":
+            return str(value)
+    return None
+
+
+def _address(context: Any) -> str | None:
+    peer = str(context.peer() or "")  # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555"
+    return peer.rsplit(":", 1)[0] if peer else None
+
+
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, limits: Limits) -> None:
+    def __init__(self, plane: DataPlane, limits: Limits, gate: Gate) -> None:
         self.plane = plane
         self.limits = limits
+        self.gate = gate
+
+    async def _admit(self, context: Any, permission: str, model: str | None = None) -> Principal:
+        """As the REST adapter: 401 / 403 / 404 for models outside the key's patterns / 429."""
+        try:
+            principal = await self.gate.authenticate(_token(context), _address(context))
+            principal.require(permission)
+            if model is not None and not principal.sees(model):
+                raise ModelNotFound(f"no model named {model!r}")
+            await self.gate.admit(principal)
+        except RateLimited as exc:
+            context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
+            await context.abort(_code(exc), str(exc))
+        except ModelportError as exc:
+            await context.abort(_code(exc), str(exc))
+        return principal
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self.plane.live())
@@ -104,12 +155,14 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.plane.ready())
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        await self._admit(context, "read")
         meta = self.plane.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
+        await self._admit(context, "read", request.name)
         try:
             self.plane.resolve(request.name, request.version or None)
             ready = await self.plane.model_ready(request.name, request.version or None)
@@ -118,6 +171,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        await self._admit(context, "read", request.name)
         try:
             meta = await self.plane.model_metadata(request.name, request.version or None)
         except ModelportError as exc:
@@ -134,6 +188,8 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        principal = await self._admit(context, "infer", request.model_name)
+        size = request.ByteSize()
         try:
             self.plane.resolve(request.model_name, request.model_version or None)
             inputs = _inputs(request, self.limits)
@@ -142,8 +198,10 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 request.model_name, request.model_version or None, inputs, requested
             )
         except ModelportError as exc:
+            self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
             await context.abort(_code(exc), str(exc))
         except Exception:
+            self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")
         response = pb.ModelInferResponse(
             model_name=result.model, model_version=str(result.version), id=request.id
@@ -158,14 +216,32 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(tensor_bytes(tensor))
         context.set_trailing_metadata((("x-model-version", str(result.version)),))
+        self.gate.count(
+            principal,
+            request.model_name,
+            rows=result.rows,
+            error=False,
+            bytes_in=size,
+            bytes_out=response.ByteSize(),
+        )
         return response
 
 
 class GrpcServer:
     """Starts and stops the gRPC server inside a worker's event loop."""
 
-    def __init__(self, plane: DataPlane, limits: Limits, host: str, port: int) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        limits: Limits,
+        host: str,
+        port: int,
+        *,
+        gate: Gate,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.plane, self.limits, self.address = plane, limits, f"{host}:{port}"
+        self.gate, self.tls = gate, tls
         self._server: Any = None
 
     async def start(self) -> None:
@@ -178,9 +254,13 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _Servicer(self.plane, self.limits), self._server
+            _Servicer(self.plane, self.limits, self.gate), self._server
         )
-        self._server.add_insecure_port(self.address)
+        if self.tls is None:
+            self._server.add_insecure_port(self.address)
+        else:
+            cert, key = (path.read_bytes() for path in self.tls)
+            self._server.add_secure_port(self.address, grpc.ssl_server_credentials([(key, cert)]))
         await self._server.start()
 
     async def stop(self) -> None:

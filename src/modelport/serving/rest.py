@@ -10,27 +10,35 @@ MLflow routes. Core errors are mapped to statuses in :func:`status_for`, and onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import math
 import re
 import signal
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
-
-import orjson
+from urllib.parse import parse_qs
 
 from modelport._version import __version__
 from modelport.errors import (
     Conflict,
+    Forbidden,
     InputMismatch,
     InvalidInput,
+    ModelNotFound,
     ModelportError,
     NotFound,
+    RateLimited,
     StoreNotReady,
+    Unauthenticated,
 )
 from modelport.registry.names import parse_ref
+from modelport.security.gate import Gate
+from modelport.security.keys import DEV_PRINCIPAL, Principal
+from modelport.serving import management
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.http import HTTPError, Request, Response, json_response
 from modelport.serving.mlflow import UnsupportedMediaType, decode_frame, encode_predictions
 from modelport.serving.v2 import HEADER_LENGTH, Limits, decode_request, encode_response
 
@@ -41,16 +49,38 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+def _token(headers: dict[str, str]) -> str | None:
+    """The API key from ``Authorization: Bearer …`` or ``X-API-Key``."""
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    return headers.get("x-api-key")
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def _query(scope: Scope) -> dict[str, list[str]]:
+    raw = scope.get("query_string", b"")
+    try:
+        return parse_qs(raw.decode("latin-1"), max_num_fields=20) if raw else {}
+    except ValueError:
+        raise HTTPError(400, "too many query parameters") from None
 
 
 def status_for(error: Exception) -> int:
     """The one place core errors become HTTP statuses."""
     if isinstance(error, HTTPError):
         return error.status
+    if isinstance(error, Unauthenticated):
+        return 401
+    if isinstance(error, Forbidden):
+        return 403
+    if isinstance(error, RateLimited):
+        return 429
     if isinstance(error, UnsupportedMediaType):
         return 415
     if isinstance(error, InvalidInput | InputMismatch):
@@ -62,27 +92,6 @@ def status_for(error: Exception) -> int:
     if isinstance(error, StoreNotReady):
         return 503
     return 500  # model failures, integrity failures and anything unexpected
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    params: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(slots=True)
-class Response:
-    body: bytes
-    status: int = 200
-    content_type: bytes = b"application/json"
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-def _json(data: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:
-    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers=headers)
 
 
 Handler = Callable[["RestApp", Request], Awaitable[Response]]
@@ -101,7 +110,16 @@ class RestApp:
         companions: tuple[Any, ...] = (),
         timeout: float = 30.0,
         drain_seconds: float = 0.0,
+        gate: Gate | None = None,
+        hsts: bool = False,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
+        self.gate = gate if gate is not None else Gate(None, insecure=True)
+        # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
+        self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
+            ((b"strict-transport-security", b"max-age=31536000; includeSubDomains"),) if hsts else ()
+        )
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.timeout = timeout
         self.drain_seconds = drain_seconds
         self.plane = plane
@@ -114,23 +132,25 @@ class RestApp:
     # -- the route table ------------------------------------------------------------------------
 
     async def live(self, request: Request) -> Response:
-        return _json({"live": self.plane.live()})
+        return json_response({"live": self.plane.live()})
 
     async def ready(self, request: Request) -> Response:
         ready = self.plane.ready()
-        return _json({"ready": ready}, 200 if ready else 503)
+        return json_response({"ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json(self.plane.server_metadata())
+        return json_response(self.plane.server_metadata())
 
     async def model_metadata(self, request: Request) -> Response:
-        return _json(await self.plane.model_metadata(request.params["name"], request.params.get("version")))
+        return json_response(
+            await self.plane.model_metadata(request.params["name"], request.params.get("version"))
+        )
 
     async def model_ready(self, request: Request) -> Response:
         name, version = request.params["name"], request.params.get("version")
         self.plane.resolve(name, version)  # unknown model or version: 404
         ready = await self.plane.model_ready(name, version)
-        return _json({"name": name, "ready": ready}, 200 if ready else 503)
+        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
         self.plane.resolve(request.params["name"], request.params.get("version"))  # 404 before 400
@@ -138,6 +158,7 @@ class RestApp:
         result = await self.plane.infer(
             request.params["name"], request.params.get("version"), decoded.inputs, decoded.outputs
         )
+        request.rows = result.rows
         parameters: dict[str, Any] = {"model_version": result.version}
         if result.flags:
             parameters["flags"] = result.flags
@@ -150,19 +171,21 @@ class RestApp:
         return Response(body, content_type=b"application/octet-stream", headers=headers)
 
     async def repository_index(self, request: Request) -> Response:
-        return _json(self.plane.repository_index())
+        sees = request.principal.sees
+        return json_response([entry for entry in self.plane.repository_index() if sees(entry["name"])])
 
     async def repository_load(self, request: Request) -> Response:
         await self.plane.load(request.params["name"])
-        return _json({})
+        return json_response({})
 
     async def repository_unload(self, request: Request) -> Response:
         self.plane.unload(request.params["name"])
-        return _json({})
+        return json_response({})
 
     async def statistics(self, request: Request) -> Response:
         name = request.params.get("name")
-        return _json({"model_stats": self.plane.statistics(name, request.params.get("version"))})
+        stats = self.plane.statistics(name, request.params.get("version"))
+        return json_response({"model_stats": [s for s in stats if request.principal.sees(s["name"])]})
 
     async def ping(self, request: Request) -> Response:
         return Response(b"\n", 200 if self.plane.ready() else 503)
@@ -179,6 +202,8 @@ class RestApp:
                 "or call /endpoints/{REF}/invocations",
             )
         parsed = parse_ref(ref)
+        if not request.principal.sees(parsed.name):
+            raise ModelNotFound(f"no model named {parsed.name!r}")
         selector = (
             None
             if parsed.alias == "latest" and "@" not in ref
@@ -192,27 +217,29 @@ class RestApp:
             self.limits,
         )
         prediction = loaded.predict(frame)
+        request.rows = len(frame)
         headers = ((b"x-model-version", str(loaded.version.number).encode()),)
-        return _json(encode_predictions(prediction, loaded.signature), headers=headers)
+        return json_response(encode_predictions(prediction, loaded.signature), headers=headers)
 
-    ROUTES: ClassVar[tuple[tuple[str, re.Pattern[str], Handler, bool], ...]] = (
-        # method, path pattern, handler, whether errors use MLflow's shape
-        ("GET", re.compile(r"/v2/health/live"), live, False),
-        ("GET", re.compile(r"/v2/health/ready"), ready, False),
-        ("GET", re.compile(r"/v2/?"), server_metadata, False),
-        ("GET", re.compile(r"/v2/models/stats"), statistics, False),  # before /v2/models/{name}
-        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}"), model_metadata, False),
-        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/ready"), model_ready, False),
-        ("POST", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/infer"), infer, False),
-        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/stats"), statistics, False),
-        ("POST", re.compile(r"/v2/repository/index"), repository_index, False),
-        ("POST", re.compile(rf"/v2/repository/models/{_MODEL}/load"), repository_load, False),
-        ("POST", re.compile(rf"/v2/repository/models/{_MODEL}/unload"), repository_unload, False),
-        ("GET", re.compile(r"/ping"), ping, True),
-        ("GET", re.compile(r"/health"), ping, True),
-        ("GET", re.compile(r"/version"), mlflow_version, True),
-        ("POST", re.compile(r"/invocations"), invocations, True),
-        ("POST", re.compile(r"/endpoints/(?P<ref>[^/]+)/invocations"), invocations, True),
+    # method, path pattern, handler, whether errors use MLflow's shape, permission (None = open probe)
+    ROUTES: ClassVar[tuple[tuple[str, re.Pattern[str], Handler, bool, str | None], ...]] = (
+        ("GET", re.compile(r"/v2/health/live"), live, False, None),
+        ("GET", re.compile(r"/v2/health/ready"), ready, False, None),
+        ("GET", re.compile(r"/v2/?"), server_metadata, False, "read"),
+        ("GET", re.compile(r"/v2/models/stats"), statistics, False, "read"),  # before /v2/models/{name}
+        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}"), model_metadata, False, "read"),
+        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/ready"), model_ready, False, "read"),
+        ("POST", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/infer"), infer, False, "infer"),
+        ("GET", re.compile(rf"/v2/models/{_MODEL}{_VERSION}/stats"), statistics, False, "read"),
+        ("POST", re.compile(r"/v2/repository/index"), repository_index, False, "read"),
+        ("POST", re.compile(rf"/v2/repository/models/{_MODEL}/load"), repository_load, False, "publish"),
+        ("POST", re.compile(rf"/v2/repository/models/{_MODEL}/unload"), repository_unload, False, "publish"),
+        ("GET", re.compile(r"/ping"), ping, True, None),
+        ("GET", re.compile(r"/health"), ping, True, None),
+        ("GET", re.compile(r"/version"), mlflow_version, True, "read"),
+        ("POST", re.compile(r"/invocations"), invocations, True, "infer"),
+        ("POST", re.compile(r"/endpoints/(?P<ref>[^/]+)/invocations"), invocations, True, "infer"),
+        *management.ROUTES,
     )
 
     # -- ASGI -----------------------------------------------------------------------------------
@@ -227,25 +254,45 @@ class RestApp:
         matched = self._match(method, path)
         mlflow_errors = matched[2] if matched else not path.startswith("/v2")
         self.in_flight += 1
+        request: Request | None = None
+        body = b""
         try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            self._check_host(headers.get("host", ""))
             if matched is None:
-                allowed = any(p.fullmatch(path) for _, p, _, _ in self.ROUTES)
+                allowed = any(route[1].fullmatch(path) for route in self.ROUTES)
+                if not allowed:
+                    # Unknown paths ask for a key too: without one, nothing about the route table leaks.
+                    await self.gate.authenticate(_token(headers), _client(scope))
                 raise HTTPError(
                     405 if allowed else 404,
                     f"{'method not allowed' if allowed else 'no route'}: {method} {path}",
                 )
-            handler, params = matched[0], matched[1]
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            body = await self._read_body(receive, headers) if method == "POST" else b""
+            handler, params, _, permission = matched
+            principal = DEV_PRINCIPAL
+            if permission is not None:
+                principal = await self._admit(headers, scope, permission, method, path, params)
+            body = await self._read_body(receive, headers) if method in ("POST", "PUT") else b""
+            request = Request(method, path, params, headers, body, principal, _query(scope))
             try:
                 async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
-                    response = await handler(self, Request(method, path, params, headers, body))
+                    response = await handler(self, request)
             except TimeoutError:
                 raise HTTPError(504, f"the request was not answered within {self.timeout:g} s") from None
         except Exception as exc:
             response = self._error(exc, mlflow_errors)
         finally:
             self.in_flight -= 1
+        if request is not None and permission == "infer":
+            model = params.get("name") or (params.get("ref") or self.default_model or "?").split("@")[0]
+            self.gate.count(
+                request.principal,
+                model,
+                rows=request.rows,
+                error=response.status >= 400,
+                bytes_in=len(body),
+                bytes_out=len(response.body),
+            )
         await send(
             {
                 "type": "http.response.start",
@@ -254,18 +301,55 @@ class RestApp:
                     (b"content-type", response.content_type),
                     (b"content-length", str(len(response.body)).encode()),
                     *response.headers,
+                    *self.extra_headers,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool] | None:
-        for route_method, pattern, handler, mlflow_errors in self.ROUTES:
+    async def _admit(
+        self,
+        headers: dict[str, str],
+        scope: Scope,
+        permission: str,
+        method: str,
+        path: str,
+        params: dict[str, str],
+    ) -> Principal:
+        """Authenticate, authorise and rate-limit; a model outside the key's patterns is 404."""
+        principal = await self.gate.authenticate(_token(headers), _client(scope))
+        if not principal.may(permission):
+            if permission in ("publish", "admin"):
+                await asyncio.to_thread(self._audit_denied, principal, method, path)
+            principal.require(permission)
+        name = params.get("name")
+        if name is not None and not principal.sees(name):
+            raise ModelNotFound(f"no model named {name!r}")
+        await self.gate.admit(principal)
+        return principal
+
+    def _audit_denied(self, principal: Principal, method: str, path: str) -> None:
+        with contextlib.suppress(ModelportError):  # the refusal stands whether or not it is recorded
+            self.plane.pool.registry.store.append_audit(
+                principal.actor, "denied", f"{method} {path}"[:300], after={"role": principal.role}
+            )
+
+    def _check_host(self, host: str) -> None:
+        if not self.allowed_hosts:
+            return
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        if name not in self.allowed_hosts and "*" not in self.allowed_hosts:
+            raise HTTPError(400, "the Host header names a host this server does not answer for")
+
+    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool, str | None] | None:
+        for route_method, pattern, handler, mlflow_errors, permission in self.ROUTES:
             if route_method != method:
                 continue
             found = pattern.fullmatch(path)
             if found:
-                return handler, {k: v for k, v in found.groupdict().items() if v is not None}, mlflow_errors
+                params = {k: v for k, v in found.groupdict().items() if v is not None}
+                return handler, params, mlflow_errors, permission
         return None
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
@@ -293,15 +377,23 @@ class RestApp:
         message = (
             str(exc) if isinstance(exc, ModelportError | HTTPError) else "internal error: the model failed"
         )
+        headers: tuple[tuple[bytes, bytes], ...] = ()
+        if status == 401:
+            headers = ((b"www-authenticate", b'Bearer realm="modelport"'),)
+        elif isinstance(exc, RateLimited):
+            headers = ((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),)
         if mlflow_errors:
             code = {
                 400: "BAD_REQUEST",
                 404: "RESOURCE_DOES_NOT_EXIST",
+                401: "UNAUTHENTICATED",
+                403: "PERMISSION_DENIED",
                 413: "BAD_REQUEST",
                 415: "BAD_REQUEST",
+                429: "REQUEST_LIMIT_EXCEEDED",
             }.get(status, "INTERNAL_ERROR")
-            return _json({"error_code": code, "message": message}, status)
-        return _json({"error": message}, status)
+            return json_response({"error_code": code, "message": message}, status, headers)
+        return json_response({"error": message}, status, headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         poller: asyncio.Task[None] | None = None

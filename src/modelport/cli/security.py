@@ -1,0 +1,270 @@
+"""``modelport keys``, ``modelport usage`` and ``modelport audit``: the CLI side of docs/security.md.
+
+The CLI works on the registry database directly, as its operator; changes are audited with the actor
+``local:<OS user>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modelport.cli.output import console, error_console, print_json
+from modelport.errors import AuditFailure, InvalidInput
+from modelport.registry.service import Registry, local_actor
+from modelport.security.keys import KeyRecord, parse_duration, parse_quota, parse_rate
+from modelport.security.store import KeyStore
+
+__all__ = ["audit_app", "keys_app", "register_commands"]
+
+keys_app = typer.Typer(help="API keys: create, list, revoke, rotate.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail: list records, verify the chain.", invoke_without_command=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+_open: Callable[[], Registry]
+
+
+def register_commands(app: typer.Typer, open_registry: Callable[[], Registry]) -> None:
+    global _open
+    _open = open_registry
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
+    app.command("usage")(usage)
+
+
+def _keys_table(keys: list[KeyRecord]) -> Table:
+    table = Table(title="API keys")
+    for column in ("id", "name", "role", "models", "rate/s", "quota/month", "expires", "status"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.name,
+            key.role,
+            ", ".join(key.models),
+            f"{key.rate:g}" if key.rate else "—",
+            f"{key.quota:,}" if key.quota else "—",
+            f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "never",
+            key.status(),
+        )
+    return table
+
+
+def print_token(record: KeyRecord, token: str, json_out: bool, what: str = "created") -> None:
+    if json_out:
+        print_json({"key": record.to_dict(), "token": token})
+        return
+    console.print(f"key {record.id} ({record.name}, {record.role}) {what}. The secret is shown only once:")
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    error_console.print("send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    role: Annotated[str, typer.Option("--role", help="consumer, publisher or admin.")],
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="Model name pattern (repeatable; default *).")
+    ] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime: 90d, 12h, 2w …")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="Rate limit: 50/s, 3000/min …")] = None,
+    quota: Annotated[str | None, typer.Option("--quota", help="Monthly quota: 1000000/month.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a key and print its secret (once)."""
+    registry = _open()
+    try:
+        created = KeyStore(registry.store).create(
+            name=name,
+            role=role,
+            models=models,
+            expires_in=parse_duration(expires) if expires else None,
+            rate=parse_rate(rate) if rate else None,
+            quota=parse_quota(quota) if quota else None,
+            actor=local_actor(),
+        )
+    finally:
+        registry.close()
+    assert created is not None
+    print_token(*created, json_out)
+
+
+@keys_app.command("list")
+def list_keys(json_out: JsonFlag = False) -> None:
+    """Every key with its role, scope, limits and status (never a secret)."""
+    registry = _open()
+    try:
+        keys = KeyStore(registry.store).list_keys()
+    finally:
+        registry.close()
+    if json_out:
+        print_json([key.to_dict() for key in keys])
+    else:
+        console.print(_keys_table(keys))
+
+
+@keys_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")], json_out: JsonFlag = False) -> None:
+    """Revoke a key: every worker refuses it within a second."""
+    registry = _open()
+    try:
+        record = KeyStore(registry.store).revoke(key_id, actor=local_actor())
+    finally:
+        registry.close()
+    if json_out:
+        print_json(record.to_dict())
+    else:
+        console.print(f"key {record.id} ({record.name}) revoked")
+
+
+@keys_app.command("rotate")
+def rotate(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
+    grace: Annotated[
+        str, typer.Option("--grace", help="How long the old secret keeps working (0s … 30d).")
+    ] = "24h",
+    json_out: JsonFlag = False,
+) -> None:
+    """Give a key a new secret; the old one keeps working for the grace period."""
+    registry = _open()
+    try:
+        record, token = KeyStore(registry.store).rotate(
+            key_id, grace=parse_duration(grace), actor=local_actor()
+        )
+    finally:
+        registry.close()
+    until = record.previous_until
+    print_token(record, token, json_out, what="rotated")
+    if not json_out:
+        note = (
+            f"the old secret works until {until:%Y-%m-%d %H:%M:%S} UTC"
+            if until
+            else "the old secret no longer works"
+        )
+        error_console.print(note)
+
+
+def usage(
+    key: Annotated[str | None, typer.Option("--key", help="Only this key id.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this day (YYYY-MM-DD) or 7d ago.")
+    ] = None,
+    json_out: JsonFlag = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (for billing).")] = False,
+) -> None:
+    """Requests, rows, errors and bytes per key × model × day."""
+    start: date | None = None
+    if since:
+        try:
+            start = date.fromisoformat(since)
+        except ValueError:
+            try:
+                start = date.today() - timedelta(days=parse_duration(since).days)
+            except InvalidInput:
+                raise InvalidInput(
+                    f"--since {since!r} must be a date (YYYY-MM-DD) or a span like 7d"
+                ) from None
+    registry = _open()
+    try:
+        rows = KeyStore(registry.store).usage(key_id=key, model=model, since=start)
+    finally:
+        registry.close()
+    if json_out:
+        print_json([row.to_dict() for row in rows])
+        return
+    if csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["day", "key_id", "model", "requests", "rows", "errors", "bytes_in", "bytes_out"])
+        for r in rows:
+            writer.writerow([r.day, r.key_id, r.model, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out])
+        return
+    table = Table(title="usage")
+    for column in ("day", "key", "model", "requests", "rows", "errors", "bytes in", "bytes out"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.day.isoformat(),
+            r.key_id,
+            r.model,
+            f"{r.requests:,}",
+            f"{r.rows:,}",
+            f"{r.errors:,}",
+            f"{r.bytes_in:,}",
+            f"{r.bytes_out:,}",
+        )
+    console.print(table)
+
+
+@audit_app.callback()
+def audit(
+    ctx: typer.Context,
+    action: Annotated[str | None, typer.Option("--action", help="Only this action (alias.set …).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Only targets starting with this.")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", help="Only this actor (key:ID, local:USER).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The newest N records.", min=1)] = 100,
+    json_out: JsonFlag = False,
+) -> None:
+    """List audit records, oldest first (the newest --limit of them)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    registry = _open()
+    try:
+        records = registry.store.audit_records(action=action, target=target, actor=actor, limit=limit)
+    finally:
+        registry.close()
+    if json_out:
+        print_json([record.to_dict() for record in records])
+        return
+    table = Table(title="audit log")
+    for column in ("seq", "time (UTC)", "actor", "action", "target", "before", "after"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            str(r.seq),
+            f"{r.at:%Y-%m-%d %H:%M:%S}",
+            r.actor,
+            r.action,
+            r.target,
+            _short(r.before),
+            _short(r.after),
+        )
+    console.print(table)
+
+
+def _short(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict) and "version" in value and len(value) == 1:
+        return f"version {value['version']}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+@audit_app.command("verify")
+def verify(json_out: JsonFlag = False) -> None:
+    """Recompute the hash chain; fail (exit 4) naming the first edited, deleted or reordered record."""
+    registry = _open()
+    try:
+        result = registry.store.verify_audit()
+    finally:
+        registry.close()
+    if json_out:
+        print_json(
+            {"ok": result.ok, "records": result.count, "head": result.head, "problem": result.problem or None}
+        )
+        if not result.ok:
+            raise typer.Exit(4)
+        return
+    if not result.ok:
+        raise AuditFailure(f"the audit log does not verify: {result.problem}")
+    console.print(f"audit log intact: {result.count} record(s), head {result.head}")

@@ -1,0 +1,1 @@
+"""Access control: API keys, roles and scopes, rate limits and quotas, usage records (docs/security.md)."""

@@ -1,0 +1,159 @@
+"""The gate every request passes: who is calling, may they, are they within their rate and quota — and
+what they used. Protocol-free: REST and gRPC adapters hand it a token and an address.
+
+Keys are held in memory (:class:`KeyRing`) and reloaded when the registry's generation counter moves
+(the server's poller calls :meth:`Gate.reload`); usage is counted in memory and added to the database
+by :meth:`Gate.flush` about once a second, off the request path.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+from modelport.errors import RateLimited, Unauthenticated
+from modelport.security.keys import DEV_PRINCIPAL, KeyRing, Principal
+from modelport.security.ratelimit import Buckets, LocalBuckets
+from modelport.security.store import KeyStore, UsageRow
+
+__all__ = ["Gate"]
+
+log = logging.getLogger("modelport.security")
+
+# Failed authentications allowed per client address: a burst of 20, then 5 per second → 429.
+FAILED_AUTH_RATE = 5.0
+FAILED_AUTH_BURST = 20.0
+
+
+def _seconds_to_next_month(now: datetime) -> float:
+    days = calendar.monthrange(now.year, now.month)[1]
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first.replace(day=days) - now).total_seconds() + 86400
+
+
+class Gate:
+    """Authentication, authorisation inputs, rate limits, quotas and usage for one worker."""
+
+    def __init__(
+        self,
+        keys: KeyStore | None,
+        buckets: Buckets | None = None,
+        *,
+        insecure: bool = False,
+        fallback: Buckets | None = None,
+    ) -> None:
+        if keys is None and not insecure:
+            raise ValueError("a gate without a key store must be explicitly insecure")
+        self.keys = keys
+        self.insecure = insecure
+        self.buckets: Buckets = buckets if buckets is not None else LocalBuckets()
+        self._fallback = fallback
+        self.ring = KeyRing()
+        self._month_totals: dict[str, int] = {}
+        self._month: tuple[int, int] = (0, 0)
+        # (key id, model, day) -> [requests, rows, errors, bytes in, bytes out], since the last flush
+        self._pending: defaultdict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+        self._unflushed_requests: defaultdict[str, int] = defaultdict(int)
+        if keys is not None:
+            self.reload()
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the keys (called when the registry's generation moves) and the month's totals."""
+        if self.keys is None:
+            return
+        self.ring.replace(self.keys.list_keys(include_revoked=False))
+        self._refresh_month()
+
+    def _refresh_month(self) -> None:
+        if self.keys is None:
+            return
+        now = datetime.now(UTC)
+        self._month_totals = self.keys.requests_this_month()
+        self._month = (now.year, now.month)
+
+    async def authenticate(self, token: str | None, address: str | None) -> Principal:
+        if self.insecure:
+            return DEV_PRINCIPAL
+        try:
+            return self.ring.authenticate(token)
+        except Unauthenticated:
+            wait = await self._take(f"addr:{address or '?'}", FAILED_AUTH_RATE, FAILED_AUTH_BURST)
+            if wait > 0:
+                raise RateLimited(
+                    "too many failed authentications from this address", retry_after=wait
+                ) from None
+            raise
+
+    async def admit(self, principal: Principal) -> None:
+        """Refuse with :class:`RateLimited` when the key is over its rate or its monthly quota."""
+        if principal.quota is not None:
+            used = self._month_totals.get(principal.key_id, 0) + self._unflushed_requests[principal.key_id]
+            if used >= principal.quota:
+                now = datetime.now(UTC)
+                raise RateLimited(
+                    f"key {principal.key_id} has used its quota of {principal.quota:,} requests this month",
+                    retry_after=_seconds_to_next_month(now),
+                )
+        if principal.rate is not None:
+            wait = await self._take(f"key:{principal.key_id}", principal.rate, max(1.0, principal.rate))
+            if wait > 0:
+                raise RateLimited(
+                    f"key {principal.key_id} is over its rate of {principal.rate:g} requests/s",
+                    retry_after=wait,
+                )
+
+    async def _take(self, bucket: str, rate: float, burst: float) -> float:
+        try:
+            return await self.buckets.take(bucket, rate, burst)
+        except Exception as exc:  # Redis unreachable: keep limiting, per server
+            if self._fallback is None:
+                raise
+            log.warning("shared rate limiter unavailable (%s); limiting per server", type(exc).__name__)
+            return await self._fallback.take(bucket, rate, burst)
+
+    # -- usage ----------------------------------------------------------------------------------
+
+    def count(
+        self, principal: Principal, model: str, *, rows: int, error: bool, bytes_in: int, bytes_out: int
+    ) -> None:
+        if self.insecure:
+            return
+        counts = self._pending[(principal.key_id, model, datetime.now(UTC).date())]
+        counts[0] += 1
+        counts[1] += rows
+        counts[2] += int(error)
+        counts[3] += bytes_in
+        counts[4] += bytes_out
+        self._unflushed_requests[principal.key_id] += 1
+
+    def flush(self) -> None:
+        """Add pending counts to the database (called off the event loop about once a second)."""
+        if self.keys is None:
+            return
+        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0, 0, 0])
+        unflushed, self._unflushed_requests = self._unflushed_requests, defaultdict(int)
+        if pending:
+            try:
+                self.keys.add_usage(
+                    UsageRow(key, model, day, *counts) for (key, model, day), counts in pending.items()
+                )
+            except Exception:
+                # Keep the counts for the next attempt rather than lose them.
+                for k, counts in pending.items():
+                    mine = self._pending[k]
+                    for i, value in enumerate(counts):
+                        mine[i] += value
+                for key, n in unflushed.items():
+                    self._unflushed_requests[key] += n
+                raise
+        now = datetime.now(UTC)
+        if pending or (now.year, now.month) != self._month:
+            self._refresh_month()
+
+    def describe(self) -> dict[str, Any]:
+        return {"insecure": self.insecure, "keys": len(self.ring)}

@@ -1,0 +1,148 @@
+"""Token buckets shared by every worker of a server — or, through Redis, by every replica.
+
+A bucket holds up to ``burst`` tokens and refills at ``rate`` per second; a request takes one token or
+is refused with the time until one is there (``Retry-After``).
+
+- :class:`FileBuckets` keeps the buckets in a small memory-mapped file (under ``MODELPORT_HOME/run/``)
+  that the workers of one server share; each update holds an exclusive ``flock`` for a few
+  microseconds. Times are ``CLOCK_MONOTONIC``, which Linux shares between processes.
+- :class:`RedisBuckets` runs the same arithmetic atomically inside Redis (a Lua script using Redis's own
+  clock), so replicas on several hosts share one budget per key.
+
+Written by hand because the update must be atomic across processes and cost microseconds on the hot
+path; the libraries of this field keep buckets per process or need a network round trip.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["Buckets", "FileBuckets", "LocalBuckets", "RedisBuckets"]
+
+
+class Buckets(Protocol):
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        """Take one token: 0.0 if granted, else the seconds until one is available."""
+        ...
+
+
+def _refill(tokens: float, updated: float, now: float, rate: float, burst: float) -> float:
+    return min(burst, tokens + max(0.0, now - updated) * rate)
+
+
+class LocalBuckets:
+    """Buckets of one process (tests, and ``--workers 1`` without a home directory)."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, tuple[float, float]] = {}
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        now = time.monotonic()
+        tokens, updated = self._state.get(key, (burst, now))
+        tokens = _refill(tokens, updated, now, rate, burst)
+        if tokens >= 1.0:
+            self._state[key] = (tokens - 1.0, now)
+            return 0.0
+        self._state[key] = (tokens, now)
+        return (1.0 - tokens) / rate
+
+
+class FileBuckets:
+    """Open-addressed table of ``(key digest, tokens, updated)`` slots in a shared file."""
+
+    _SLOT = struct.Struct("<8sdd")
+    _SLOTS = 8192
+    _PROBES = 32
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = self._SLOT.size * self._SLOTS
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._fd).st_size != size:
+                os.ftruncate(self._fd, size)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._map = mmap.mmap(self._fd, size)
+
+    def _slot(self, digest: bytes) -> int:
+        start = int.from_bytes(digest, "little") % self._SLOTS
+        empty = None
+        for probe in range(self._PROBES):
+            index = (start + probe) % self._SLOTS
+            found = self._map[index * self._SLOT.size : index * self._SLOT.size + 8]
+            if found == digest:
+                return index
+            if empty is None and found == b"\0" * 8:
+                empty = index
+        return empty if empty is not None else start  # table crowded: reuse (the bucket restarts full)
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        return self.take_now(key, rate, burst)
+
+    def take_now(self, key: str, rate: float, burst: float) -> float:
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            index = self._slot(digest)
+            offset = index * self._SLOT.size
+            found, tokens, updated = self._SLOT.unpack_from(self._map, offset)
+            now = time.monotonic()
+            tokens = burst if found != digest else _refill(tokens, updated, now, rate, burst)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / rate
+            self._SLOT.pack_into(self._map, offset, digest, tokens, now)
+            return wait
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+_LUA = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil then tokens = burst; updated = t end
+tokens = math.min(burst, tokens + math.max(0, t - updated) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(t))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
+
+
+class RedisBuckets:
+    """The same buckets in Redis, for replicas (``MODELPORT_REDIS_URL``)."""
+
+    def __init__(self, url: str, prefix: str = "modelport:bucket:") -> None:
+        import redis.asyncio as aioredis
+
+        self._client: Any = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._script = self._client.register_script(_LUA)
+        self._prefix = prefix
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        wait = await self._script(keys=[self._prefix + key], args=[repr(rate), repr(burst)])
+        return float(wait)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,241 @@
+"""API keys and usage records in the registry database.
+
+Every key change is one transaction that also appends its audit record and bumps the registry's
+generation counter, which is how every worker of every replica learns of it within a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, select, update
+
+from modelport.errors import InvalidInput, NotFound
+from modelport.registry.schema import api_keys, registry_state, usage
+from modelport.registry.store import RegistryStore
+from modelport.security.keys import ROLES, KeyRecord, check_patterns, hash_secret, new_token
+
+__all__ = ["KeyStore", "UsageRow"]
+
+_NAME_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key_id: str
+    model: str
+    day: date
+    requests: int
+    rows: int
+    errors: int
+    bytes_in: int
+    bytes_out: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "model": self.model,
+            "day": self.day.isoformat(),
+            "requests": self.requests,
+            "rows": self.rows,
+            "errors": self.errors,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record(row: Row[Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        models=tuple(row.models),
+        secret_hash=row.secret_hash,
+        created_at=_utc(row.created_at) or datetime.now(UTC),
+        created_by=row.created_by,
+        previous_hash=row.previous_hash,
+        previous_until=_utc(row.previous_until),
+        rate=row.rate,
+        quota=row.quota,
+        expires_at=_utc(row.expires_at),
+        revoked_at=_utc(row.revoked_at),
+    )
+
+
+class KeyStore:
+    """Keys and usage over the registry's database (shares its audit chain and generation)."""
+
+    def __init__(self, registry_store: RegistryStore) -> None:
+        self.registry_store = registry_store
+        self.db = registry_store.db
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        models: list[str] | None = None,
+        expires_in: timedelta | None = None,
+        rate: float | None = None,
+        quota: int | None = None,
+        actor: str,
+        only_if_none: bool = False,
+    ) -> tuple[KeyRecord, str] | None:
+        """A new key and its token (the only time the secret exists outside the caller). With
+        ``only_if_none``, only when no key exists yet (``init``'s first admin key; returns ``None``
+        otherwise — decided inside the transaction, so concurrent inits create one key)."""
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        name = name.strip()
+        if not name or len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
+            raise InvalidInput(f"key name must be 1–{_NAME_MAX} printable characters")
+        patterns = check_patterns(list(models or []))
+        now = datetime.now(UTC)
+        key_id, secret, token = new_token()
+        values = {
+            "id": key_id,
+            "name": name,
+            "role": role,
+            "models": patterns,
+            "secret_hash": hash_secret(secret),
+            "rate": rate,
+            "quota": quota,
+            "created_at": now,
+            "created_by": actor,
+            "expires_at": now + expires_in if expires_in is not None else None,
+        }
+        with self.db.write() as conn:
+            if only_if_none:
+                lock = select(registry_state.c.id).where(registry_state.c.id == 1)
+                conn.execute(lock if self.db.is_sqlite else lock.with_for_update())
+                if conn.execute(select(func.count()).select_from(api_keys)).scalar_one():
+                    return None
+            conn.execute(api_keys.insert().values(**values))
+            record = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            self.registry_store._audit(conn, actor, "key.create", f"key:{key_id}", after=record.to_dict())
+            self.registry_store._bump_generation(conn)
+        return record, token
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
+        with self.db.read() as conn:
+            query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+            if not include_revoked:
+                query = query.where(api_keys.c.revoked_at.is_(None))
+            return [_record(row) for row in conn.execute(query)]
+
+    def count(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
+
+    def get(self, key_id: str) -> KeyRecord:
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"no key with id {key_id!r}")
+        return _record(row)
+
+    def revoke(self, key_id: str, *, actor: str) -> KeyRecord:
+        with self.db.write() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"no key with id {key_id!r}")
+            before = _record(row)
+            if before.revoked_at is not None:
+                return before
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=datetime.now(UTC)))
+            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            self.registry_store._audit(
+                conn, actor, "key.revoke", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
+            )
+            self.registry_store._bump_generation(conn)
+            return after
+
+    def rotate(self, key_id: str, *, grace: timedelta, actor: str) -> tuple[KeyRecord, str]:
+        """A new secret for ``key_id``; the current one keeps working for ``grace``."""
+        if grace < timedelta(0) or grace > timedelta(days=30):
+            raise InvalidInput("the grace period must be between 0 and 30 days")
+        with self.db.write() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"no key with id {key_id!r}")
+            before = _record(row)
+            if before.status() != "active":
+                raise InvalidInput(f"key {key_id} is {before.status()}: only active keys can be rotated")
+            _, secret, _ = new_token()
+            token = f"mpk_{key_id}_{secret}"
+            now = datetime.now(UTC)
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(
+                    secret_hash=hash_secret(secret),
+                    previous_hash=before.secret_hash if grace > timedelta(0) else None,
+                    previous_until=now + grace if grace > timedelta(0) else None,
+                )
+            )
+            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            self.registry_store._audit(
+                conn, actor, "key.rotate", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
+            )
+            self.registry_store._bump_generation(conn)
+            return after, token
+
+    # -- usage ----------------------------------------------------------------------------------
+
+    def add_usage(self, counts: Iterable[UsageRow]) -> None:
+        """Add counts (from one worker's buffer) to the day's totals."""
+        rows = list(counts)
+        if not rows:
+            return
+        with self.db.write() as conn:
+            for row in rows:
+                values = row.to_dict() | {"day": row.day}
+                stmt = self.db.insert_dialect(usage).values(**values)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["key_id", "model", "day"],
+                        set_={
+                            column: getattr(usage.c, column) + getattr(stmt.excluded, column)
+                            for column in ("requests", "rows", "errors", "bytes_in", "bytes_out")
+                        },
+                    )
+                )
+
+    def usage(
+        self, *, key_id: str | None = None, model: str | None = None, since: date | None = None
+    ) -> list[UsageRow]:
+        query = select(usage).order_by(usage.c.day, usage.c.key_id, usage.c.model)
+        if key_id is not None:
+            query = query.where(usage.c.key_id == key_id)
+        if model is not None:
+            query = query.where(usage.c.model == model)
+        if since is not None:
+            query = query.where(usage.c.day >= since)
+        with self.db.read() as conn:
+            return [
+                UsageRow(r.key_id, r.model, r.day, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out)
+                for r in conn.execute(query)
+            ]
+
+    def requests_this_month(self) -> dict[str, int]:
+        """Requests per key since the first of this month (UTC): what quotas are checked against."""
+        today = datetime.now(UTC).date()
+        first = today.replace(day=1)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(usage.c.key_id, func.sum(usage.c.requests))
+                .where(usage.c.day >= first)
+                .group_by(usage.c.key_id)
+            ).all()
+        return {key: int(total) for key, total in rows}

@@ -1,0 +1,42 @@
+"""The request and response types the REST adapters share (no framework: see rest.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from modelport.security.keys import DEV_PRINCIPAL, Principal
+
+__all__ = ["HTTPError", "Request", "Response", "json_response"]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    principal: Principal = DEV_PRINCIPAL
+    query: dict[str, list[str]] = field(default_factory=dict)
+    rows: int = 0  # rows scored, for usage records
+
+
+@dataclass(slots=True)
+class Response:
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def json_response(data: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers=headers)

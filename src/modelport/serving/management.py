@@ -1,0 +1,207 @@
+"""The management API, ``/api/v1``: keys, usage, audit, aliases and policies over HTTP.
+
+JSON only: a body that is not ``application/json`` is refused with 415, so no browser form or
+``text/plain`` "simple request" from another site can change anything. Every handler is a thin
+translation to the core (:class:`~modelport.security.store.KeyStore`, the registry); database work runs
+off the event loop. Routes and permissions are listed in :data:`ROUTES`; ``docs/security.md`` has the
+table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from modelport.errors import InvalidInput, NotFound
+from modelport.registry.names import check_alias_name, check_version_number
+from modelport.security.keys import parse_duration, parse_quota, parse_rate
+from modelport.security.store import KeyStore
+from modelport.serving.http import HTTPError, Request, Response, json_response
+
+if TYPE_CHECKING:
+    from modelport.serving.rest import RestApp
+
+__all__ = ["ROUTES"]
+
+_KEY = r"(?P<key>[a-z0-9]{12})"
+_NAME = r"(?P<name>[^/]+)"
+_ALIAS = r"(?P<alias>[^/]+)"
+
+
+def _document(request: Request, allowed: set[str]) -> dict[str, Any]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPError(415, "the management API accepts application/json bodies only")
+    try:
+        document = orjson.loads(request.body) if request.body else {}
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("the body must be a JSON object")
+    unexpected = sorted(set(document) - allowed)
+    if unexpected:
+        raise InvalidInput(f"unexpected field(s): {', '.join(unexpected[:10])}")
+    return document
+
+
+def _text(document: dict[str, Any], field: str, *, required: bool = False) -> str | None:
+    value = document.get(field)
+    if value is None:
+        if required:
+            raise InvalidInput(f'"{field}" is required')
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f'"{field}" must be a string')
+    return value
+
+
+def _one(request: Request, name: str) -> str | None:
+    values = request.query.get(name)
+    return values[-1] if values else None
+
+
+def _keys(app: RestApp) -> KeyStore:
+    if app.gate.keys is None:
+        raise HTTPError(404, "this server runs without keys (--insecure-dev)")
+    return app.gate.keys
+
+
+async def list_keys(app: RestApp, request: Request) -> Response:
+    keys = await asyncio.to_thread(_keys(app).list_keys)
+    return json_response({"keys": [key.to_dict() for key in keys]})
+
+
+async def create_key(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"name", "role", "models", "expires", "rate", "quota"})
+    models = document.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models) or len(models) > 50:
+        raise InvalidInput('"models" must be a list of at most 50 patterns')
+    expires, rate, quota = _text(document, "expires"), _text(document, "rate"), _text(document, "quota")
+    created = await asyncio.to_thread(
+        _keys(app).create,
+        name=_text(document, "name", required=True) or "",
+        role=_text(document, "role", required=True) or "",
+        models=models,
+        expires_in=parse_duration(expires) if expires else None,
+        rate=parse_rate(rate) if rate else None,
+        quota=parse_quota(quota) if quota else None,
+        actor=request.principal.actor,
+    )
+    assert created is not None
+    record, token = created
+    return json_response({"key": record.to_dict(), "token": token}, 201)
+
+
+async def revoke_key(app: RestApp, request: Request) -> Response:
+    record = await asyncio.to_thread(_keys(app).revoke, request.params["key"], actor=request.principal.actor)
+    return json_response({"key": record.to_dict()})
+
+
+async def rotate_key(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"grace"})
+    grace = _text(document, "grace")
+    record, token = await asyncio.to_thread(
+        _keys(app).rotate,
+        request.params["key"],
+        grace=parse_duration(grace) if grace else timedelta(hours=24),
+        actor=request.principal.actor,
+    )
+    return json_response({"key": record.to_dict(), "token": token})
+
+
+async def get_usage(app: RestApp, request: Request) -> Response:
+    """Admins see every key's usage; other keys see their own."""
+    key = _one(request, "key")
+    if not request.principal.may("admin"):
+        if key not in (None, request.principal.key_id):
+            raise NotFound(f"no key with id {key!r}")
+        key = request.principal.key_id
+    since_text = _one(request, "since")
+    try:
+        since = date.fromisoformat(since_text) if since_text else None
+    except ValueError:
+        raise InvalidInput("since must be a date: YYYY-MM-DD") from None
+    rows = await asyncio.to_thread(_keys(app).usage, key_id=key, model=_one(request, "model"), since=since)
+    return json_response({"usage": [row.to_dict() for row in rows]})
+
+
+async def get_audit(app: RestApp, request: Request) -> Response:
+    store = app.plane.pool.registry.store
+    limit_text = _one(request, "limit") or "1000"
+    if not re.fullmatch(r"\d{1,6}", limit_text):
+        raise InvalidInput("limit must be a number up to 999999")
+    records = await asyncio.to_thread(
+        store.audit_records,
+        action=_one(request, "action"),
+        target=_one(request, "target"),
+        limit=int(limit_text),
+    )
+    return json_response({"records": [record.to_dict() for record in records]})
+
+
+async def verify_audit(app: RestApp, request: Request) -> Response:
+    result = await asyncio.to_thread(app.plane.pool.registry.store.verify_audit)
+    return json_response(
+        {"ok": result.ok, "records": result.count, "head": result.head, "problem": result.problem or None},
+        200 if result.ok else 409,
+    )
+
+
+async def list_models(app: RestApp, request: Request) -> Response:
+    models = await asyncio.to_thread(app.plane.pool.registry.models)
+    return json_response({"models": [m.to_dict() for m in models if request.principal.sees(m.name)]})
+
+
+async def set_alias(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"version"})
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidInput('"version" must be a version number')
+    alias = request.params["alias"]
+    check_alias_name(alias)
+    record = await asyncio.to_thread(
+        app.plane.pool.registry.set_alias,
+        request.params["name"],
+        alias,
+        check_version_number(version),
+        actor=request.principal.actor,
+    )
+    return json_response({"model": record.model, "alias": alias, "version": record.number})
+
+
+async def remove_alias(app: RestApp, request: Request) -> Response:
+    alias = request.params["alias"]
+    check_alias_name(alias)
+    await asyncio.to_thread(
+        app.plane.pool.registry.remove_alias, request.params["name"], alias, actor=request.principal.actor
+    )
+    return json_response({})
+
+
+async def set_policy(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"on_violation"})
+    policy = _text(document, "on_violation", required=True) or ""
+    registry = app.plane.pool.registry
+    await asyncio.to_thread(
+        registry.set_policy, request.params["name"], policy, actor=request.principal.actor
+    )
+    return json_response({"model": request.params["name"], "on_violation": policy})
+
+
+ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
+    ("GET", re.compile(r"/api/v1/keys"), list_keys, False, "admin"),
+    ("POST", re.compile(r"/api/v1/keys"), create_key, False, "admin"),
+    ("DELETE", re.compile(rf"/api/v1/keys/{_KEY}"), revoke_key, False, "admin"),
+    ("POST", re.compile(rf"/api/v1/keys/{_KEY}/rotate"), rotate_key, False, "admin"),
+    ("GET", re.compile(r"/api/v1/usage"), get_usage, False, "read"),
+    ("GET", re.compile(r"/api/v1/audit"), get_audit, False, "admin"),
+    ("GET", re.compile(r"/api/v1/audit/verify"), verify_audit, False, "admin"),
+    ("GET", re.compile(r"/api/v1/models"), list_models, False, "read"),
+    ("PUT", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), set_alias, False, "publish"),
+    ("DELETE", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), remove_alias, False, "publish"),
+    ("PUT", re.compile(rf"/api/v1/models/{_NAME}/policy"), set_policy, False, "publish"),
+)
