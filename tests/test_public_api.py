@@ -16,6 +16,7 @@ def test_exports_match_all() -> None:
         "errors",
         "registry",
         "runtimes",
+        "security",
         "serving",
         "settings",
         "signature",
