@@ -93,11 +93,12 @@ def create_gate(settings: Settings, registry: Registry) -> Gate:
         local = FileBuckets(settings.home.resolve() / "run" / "buckets")
     except OSError:
         local = LocalBuckets()
+    limits = {"failure_rate": settings.auth_failure_rate, "failure_burst": float(settings.auth_failure_burst)}
     if settings.redis_url:
         from modelport.security.ratelimit import RedisBuckets
 
-        return Gate(KeyStore(registry.store), RedisBuckets(settings.redis_url), fallback=local)
-    return Gate(KeyStore(registry.store), local)
+        return Gate(KeyStore(registry.store), RedisBuckets(settings.redis_url), fallback=local, **limits)
+    return Gate(KeyStore(registry.store), local, **limits)
 
 
 def create_app_from_env() -> RestApp:

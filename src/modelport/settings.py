@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are
     shared by the workers of one server through a file under ``home/run``."""
 
+    auth_failure_rate: float = Field(default=5.0, gt=0)
+    """Failed authentications allowed per client address and second (after a burst of
+    ``auth_failure_burst``); beyond it the address gets 429 — key guessing ends there."""
+
+    auth_failure_burst: int = Field(default=20, ge=1)
+    """Failed authentications an address may make at once before ``auth_failure_rate`` applies."""
+
     allowed_hosts: list[str] = Field(default_factory=list)
     """Host header values the server answers (JSON list, e.g. ``["models.example.com"]``); empty:
     any host with a key, only localhost names in ``--insecure-dev`` (DNS-rebinding guard)."""

@@ -23,10 +23,6 @@ __all__ = ["Gate"]
 
 log = logging.getLogger("modelport.security")
 
-# Failed authentications allowed per client address: a burst of 20, then 5 per second → 429.
-FAILED_AUTH_RATE = 5.0
-FAILED_AUTH_BURST = 20.0
-
 
 def _seconds_to_next_month(now: datetime) -> float:
     days = calendar.monthrange(now.year, now.month)[1]
@@ -44,13 +40,17 @@ class Gate:
         *,
         insecure: bool = False,
         fallback: Buckets | None = None,
+        failure_rate: float = 5.0,
+        failure_burst: float = 20.0,
     ) -> None:
+        """``failure_rate``/``failure_burst``: failed authentications allowed per client address."""
         if keys is None and not insecure:
             raise ValueError("a gate without a key store must be explicitly insecure")
         self.keys = keys
         self.insecure = insecure
         self.buckets: Buckets = buckets if buckets is not None else LocalBuckets()
         self._fallback = fallback
+        self.failure_rate, self.failure_burst = failure_rate, failure_burst
         self.ring = KeyRing()
         self._month_totals: dict[str, int] = {}
         self._month: tuple[int, int] = (0, 0)
@@ -82,7 +82,7 @@ class Gate:
         try:
             return self.ring.authenticate(token)
         except Unauthenticated:
-            wait = await self._take(f"addr:{address or '?'}", FAILED_AUTH_RATE, FAILED_AUTH_BURST)
+            wait = await self._take(f"addr:{address or '?'}", self.failure_rate, self.failure_burst)
             if wait > 0:
                 raise RateLimited(
                     "too many failed authentications from this address", retry_after=wait
@@ -131,29 +131,49 @@ class Gate:
         counts[4] += bytes_out
         self._unflushed_requests[principal.key_id] += 1
 
-    def flush(self) -> None:
-        """Add pending counts to the database (called off the event loop about once a second)."""
+    def take_pending(self) -> tuple[list[UsageRow], dict[str, int]]:
+        """Hand over the counts gathered since the last call (on the event loop's thread, so no
+        request's increment can fall between the read and the reset)."""
+        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0, 0, 0])
+        unflushed = dict(self._unflushed_requests)
+        rows = [UsageRow(key, model, day, *counts) for (key, model, day), counts in pending.items()]
+        return rows, unflushed
+
+    def write_usage(self, rows: list[UsageRow]) -> None:
+        """Add counts to the database and re-read the month's totals (off the event loop)."""
         if self.keys is None:
             return
-        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0, 0, 0])
-        unflushed, self._unflushed_requests = self._unflushed_requests, defaultdict(int)
-        if pending:
-            try:
-                self.keys.add_usage(
-                    UsageRow(key, model, day, *counts) for (key, model, day), counts in pending.items()
-                )
-            except Exception:
-                # Keep the counts for the next attempt rather than lose them.
-                for k, counts in pending.items():
-                    mine = self._pending[k]
-                    for i, value in enumerate(counts):
-                        mine[i] += value
-                for key, n in unflushed.items():
-                    self._unflushed_requests[key] += n
-                raise
+        if rows:
+            self.keys.add_usage(rows)
         now = datetime.now(UTC)
-        if pending or (now.year, now.month) != self._month:
+        if rows or (now.year, now.month) != self._month:
             self._refresh_month()
+
+    def written(self, unflushed: dict[str, int]) -> None:
+        """After a successful write: those requests are now in the month's totals."""
+        for key, n in unflushed.items():
+            left = self._unflushed_requests[key] - n
+            if left > 0:
+                self._unflushed_requests[key] = left
+            else:
+                self._unflushed_requests.pop(key, None)
+
+    def restore(self, rows: list[UsageRow]) -> None:
+        """After a failed write: keep the counts for the next attempt rather than lose them."""
+        for row in rows:
+            counts = self._pending[(row.key_id, row.model, row.day)]
+            for index, value in enumerate((row.requests, row.rows, row.errors, row.bytes_in, row.bytes_out)):
+                counts[index] += value
+
+    def flush(self) -> None:
+        """Take, write and settle in one go (for callers that own the only thread: shutdown, tests)."""
+        rows, unflushed = self.take_pending()
+        try:
+            self.write_usage(rows)
+        except Exception:
+            self.restore(rows)
+            raise
+        self.written(unflushed)
 
     def describe(self) -> dict[str, Any]:
         return {"insecure": self.insecure, "keys": len(self.ring)}

@@ -94,6 +94,8 @@ def status_for(error: Exception) -> int:
     return 500  # model failures, integrity failures and anything unexpected
 
 
+USAGE_FLUSH_SECONDS = 1.0
+
 Handler = Callable[["RestApp", Request], Awaitable[Response]]
 _MODEL = r"(?P<name>[^/]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
@@ -415,6 +417,7 @@ class RestApp:
                     await companion.stop()
                 if poller is not None:
                     poller.cancel()
+                await self._flush_usage()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -437,10 +440,26 @@ class RestApp:
         signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _poll(self) -> None:
-        """Notice registry changes from any process (alias moves) even when no request comes."""
+        """Notice registry changes from any process (alias moves, key changes) even when no request
+        comes, and add usage counts to the database about once a second."""
+        last_flush = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.plane.pool.poll_interval)
             try:
-                await asyncio.to_thread(self.plane.pool.refresh_if_changed)
+                if await asyncio.to_thread(self.plane.pool.refresh_if_changed):
+                    await asyncio.to_thread(self.gate.reload)
             except ModelportError:
-                continue  # the database is unreachable: keep serving the routes we have
+                pass  # the database is unreachable: keep serving the routes and keys we have
+            now = asyncio.get_running_loop().time()
+            if now - last_flush >= USAGE_FLUSH_SECONDS:
+                last_flush = now
+                await self._flush_usage()
+
+    async def _flush_usage(self) -> None:
+        rows, unflushed = self.gate.take_pending()
+        try:
+            await asyncio.to_thread(self.gate.write_usage, rows)
+        except ModelportError:
+            self.gate.restore(rows)
+            return
+        self.gate.written(unflushed)

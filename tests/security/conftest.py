@@ -1,0 +1,104 @@
+"""A keyed `modelport serve` (no --insecure-dev) over a registry with two models and one key per role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from modelport.app import open_registry
+from modelport.registry.service import Registry
+from modelport.security.store import KeyStore
+from modelport.settings import Settings
+from tests.conftest import FEATURES
+from tests.serving.conftest import Server, free_port, start_server, stop_server
+
+ROW = {"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]}
+INFER = {"inputs": [ROW]}
+
+
+@dataclass
+class Keys:
+    admin: str
+    publisher: str  # credit*
+    consumer: str  # credit*
+    other: str  # consumer of fraud only
+
+    @staticmethod
+    def id_of(token: str) -> str:
+        return token.split("_")[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_key(home: Path, role: str, models: list[str] | None = None, **limits: object) -> str:
+    registry = open_registry(Settings(home=home))
+    try:
+        created = KeyStore(registry.store).create(
+            name=f"test {role}",
+            role=role,
+            models=models,
+            actor="local:test",
+            **limits,  # type: ignore[arg-type]
+        )
+    finally:
+        registry.close()
+    assert created is not None
+    return created[1]
+
+
+def open_home(home: Path) -> Registry:
+    return open_registry(Settings(home=home))
+
+
+@pytest.fixture(scope="module")
+def keyed_home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
+    from sklearn.linear_model import LogisticRegression
+
+    home = tmp_path_factory.mktemp("keyed") / "home"
+    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
+    try:
+        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
+        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
+        registry.register(other, name="credit", sample=data, target="label", alias="staging")
+        registry.register(other, name="fraud", sample=data, target="label", alias="production")
+    finally:
+        registry.close()
+    return home
+
+
+@pytest.fixture(scope="module")
+def keys(keyed_home: Path) -> Keys:
+    return Keys(
+        admin=make_key(keyed_home, "admin"),
+        publisher=make_key(keyed_home, "publisher", ["credit*"]),
+        consumer=make_key(keyed_home, "consumer", ["credit*"]),
+        other=make_key(keyed_home, "consumer", ["fraud"]),
+    )
+
+
+@dataclass
+class Keyed:
+    server: Server
+    grpc_port: int
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = bearer(token) if token else {}
+        return httpx.Client(base_url=self.server.url, timeout=30, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def keyed(keyed_home: Path, keys: Keys) -> Iterator[Keyed]:
+    grpc_port = free_port()
+    # The route walks send hundreds of keyless requests from one address: let them all be answered
+    # (the brute-force limit has its own test with the defaults).
+    env = {"MODELPORT_AUTH_FAILURE_BURST": "100000"}
+    server = start_server(keyed_home, "--grpc-port", str(grpc_port), insecure_dev=False, env=env)
+    yield Keyed(server, grpc_port)
+    stop_server(server)
