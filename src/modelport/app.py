@@ -93,12 +93,19 @@ def create_gate(settings: Settings, registry: Registry) -> Gate:
         local = FileBuckets(settings.home.resolve() / "run" / "buckets")
     except OSError:
         local = LocalBuckets()
-    limits = {"failure_rate": settings.auth_failure_rate, "failure_burst": float(settings.auth_failure_burst)}
+    shared: Buckets = local
+    fallback: Buckets | None = None
     if settings.redis_url:
         from modelport.security.ratelimit import RedisBuckets
 
-        return Gate(KeyStore(registry.store), RedisBuckets(settings.redis_url), fallback=local, **limits)
-    return Gate(KeyStore(registry.store), local, **limits)
+        shared, fallback = RedisBuckets(settings.redis_url), local
+    return Gate(
+        KeyStore(registry.store),
+        shared,
+        fallback=fallback,
+        failure_rate=settings.auth_failure_rate,
+        failure_burst=float(settings.auth_failure_burst),
+    )
 
 
 def create_app_from_env() -> RestApp:
