@@ -93,11 +93,13 @@ async def create_key(app: RestApp, request: Request) -> Response:
     )
     assert created is not None
     record, token = created
+    await asyncio.to_thread(app.gate.reload)  # this worker at once; the others within a second
     return json_response({"key": record.to_dict(), "token": token}, 201)
 
 
 async def revoke_key(app: RestApp, request: Request) -> Response:
     record = await asyncio.to_thread(_keys(app).revoke, request.params["key"], actor=request.principal.actor)
+    await asyncio.to_thread(app.gate.reload)
     return json_response({"key": record.to_dict()})
 
 
@@ -110,6 +112,7 @@ async def rotate_key(app: RestApp, request: Request) -> Response:
         grace=parse_duration(grace) if grace else timedelta(hours=24),
         actor=request.principal.actor,
     )
+    await asyncio.to_thread(app.gate.reload)
     return json_response({"key": record.to_dict(), "token": token})
 
 
