@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from modelport.errors import AuditFailure, brief
 
 from modelport.registry.schema import audit_log, registry_state
 
@@ -109,6 +112,28 @@ def append(
     at = datetime.now(UTC)
     before, after = _plain(before), _plain(after)
     digest = _digest(prev_hash, seq, at, actor, action, target, before, after)
+    try:
+        _write(conn, seq, at, actor, action, target, before, after, prev_hash, digest)
+    except SQLAlchemyError as exc:
+        cause = brief(getattr(exc, "orig", None) or exc)
+        raise AuditFailure(
+            f"the change was not made: its audit record could not be written ({cause})"
+        ) from None
+    return AuditRecord(seq, at, actor, action, target, before, after, prev_hash, digest)
+
+
+def _write(
+    conn: Connection,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    before: Any,
+    after: Any,
+    prev_hash: str,
+    digest: str,
+) -> None:
     conn.execute(
         audit_log.insert().values(
             seq=seq,
@@ -125,7 +150,6 @@ def append(
     conn.execute(
         update(registry_state).where(registry_state.c.id == 1).values(audit_seq=seq, audit_hash=digest)
     )
-    return AuditRecord(seq, at, actor, action, target, before, after, prev_hash, digest)
 
 
 def _record(row: Any) -> AuditRecord:
@@ -205,7 +229,8 @@ def verify(conn: Connection) -> Verification:
             False,
             count,
             prev_hash,
-            f"the chain ends at record {count} but {int(head_seq)} were written: records were deleted",
+            f"records {count + 1}–{int(head_seq)} were deleted (the chain ends at {count}, "
+            f"{int(head_seq)} were written)",
             count + 1,
         )
     return Verification(True, count, prev_hash)
