@@ -20,7 +20,6 @@ from sqlalchemy import Connection, Select, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.errors import AuditFailure, brief
-
 from modelport.registry.schema import audit_log, registry_state
 
 __all__ = ["GENESIS", "AuditRecord", "Verification", "append", "records", "verify"]
