@@ -75,7 +75,13 @@ def test_publisher_moves_aliases_within_its_patterns_and_is_the_recorded_actor(
         assert client.put("/api/v1/models/credit/policy", json={"on_violation": "flag"}).status_code == 200
         assert client.delete("/api/v1/models/credit/aliases/canary").status_code == 200
         # bad input: precise 4xx, nothing changed
-        bodies: list[object] = [{"version": "2"}, {"version": True}, {"version": 99}, {"version": 2, "extra": 1}, []]
+        bodies: list[object] = [
+            {"version": "2"},
+            {"version": True},
+            {"version": 99},
+            {"version": 2, "extra": 1},
+            [],
+        ]
         for body in bodies:
             assert client.put("/api/v1/models/credit/aliases/canary", json=body).status_code in (400, 404)
         assert client.put("/api/v1/models/credit/aliases/..%2f..", json={"version": 1}).status_code in (
