@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ def start_server(
     env: dict[str, str] | None = None,
     ready_check: bool = True,
     insecure_dev: bool = True,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = True,
 ) -> Server:
     """Start `modelport serve`; wait for readiness (or, without ``ready_check``, for any answer).
 
@@ -60,12 +63,12 @@ def start_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, "server exited during start-up"
         try:
-            status = httpx.get(f"{url}/v2/health/ready", timeout=1).status_code
+            status = httpx.get(f"{url}/v2/health/ready", timeout=1, verify=verify).status_code
             if status == 200 or not ready_check:
                 return Server(url, port, home, process)
         except httpx.TransportError:
