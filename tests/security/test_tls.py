@@ -77,9 +77,11 @@ def test_tls_1_2_is_the_floor(tls: TlsServer) -> None:
         context = ssl.create_default_context(cafile=str(tls.ca_file))
         context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
         context.maximum_version = maximum
-        with socket.create_connection(("127.0.0.1", tls.port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as wrapped:
-                return wrapped.version()
+        with (
+            socket.create_connection(("127.0.0.1", tls.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as wrapped,
+        ):
+            return wrapped.version()
 
     assert handshake(ssl.TLSVersion.MAXIMUM_SUPPORTED) in ("TLSv1.2", "TLSv1.3")
     for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
@@ -123,6 +125,8 @@ def test_tritonclient_grpc_tls_and_plaintext_refused(tls: TlsServer, keys: Keys)
         tensor = triton.InferInput("input", [1, 6], "FP64")
         tensor.set_data_from_numpy(np.zeros((1, 6)))
         assert client.infer("credit", [tensor], headers=metadata).as_numpy("label").shape == (1,)
-    with triton.InferenceServerClient(f"127.0.0.1:{tls.grpc_port}") as plaintext:
-        with pytest.raises(InferenceServerException):
-            plaintext.is_server_live(client_timeout=5)
+    with (
+        triton.InferenceServerClient(f"127.0.0.1:{tls.grpc_port}") as plaintext,
+        pytest.raises(InferenceServerException),
+    ):
+        plaintext.is_server_live(client_timeout=5)
