@@ -99,6 +99,14 @@ def keyed(keyed_home: Path, keys: Keys) -> Iterator[Keyed]:
     # The route walks send hundreds of keyless requests from one address: let them all be answered
     # (the brute-force limit has its own test with the defaults).
     env = {"MODELPORT_AUTH_FAILURE_BURST": "100000"}
-    server = start_server(keyed_home, "--grpc-port", str(grpc_port), insecure_dev=False, env=env)
+    server = start_server(
+        keyed_home,
+        "--grpc-port",
+        str(grpc_port),
+        "--default-model",
+        "credit@production",
+        insecure_dev=False,
+        env=env,
+    )
     yield Keyed(server, grpc_port)
     stop_server(server)
