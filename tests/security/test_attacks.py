@@ -93,7 +93,7 @@ def test_pickle_bytes_inside_tensors_stay_bytes(keyed: Keyed, keys: Keys, canary
     with triton.InferenceServerClient(f"127.0.0.1:{keyed.grpc_port}") as client:
         tensor = triton.InferInput("input", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([payload], dtype=object))
-        with pytest.raises(Exception, match="INVALID_ARGUMENT|400|input"):
+        with pytest.raises(Exception, match=r"INVALID_ARGUMENT|400|input"):
             client.infer("credit", [tensor], headers={"x-api-key": keys.consumer})
     still_serving(keyed, keys)
 
