@@ -13,6 +13,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from modelport.serving.openapi import paths_of
 from modelport.serving.rest import RestApp
 from tests.security.conftest import INFER, Keyed, Keys, bearer, make_key, open_home
 
@@ -21,11 +22,8 @@ PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 
 
 def concrete(pattern: re.Pattern[str]) -> str:
-    """A real path for a route pattern: named groups filled in, optional parts included."""
-    path = pattern.pattern
-    path = re.sub(r"\(\?:(/versions/\(\?P<version>\[\^/\]\+\))\)\?", r"\1", path)
-    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: PARAMS[m.group(1)], path)
-    return path.replace("/?", "")
+    """A real path for a route pattern: the OpenAPI template (optional parts included), filled in."""
+    return re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], paths_of(pattern.pattern)[-1])
 
 
 ROUTES = [(method, concrete(pattern), permission) for method, pattern, _, _, permission in RestApp.ROUTES]

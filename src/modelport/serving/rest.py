@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+import orjson
+
 from modelport._version import __version__
 from modelport.errors import (
     Conflict,
@@ -130,6 +132,7 @@ class RestApp:
             ((b"strict-transport-security", b"max-age=31536000; includeSubDomains"),) if hsts else ()
         )
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self._openapi: bytes | None = None
         self.timeout = timeout
         self.drain_seconds = drain_seconds
         self.plane = plane
@@ -203,6 +206,13 @@ class RestApp:
     async def mlflow_version(self, request: Request) -> Response:
         return Response(__version__.encode(), content_type=b"text/plain")
 
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            from modelport.serving.openapi import document
+
+            self._openapi = orjson.dumps(document(self.ROUTES))
+        return Response(self._openapi)
+
     async def invocations(self, request: Request) -> Response:
         ref = request.params.get("ref") or self.default_model
         if ref is None:
@@ -249,6 +259,7 @@ class RestApp:
         ("GET", re.compile(r"/version"), mlflow_version, True, "read"),
         ("POST", re.compile(r"/invocations"), invocations, True, "infer"),
         ("POST", re.compile(r"/endpoints/(?P<ref>[^/]+)/invocations"), invocations, True, "infer"),
+        ("GET", re.compile(r"/openapi\.json"), openapi, False, "read"),
         *management.ROUTES,
     )
 

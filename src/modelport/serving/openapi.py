@@ -1,0 +1,200 @@
+"""The OpenAPI 3.0 document of the REST API, derived from the route table itself (so it cannot drift):
+every route's paths come from its pattern, its description and body schema from :data:`OPERATIONS`.
+Served at ``GET /openapi.json`` (any valid key); ``tests/security/test_openapi.py`` fuzzes it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modelport._version import __version__
+
+__all__ = ["document", "paths_of"]
+
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
+        },
+        "data": {"type": "array", "items": {}},
+        "parameters": {"type": "object"},
+    },
+}
+_INFER = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        "parameters": {"type": "object"},
+    },
+}
+_MLFLOW = {
+    "type": "object",
+    "properties": {
+        "dataframe_split": {
+            "type": "object",
+            "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "data": {"type": "array"},
+            },
+        },
+        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+        "instances": {},
+        "inputs": {},
+        "params": {"type": "object"},
+    },
+}
+_KEY = {
+    "type": "object",
+    "required": ["name", "role"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "role": {"type": "string", "enum": ["consumer", "publisher", "admin"]},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "expires": {"type": "string", "example": "90d"},
+        "rate": {"type": "string", "example": "50/s"},
+        "quota": {"type": "string", "example": "1000000/month"},
+    },
+}
+
+# handler name → (summary, request body schema or None, query parameters)
+OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
+    "live": ("Liveness probe (no key needed)", None, ()),
+    "ready": ("Readiness probe (no key needed); 503 while draining", None, ()),
+    "server_metadata": ("Server metadata (Open Inference Protocol)", None, ()),
+    "statistics": ("Inference statistics (Triton statistics extension)", None, ()),
+    "model_metadata": ("Model metadata: inputs, outputs, versions", None, ()),
+    "model_ready": ("Whether the model (version) is loaded and warmed", None, ()),
+    "infer": ("Inference (JSON, or the binary tensor data extension)", _INFER, ()),
+    "repository_index": ("Models this key may see (Triton repository extension)", None, ()),
+    "repository_load": ("Load and warm a model's default route", None, ()),
+    "repository_unload": ("Unload a model's versions from memory", None, ()),
+    "ping": ("MLflow health probe (no key needed)", None, ()),
+    "mlflow_version": ("Server version (MLflow scoring protocol)", None, ()),
+    "invocations": ("MLflow scoring: dataframe_split/records, instances, inputs, or CSV", _MLFLOW, ()),
+    "list_keys": ("List API keys (admin)", None, ()),
+    "create_key": ("Create an API key; the token is in the answer, once (admin)", _KEY, ()),
+    "revoke_key": ("Revoke an API key (admin)", None, ()),
+    "rotate_key": (
+        "New secret for a key; the old one works for the grace period (admin)",
+        {"type": "object", "additionalProperties": False, "properties": {"grace": {"type": "string"}}},
+        (),
+    ),
+    "get_usage": (
+        "Usage per key × model × day (admins: all keys; others: their own)",
+        None,
+        ("key", "model", "since"),
+    ),
+    "get_audit": ("Audit records (admin)", None, ("action", "target", "limit")),
+    "verify_audit": ("Verify the audit hash chain (admin); 409 names the first bad record", None, ()),
+    "list_models": ("Models this key may see, with aliases", None, ()),
+    "set_alias": (
+        "Point an alias at a version (publisher); the version must replay its golden cases",
+        {
+            "type": "object",
+            "required": ["version"],
+            "additionalProperties": False,
+            "properties": {"version": {"type": "integer", "minimum": 1}},
+        },
+        (),
+    ),
+    "remove_alias": ("Remove an alias (publisher)", None, ()),
+    "set_policy": (
+        "What serving does with values outside the signature (publisher)",
+        {
+            "type": "object",
+            "required": ["on_violation"],
+            "additionalProperties": False,
+            "properties": {"on_violation": {"type": "string", "enum": ["flag", "reject"]}},
+        },
+        (),
+    ),
+    "openapi": ("This document", None, ()),
+}
+
+_OPTIONAL_VERSION = re.compile(r"\(\?:(/versions/\(\?P<version>\[\^/\]\+\))\)\?")
+_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def paths_of(pattern: str) -> list[str]:
+    """OpenAPI path templates for a route pattern (an optional ``/versions/{version}`` gives two)."""
+    variants = [pattern]
+    if _OPTIONAL_VERSION.search(pattern):
+        variants = [_OPTIONAL_VERSION.sub("", pattern), _OPTIONAL_VERSION.sub(r"\1", pattern)]
+    return [
+        _GROUP.sub(lambda m: "{" + m.group(1) + "}", v).replace("/?", "").replace("\\.", ".")
+        for v in variants
+    ]
+
+
+def document(routes: tuple[tuple[str, re.Pattern[str], Any, bool, str | None], ...]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, pattern, handler, mlflow_errors, permission in routes:
+        summary, body, query = OPERATIONS[handler.__name__]
+        for path in paths_of(pattern.pattern):
+            operation: dict[str, Any] = {
+                "operationId": f"{handler.__name__}_{method.lower()}_{len(paths)}",
+                "summary": summary,
+                "tags": [path.split("/")[1 if not path.startswith("/api") else 3] or "root"],
+                "responses": {
+                    "200": {"description": "OK"},
+                    "default": {
+                        "description": "An error: "
+                        + ('{"error_code", "message"}' if mlflow_errors else '{"error": "..."}')
+                    },
+                },
+            }
+            parameters = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in re.findall(r"\{(\w+)\}", path)
+            ] + [
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in query
+            ]
+            if parameters:
+                operation["parameters"] = parameters
+            if body is not None:
+                operation["requestBody"] = {
+                    "required": handler.__name__ not in ("rotate_key",),
+                    "content": {"application/json": {"schema": body}},
+                }
+            if permission is None:
+                operation["security"] = []
+            else:
+                operation["description"] = f"Needs a key whose role allows `{permission}`."
+            paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "modelport", "version": __version__},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": paths,
+    }
