@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -57,6 +58,7 @@ class Gate:
         # (key id, model, day) -> [requests, rows, errors, bytes in, bytes out], since the last flush
         self._pending: defaultdict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
         self._unflushed_requests: defaultdict[str, int] = defaultdict(int)
+        self._day_number, self._day = -1, date.min
         if keys is not None:
             self.reload()
 
@@ -123,13 +125,20 @@ class Gate:
     ) -> None:
         if self.insecure:
             return
-        counts = self._pending[(principal.key_id, model, datetime.now(UTC).date())]
+        counts = self._pending[(principal.key_id, model, self._today())]
         counts[0] += 1
         counts[1] += rows
         counts[2] += int(error)
         counts[3] += bytes_in
         counts[4] += bytes_out
         self._unflushed_requests[principal.key_id] += 1
+
+    def _today(self) -> date:
+        """The UTC date, recomputed only when the day number changes (cheap on every request)."""
+        day = int(time.time() // 86400)
+        if day != self._day_number:
+            self._day_number, self._day = day, datetime.fromtimestamp(day * 86400, UTC).date()
+        return self._day
 
     def take_pending(self) -> tuple[list[UsageRow], dict[str, int]]:
         """Hand over the counts gathered since the last call (on the event loop's thread, so no

@@ -213,14 +213,18 @@ class KeyRing:
         if key is None or parts is None:
             hmac.compare_digest(digest, "0" * 64)  # same work as a known id
             raise Unauthenticated(self._UNAUTHENTICATED)
+        if hmac.compare_digest(digest, key.secret_hash):
+            # The clock is read only for keys that can expire (the ring holds no revoked key).
+            if key.expires_at is None or key.expires_at > (now or datetime.now(UTC)):
+                return self._principals[key.id]
+            raise Unauthenticated(self._UNAUTHENTICATED)
         now = now or datetime.now(UTC)
-        current = hmac.compare_digest(digest, key.secret_hash)
         previous = (
             key.previous_hash is not None
             and key.previous_until is not None
             and now < key.previous_until
             and hmac.compare_digest(digest, key.previous_hash)
         )
-        if not (current or previous) or key.status(now) != "active":
+        if not previous or key.status(now) != "active":
             raise Unauthenticated(self._UNAUTHENTICATED)
         return self._principals[key.id]
