@@ -147,7 +147,16 @@ def test_concurrent_init_processes_all_succeed(settings: Settings, tmp_path: Pat
             child.stderr.close()
     assert [code for code, _ in results] == [0, 0, 0, 0], results
     registry = open_registry(settings)
-    registry.close()
+    try:
+        from modelport.security.store import KeyStore
+
+        # Exactly one first admin key, however many inits raced.
+        assert [
+            (k.role, k.created_by.startswith("local:")) for k in KeyStore(registry.store).list_keys()
+        ] == [("admin", True)]
+        assert [r.action for r in registry.store.audit_records()] == ["key.create"]
+    finally:
+        registry.close()
 
 
 def test_head_constant_is_alembics_head(registry: Registry) -> None:

@@ -197,3 +197,59 @@ def test_two_replicas_share_a_rate_through_redis(keyed_home: Path, tmp_path: Pat
     finally:
         for replica in replicas:
             stop_server(replica)
+
+
+def _within_a_second(check: object, url: str) -> float:
+    """Seconds until ``check(client)`` holds on fresh connections (so on either worker), polling."""
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:
+        if all(check(httpx.Client(base_url=url, timeout=10)) for _ in range(4)):  # type: ignore[operator]
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError("the change did not arrive within 3 s")
+
+
+def test_scope_change_reaches_both_workers_within_a_second(two_workers: Server, keyed_home: Path) -> None:
+    token = make_key(keyed_home, "consumer", ["credit*"])
+    time.sleep(0.6)
+    with httpx.Client(base_url=two_workers.url, headers=bearer(token)) as client:
+        assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        assert client.post("/v2/models/fraud/infer", json=INFER).status_code == 404
+    registry = open_home(keyed_home)
+    try:
+        KeyStore(registry.store).update(Keys.id_of(token), models=["fraud"], actor="local:test")
+    finally:
+        registry.close()
+
+    def moved(client: httpx.Client) -> bool:
+        with client:
+            credit = client.post("/v2/models/credit/infer", json=INFER, headers=bearer(token)).status_code
+            fraud = client.post("/v2/models/fraud/infer", json=INFER, headers=bearer(token)).status_code
+        return credit == 404 and fraud == 200
+
+    assert _within_a_second(moved, two_workers.url) < 1.0
+
+
+def test_revocation_reaches_another_replica_within_a_second(keyed_home: Path, tmp_path: Path) -> None:
+    """Two servers (own homes) sharing one database: a key revoked through one is refused by the other."""
+    token = make_key(keyed_home, "consumer", ["credit*"])
+    admin = make_key(keyed_home, "admin")
+    env = {**shared_registry(keyed_home), "MODELPORT_AUTH_FAILURE_BURST": "100000"}
+    first, second = (start_server(tmp_path / f"r{i}", insecure_dev=False, env=env) for i in range(2))
+    try:
+        with httpx.Client(base_url=second.url, headers=bearer(token)) as client:
+            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        revoked = httpx.delete(f"{first.url}/api/v1/keys/{Keys.id_of(token)}", headers=bearer(admin))
+        assert revoked.status_code == 200
+
+        def refused(client: httpx.Client) -> bool:
+            with client:
+                return (
+                    client.post("/v2/models/credit/infer", json=INFER, headers=bearer(token)).status_code
+                    == 401
+                )
+
+        assert _within_a_second(refused, second.url) < 1.0
+    finally:
+        stop_server(first)
+        stop_server(second)

@@ -115,6 +115,19 @@ def test_admin_manages_keys_over_the_api(keyed: Keyed, keys: Keys, keyed_home: P
         assert "secret_hash" not in key and token.split("_", 2)[2] not in admin.get("/api/v1/keys").text
         with keyed.client(token) as partner:
             assert partner.post("/v2/models/credit/infer", json=INFER).status_code == 200
+            changed = admin.patch(f"/api/v1/keys/{key['id']}", json={"models": ["fraud"], "rate": None})
+            assert changed.status_code == 200, changed.text
+            assert (
+                changed.json()["key"]["models"] == ["fraud"]
+                and changed.json()["key"]["rate_per_second"] is None
+            )
+            assert partner.post("/v2/models/credit/infer", json=INFER).status_code == 404
+            assert partner.post("/v2/models/fraud/infer", json=INFER).status_code == 200
+            patches: list[object] = [{}, {"models": "x"}, {"rate": "fast"}, {"role": "admin"}, {"expires": 5}]
+            for bad in patches:
+                assert admin.patch(f"/api/v1/keys/{key['id']}", json=bad).status_code == 400, bad
+            assert admin.patch("/api/v1/keys/zzzzzzzzzzzz", json={"rate": "1/s"}).status_code == 404
+            assert admin.patch(f"/api/v1/keys/{key['id']}", json={"models": ["credit"]}).status_code == 200
             rotated = admin.post(f"/api/v1/keys/{key['id']}/rotate", json={"grace": "0s"})
             assert rotated.status_code == 200
             new_token = rotated.json()["token"]

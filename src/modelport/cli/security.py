@@ -41,7 +41,7 @@ def register_commands(app: typer.Typer, open_registry: Callable[[], Registry]) -
 def _keys_table(keys: list[KeyRecord]) -> Table:
     table = Table(title="API keys")
     for column in ("id", "name", "role", "models", "rate/s", "quota/month", "expires", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "models"), overflow="fold")
     for key in keys:
         table.add_row(
             key.id,
@@ -124,6 +124,40 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")], json_out: J
         console.print(f"key {record.id} ({record.name}) revoked")
 
 
+@keys_app.command("update")
+def update_key(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="New model patterns (repeatable; replaces the old).")
+    ] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help="New lifetime from now: 90d …")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="New rate limit: 50/s …")] = None,
+    quota: Annotated[str | None, typer.Option("--quota", help="New monthly quota: 1000000/month.")] = None,
+    clear: Annotated[
+        list[str] | None, typer.Option("--clear", help="Remove a limit: rate, quota or expires (repeatable).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Change a key's scope or limits: every worker applies it within a second."""
+    registry = _open()
+    try:
+        record = KeyStore(registry.store).update(
+            key_id,
+            actor=local_actor(),
+            models=models,
+            rate=parse_rate(rate) if rate else None,
+            quota=parse_quota(quota) if quota else None,
+            expires_in=parse_duration(expires) if expires else None,
+            clear=tuple(clear or ()),
+        )
+    finally:
+        registry.close()
+    if json_out:
+        print_json(record.to_dict())
+    else:
+        console.print(_keys_table([record]))
+
+
 @keys_app.command("rotate")
 def rotate(
     key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
@@ -188,7 +222,7 @@ def usage(
         return
     table = Table(title="usage")
     for column in ("day", "key", "model", "requests", "rows", "errors", "bytes in", "bytes out"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("day", "key"), overflow="fold")
     for r in rows:
         table.add_row(
             r.day.isoformat(),
@@ -227,7 +261,7 @@ def audit(
         return
     table = Table(title="audit log")
     for column in ("seq", "time (UTC)", "actor", "action", "target", "before", "after"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("seq", "action"), overflow="fold")
     for r in records:
         table.add_row(
             str(r.seq),

@@ -161,6 +161,49 @@ class KeyStore:
             self.registry_store._bump_generation(conn)
             return after
 
+    def update(
+        self,
+        key_id: str,
+        *,
+        actor: str,
+        models: list[str] | None = None,
+        rate: float | None = None,
+        quota: int | None = None,
+        expires_in: timedelta | None = None,
+        clear: tuple[str, ...] = (),
+    ) -> KeyRecord:
+        """Change a key's scope or limits (``clear`` names limits to remove: rate, quota, expires)."""
+        unknown = set(clear) - {"rate", "quota", "expires"}
+        if unknown:
+            raise InvalidInput(
+                f"only rate, quota and expires can be cleared, not {', '.join(sorted(unknown))}"
+            )
+        values: dict[str, Any] = {}
+        if models is not None:
+            values["models"] = check_patterns(list(models))
+        if rate is not None or "rate" in clear:
+            values["rate"] = rate
+        if quota is not None or "quota" in clear:
+            values["quota"] = quota
+        if expires_in is not None or "expires" in clear:
+            values["expires_at"] = datetime.now(UTC) + expires_in if expires_in is not None else None
+        if not values:
+            raise InvalidInput("nothing to change: give models, rate, quota or expires")
+        with self.db.write() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"no key with id {key_id!r}")
+            before = _record(row)
+            if before.revoked_at is not None:
+                raise InvalidInput(f"key {key_id} is revoked")
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            self.registry_store._audit(
+                conn, actor, "key.update", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
+            )
+            self.registry_store._bump_generation(conn)
+            return after
+
     def rotate(self, key_id: str, *, grace: timedelta, actor: str) -> tuple[KeyRecord, str]:
         """A new secret for ``key_id``; the current one keeps working for ``grace``."""
         if grace < timedelta(0) or grace > timedelta(days=30):

@@ -103,6 +103,31 @@ async def revoke_key(app: RestApp, request: Request) -> Response:
     return json_response({"key": record.to_dict()})
 
 
+async def update_key(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"models", "expires", "rate", "quota"})
+    models = document.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) for m in models) or len(models) > 50
+    ):
+        raise InvalidInput('"models" must be a list of at most 50 patterns')
+    clear = tuple(
+        field for field in ("expires", "rate", "quota") if field in document and document[field] is None
+    )
+    expires, rate, quota = _text(document, "expires"), _text(document, "rate"), _text(document, "quota")
+    record = await asyncio.to_thread(
+        _keys(app).update,
+        request.params["key"],
+        actor=request.principal.actor,
+        models=models,
+        rate=parse_rate(rate) if rate else None,
+        quota=parse_quota(quota) if quota else None,
+        expires_in=parse_duration(expires) if expires else None,
+        clear=clear,
+    )
+    await asyncio.to_thread(app.gate.reload)
+    return json_response({"key": record.to_dict()})
+
+
 async def rotate_key(app: RestApp, request: Request) -> Response:
     document = _document(request, {"grace"})
     grace = _text(document, "grace")
@@ -199,6 +224,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("GET", re.compile(r"/api/v1/keys"), list_keys, False, "admin"),
     ("POST", re.compile(r"/api/v1/keys"), create_key, False, "admin"),
     ("DELETE", re.compile(rf"/api/v1/keys/{_KEY}"), revoke_key, False, "admin"),
+    ("PATCH", re.compile(rf"/api/v1/keys/{_KEY}"), update_key, False, "admin"),
     ("POST", re.compile(rf"/api/v1/keys/{_KEY}/rotate"), rotate_key, False, "admin"),
     ("GET", re.compile(r"/api/v1/usage"), get_usage, False, "read"),
     ("GET", re.compile(r"/api/v1/audit"), get_audit, False, "admin"),

@@ -98,6 +98,20 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
     "list_keys": ("List API keys (admin)", None, ()),
     "create_key": ("Create an API key; the token is in the answer, once (admin)", _KEY, ()),
     "revoke_key": ("Revoke an API key (admin)", None, ()),
+    "update_key": (
+        "Change a key's model patterns, rate, quota or expiry; null removes a limit (admin)",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "models": {"type": "array", "items": {"type": "string"}},
+                "rate": {"type": "string", "nullable": True},
+                "quota": {"type": "string", "nullable": True},
+                "expires": {"type": "string", "nullable": True},
+            },
+        },
+        (),
+    ),
     "rotate_key": (
         "New secret for a key; the old one works for the grace period (admin)",
         {"type": "object", "additionalProperties": False, "properties": {"grace": {"type": "string"}}},

@@ -294,7 +294,7 @@ class RestApp:
             principal = DEV_PRINCIPAL
             if permission is not None:
                 principal = await self._admit(headers, scope, permission, method, path, params)
-            body = await self._read_body(receive, headers) if method in ("POST", "PUT") else b""
+            body = await self._read_body(receive, headers) if method in ("POST", "PUT", "PATCH") else b""
             if _pickled(headers.get("content-type", ""), body):
                 raise UnsupportedMediaType(
                     "pickled bodies are never accepted (they can run code): send JSON, CSV "
