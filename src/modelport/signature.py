@@ -203,18 +203,12 @@ class Signature:
             column = frame[feature.name]
             if feature.numeric:
                 try:
-                    values = pd.to_numeric(column, errors="raise").astype("float64")
+                    numbers = pd.to_numeric(column, errors="raise").astype("float64")
                 except (ValueError, TypeError):
-                    raise InputMismatch(
-                        f"feature {feature.name!r} must be numeric ({feature.dtype})"
-                    ) from None
-                array = values.to_numpy(dtype=np.float64, na_value=np.nan)
-                check_float32_range(array, [feature.name])
-                batch[feature.name] = array
+                    raise _not_numeric(feature) from None
+                batch[feature.name] = _checked(feature, numbers.to_numpy(dtype=np.float64, na_value=np.nan))
             else:
-                batch[feature.name] = np.array(
-                    [None if _is_missing(v) else str(v) for v in column], dtype=object
-                )
+                batch[feature.name] = _texts(column)
         return batch
 
     def rows_batch(self, columns: list[str], rows: list[list[Any]]) -> Batch:
@@ -228,17 +222,12 @@ class Signature:
             values = [row[position[feature.name]] for row in rows]
             if feature.numeric:
                 try:
-                    array = np.array([np.nan if _is_missing(v) else v for v in values], dtype=np.float64)
+                    numbers = np.array([np.nan if _is_missing(v) else v for v in values], dtype=np.float64)
                 except (ValueError, TypeError):
-                    raise InputMismatch(
-                        f"feature {feature.name!r} must be numeric ({feature.dtype})"
-                    ) from None
-                check_float32_range(array, [feature.name])
-                batch[feature.name] = array
+                    raise _not_numeric(feature) from None
+                batch[feature.name] = _checked(feature, numbers)
             else:
-                batch[feature.name] = np.array(
-                    [None if _is_missing(v) else str(v) for v in values], dtype=object
-                )
+                batch[feature.name] = _texts(values)
         return batch
 
     def frame(self, batch: Batch) -> pd.DataFrame:
@@ -273,6 +262,20 @@ class Signature:
                 values[mask] = None if f.dtype == "string" else np.nan
             columns[f.name] = values
         return pd.DataFrame(columns)
+
+
+def _not_numeric(feature: Feature) -> InputMismatch:
+    return InputMismatch(f"feature {feature.name!r} must be numeric ({feature.dtype})")
+
+
+def _checked(feature: Feature, numbers: np.ndarray) -> np.ndarray:
+    check_float32_range(numbers, [feature.name])
+    return numbers
+
+
+def _texts(values: Any) -> np.ndarray:
+    """Text features as an object column: strings, with ``None`` for every kind of missing value."""
+    return np.array([None if _is_missing(v) else str(v) for v in values], dtype=object)
 
 
 def _is_missing(value: Any) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from modelport.errors import InvalidInput, NotFound
 from modelport.registry.schema import api_keys, registry_state, usage
@@ -122,7 +122,7 @@ class KeyStore:
                 if conn.execute(select(func.count()).select_from(api_keys)).scalar_one():
                     return None
             conn.execute(api_keys.insert().values(**values))
-            record = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            record = self._existing(conn, key_id)
             self.registry_store._audit(conn, actor, "key.create", f"key:{key_id}", after=record.to_dict())
             self.registry_store._bump_generation(conn)
         return record, token
@@ -145,21 +145,31 @@ class KeyStore:
             raise NotFound(f"no key with id {key_id!r}")
         return _record(row)
 
+    @staticmethod
+    def _existing(conn: Connection, key_id: str) -> KeyRecord:
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"no key with id {key_id!r}")
+        return _record(row)
+
+    def _changed(
+        self, conn: Connection, action: str, before: KeyRecord, values: dict[str, Any], actor: str
+    ) -> KeyRecord:
+        """Apply ``values`` to the key, audit the change and tell every server (one transaction)."""
+        conn.execute(update(api_keys).where(api_keys.c.id == before.id).values(**values))
+        after = self._existing(conn, before.id)
+        self.registry_store._audit(
+            conn, actor, action, f"key:{before.id}", before=before.to_dict(), after=after.to_dict()
+        )
+        self.registry_store._bump_generation(conn)
+        return after
+
     def revoke(self, key_id: str, *, actor: str) -> KeyRecord:
         with self.db.write() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
-            if row is None:
-                raise NotFound(f"no key with id {key_id!r}")
-            before = _record(row)
+            before = self._existing(conn, key_id)
             if before.revoked_at is not None:
                 return before
-            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=datetime.now(UTC)))
-            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
-            self.registry_store._audit(
-                conn, actor, "key.revoke", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
-            )
-            self.registry_store._bump_generation(conn)
-            return after
+            return self._changed(conn, "key.revoke", before, {"revoked_at": datetime.now(UTC)}, actor)
 
     def update(
         self,
@@ -190,49 +200,28 @@ class KeyStore:
         if not values:
             raise InvalidInput("nothing to change: give models, rate, quota or expires")
         with self.db.write() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
-            if row is None:
-                raise NotFound(f"no key with id {key_id!r}")
-            before = _record(row)
+            before = self._existing(conn, key_id)
             if before.revoked_at is not None:
                 raise InvalidInput(f"key {key_id} is revoked")
-            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
-            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
-            self.registry_store._audit(
-                conn, actor, "key.update", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
-            )
-            self.registry_store._bump_generation(conn)
-            return after
+            return self._changed(conn, "key.update", before, values, actor)
 
     def rotate(self, key_id: str, *, grace: timedelta, actor: str) -> tuple[KeyRecord, str]:
         """A new secret for ``key_id``; the current one keeps working for ``grace``."""
         if grace < timedelta(0) or grace > timedelta(days=30):
             raise InvalidInput("the grace period must be between 0 and 30 days")
         with self.db.write() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
-            if row is None:
-                raise NotFound(f"no key with id {key_id!r}")
-            before = _record(row)
+            before = self._existing(conn, key_id)
             if before.status() != "active":
                 raise InvalidInput(f"key {key_id} is {before.status()}: only active keys can be rotated")
             _, secret, _ = new_token()
             token = f"mpk_{key_id}_{secret}"
             now = datetime.now(UTC)
-            conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id)
-                .values(
-                    secret_hash=hash_secret(secret),
-                    previous_hash=before.secret_hash if grace > timedelta(0) else None,
-                    previous_until=now + grace if grace > timedelta(0) else None,
-                )
-            )
-            after = _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
-            self.registry_store._audit(
-                conn, actor, "key.rotate", f"key:{key_id}", before=before.to_dict(), after=after.to_dict()
-            )
-            self.registry_store._bump_generation(conn)
-            return after, token
+            values = {
+                "secret_hash": hash_secret(secret),
+                "previous_hash": before.secret_hash if grace > timedelta(0) else None,
+                "previous_until": now + grace if grace > timedelta(0) else None,
+            }
+            return self._changed(conn, "key.rotate", before, values, actor), token
 
     # -- usage ----------------------------------------------------------------------------------
 
