@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-__all__ = ["TRACKED_PACKAGES", "snapshot"]
+__all__ = ["TRACKED_PACKAGES", "fingerprint", "snapshot"]
 
 TRACKED_PACKAGES = (
     "numpy",
@@ -41,3 +41,14 @@ def snapshot() -> dict[str, Any]:
         "machine": platform.machine(),
         "packages": packages,
     }
+
+
+def fingerprint(environment: dict[str, Any] | None = None) -> str:
+    """A digest of what decides how a model computes here: Python, the machine architecture and the
+    tracked package versions (not the kernel or host name, so replicas of one image agree)."""
+    import hashlib
+    import json
+
+    env = environment if environment is not None else snapshot()
+    key = {"python": env.get("python"), "machine": env.get("machine"), "packages": env.get("packages", {})}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

@@ -13,6 +13,7 @@
      │    ├── AliasNotFound
      │    └── FileMissing             a file given by path is not there
      ├── Conflict                     the request clashes with the current state (duplicate …)
+     │    └── PromotionRefused        a protected alias may not move to a version without a passing report
      ├── IntegrityFailure             a stored artifact no longer matches its recorded digest
      ├── ConversionFailed             a model could not be converted or proven equivalent
      ├── RuntimeFailure               a runtime failed to load or to predict
@@ -45,6 +46,7 @@ __all__ = [
     "ModelNotFound",
     "ModelportError",
     "NotFound",
+    "PromotionRefused",
     "RateLimited",
     "RuntimeFailure",
     "SampleMismatch",
@@ -157,3 +159,7 @@ class RateLimited(ModelportError):
 
 class AuditFailure(ModelportError):
     """The audit chain does not verify, or an audit record could not be written."""
+
+
+class PromotionRefused(Conflict):
+    """A protected alias may only move to a version with a passing validation report."""

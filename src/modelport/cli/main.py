@@ -2,7 +2,7 @@
 codes in one place (:func:`main`):
 
     0 ok · 2 invalid input or usage · 3 not found · 4 integrity failure · 5 registry not ready ·
-    1 any other failure
+    6 refused by the promotion gate · 1 any other failure
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from modelport.errors import (
     InvalidInput,
     ModelportError,
     NotFound,
+    PromotionRefused,
     StoreNotReady,
     brief,
 )
@@ -261,12 +262,16 @@ def alias_set(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
     alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
     version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.", min=1)],
+    override_reason: Annotated[
+        str | None,
+        typer.Option("--override-reason", help="Move a protected alias without a passing report (audited)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Point NAME@ALIAS at VERSION."""
+    """Point NAME@ALIAS at VERSION (a protected alias needs a passing validation report)."""
     registry = _open()
     try:
-        record = registry.set_alias(name, alias, version)
+        record = registry.set_alias(name, alias, version, override_reason=override_reason)
     finally:
         registry.close()
     if json_out:
@@ -287,6 +292,34 @@ def alias_rm(
     finally:
         registry.close()
     console.print(f"removed {name}@{alias}")
+
+
+@alias_app.command("protect")
+def alias_protect(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+) -> None:
+    """Protect NAME@ALIAS: it then moves only to versions with a passing validation report."""
+    registry = _open()
+    try:
+        changed = registry.store.protect_alias(name, alias, actor=local_actor())
+    finally:
+        registry.close()
+    console.print(f"{name}@{alias} is {'now' if changed else 'already'} protected")
+
+
+@alias_app.command("unprotect")
+def alias_unprotect(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name.")],
+) -> None:
+    """Remove the promotion gate from NAME@ALIAS (audited)."""
+    registry = _open()
+    try:
+        changed = registry.store.protect_alias(name, alias, actor=local_actor(), protect=False)
+    finally:
+        registry.close()
+    console.print(f"{name}@{alias} is {'no longer' if changed else 'not'} protected")
 
 
 @app.command()
@@ -391,6 +424,63 @@ def serve(
 
 
 @app.command()
+def validate(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION to validate.")],
+    sla_p99_ms: Annotated[
+        float, typer.Option("--sla-p99-ms", help="Latency SLA at p99 for the load test.", min=1)
+    ] = 250.0,
+    load: Annotated[
+        str | None, typer.Option("--load", help="Locust load test RPS:SECONDS, e.g. 200:30.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Markdown report file (default validation-NAME-vN.md).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Validate a version through a private server (golden cases, generated edge cases, determinism,
+    online vs batch, latency, optional load) and store the report with the version. Exit 1 if it fails."""
+    from modelport.validation.runner import parse_load
+    from modelport.validation.runner import validate as run_validation
+
+    rate_seconds = parse_load(load) if load else None
+    registry = _open()
+    try:
+        result = run_validation(registry, ref, sla_p99_ms=sla_p99_ms, load=rate_seconds)
+        report_id = registry.store.add_report(
+            result.model,
+            result.version,
+            passed=result.passed,
+            environment_hash=result.environment_hash,
+            report=result.to_dict(),
+            actor=local_actor(),
+        )
+    finally:
+        registry.close()
+    path = report if report is not None else Path(f"validation-{result.model}-v{result.version}.md")
+    path.write_text(result.markdown(), encoding="utf-8")
+    if json_out:
+        print_json(result.to_dict() | {"report_id": report_id, "report_file": str(path)})
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"validation of {result.ref}: {'PASSED' if result.passed else 'FAILED'}")
+        for column in ("check", "verdict", "cases", "detail"):
+            table.add_column(column, overflow="fold")
+        for check in result.checks:
+            verdict = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
+            detail = check.detail if check.passed else "; ".join(check.failures[:3])
+            table.add_row(check.name, verdict, str(check.cases), detail)
+        console.print(table)
+        latency = result.latency
+        console.print(
+            f"in-process latency: p50 {latency['p50_us']:.0f} µs, p99 {latency['p99_us']:.0f} µs; "
+            f"report {report_id} stored with {result.ref}, written to {path}"
+        )
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def predict(
     ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
     input_path: Annotated[Path, typer.Option("--input", help="Rows to score: CSV, Parquet or JSON.")],
@@ -423,6 +513,7 @@ _EXIT_CODES: list[tuple[type[ModelportError], int]] = [
     (IntegrityFailure, 4),
     (AuditFailure, 4),
     (StoreNotReady, 5),
+    (PromotionRefused, 6),
 ]
 
 
@@ -463,3 +554,7 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as exc:  # a message, never a traceback with internals
         error_console.print(f"error: unexpected {type(exc).__name__}; nothing was changed")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -34,8 +35,10 @@ __all__ = [
     "metadata",
     "model_versions",
     "models",
+    "protected_aliases",
     "registry_state",
     "usage",
+    "validation_reports",
 ]
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -172,4 +175,29 @@ audit_log = Table(
     Column("after", JSONDoc, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# Validation reports (docs/validation.md), attached to a version and the environment they ran in.
+validation_reports = Table(
+    "validation_reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("environment_hash", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("report", JSONDoc, nullable=False),
+)
+
+# Aliases that only move to versions with a passing validation report (the promotion gate).
+protected_aliases = Table(
+    "protected_aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(63), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
 )

@@ -24,6 +24,7 @@ from modelport.errors import (
     InvalidName,
     ModelportError,
     NotFound,
+    PromotionRefused,
     RuntimeFailure,
     brief,
 )
@@ -238,18 +239,44 @@ class Registry:
         return self.store.get_version(parse_ref(ref))
 
     def set_alias(
-        self, name: str, alias: str, number: int, *, actor: str | None = None, verify: bool = True
+        self,
+        name: str,
+        alias: str,
+        number: int,
+        *,
+        actor: str | None = None,
+        verify: bool = True,
+        override_reason: str | None = None,
     ) -> VersionRecord:
         """Point ``name@alias`` at version ``number``. With ``verify`` (the default) the version is first
         loaded from digest-checked bytes and must reproduce its golden cases, so an alias never moves to
-        a version that cannot serve."""
+        a version that cannot serve. A protected alias (the promotion gate, docs/validation.md) moves only
+        to a version with a passing validation report for this environment, or with an override reason
+        (recorded in the audit log)."""
+        actor = actor if actor is not None else local_actor()
+        number = check_version_number(number)
+        note: dict[str, Any] | None = None
+        if alias in self.store.protected(name):
+            from modelport.environment import fingerprint
+
+            if not self.store.has_passing_report(name, number, fingerprint()):
+                reason = (
+                    f"{name}@{alias} is protected: version {number} has no passing validation report "
+                    f"for this environment (run `modelport validate {name}@{number}`)"
+                )
+                if override_reason is None or not override_reason.strip():
+                    self.store.append_audit(
+                        actor, "alias.refused", f"{name}@{alias}", after={"version": number, "reason": reason}
+                    )
+                    raise PromotionRefused(reason)
+                note = {"override": override_reason.strip()[:500]}
         if verify:
-            loaded = self.load(ModelRef(name, version=check_version_number(number)))
+            loaded = self.load(ModelRef(name, version=number))
             try:
                 loaded.check_golden()
             finally:
                 loaded.close()
-        return self.store.set_alias(name, alias, number, actor=actor if actor is not None else local_actor())
+        return self.store.set_alias(name, alias, number, actor=actor, note=note)
 
     def set_policy(self, name: str, on_violation: str, *, actor: str | None = None) -> None:
         """``flag`` (default) or ``reject`` values outside the signature when serving ``name``."""

@@ -28,7 +28,15 @@ from modelport.registry.names import (
     check_version_number,
 )
 from modelport.registry.records import ArtifactRecord, ModelRecord, VersionRecord
-from modelport.registry.schema import aliases, artifacts, model_versions, models, registry_state
+from modelport.registry.schema import (
+    aliases,
+    artifacts,
+    model_versions,
+    models,
+    protected_aliases,
+    registry_state,
+    validation_reports,
+)
 
 __all__ = ["POLICIES", "NewVersion", "RegistryStore"]
 
@@ -142,8 +150,11 @@ class RegistryStore:
             self._bump_generation(conn)
             return record if alias is None else self._version_by_id(conn, version_id)
 
-    def set_alias(self, name: str, alias: str, number: int, *, actor: str = "") -> VersionRecord:
-        """Point ``name@alias`` at version ``number`` (creating or moving the alias)."""
+    def set_alias(
+        self, name: str, alias: str, number: int, *, actor: str = "", note: dict[str, Any] | None = None
+    ) -> VersionRecord:
+        """Point ``name@alias`` at version ``number`` (creating or moving the alias); ``note`` is added to
+        the audit record (a promotion override's reason)."""
         check_alias_name(alias)
         check_version_number(number)
         with self.db.write() as conn:
@@ -163,7 +174,7 @@ class RegistryStore:
                 "alias.set",
                 f"{name}@{alias}",
                 before=None if before is None else {"version": before},
-                after={"version": number},
+                after={"version": number, **(note or {})},
             )
             self._bump_generation(conn)
             return self._version_by_id(conn, version_id)
@@ -180,6 +191,119 @@ class RegistryStore:
                 raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
             self._audit(conn, actor, "alias.remove", f"{name}@{alias}", before={"version": before})
             self._bump_generation(conn)
+
+    # -- the promotion gate and validation reports ----------------------------------------------
+
+    def protect_alias(self, name: str, alias: str, *, actor: str, protect: bool = True) -> bool:
+        """Declare ``name@alias`` protected (or not); returns whether anything changed."""
+        check_alias_name(alias)
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            key = (protected_aliases.c.model_id == model_id) & (protected_aliases.c.alias == alias)
+            exists = conn.execute(select(protected_aliases.c.alias).where(key)).first() is not None
+            if exists == protect:
+                return False
+            if protect:
+                conn.execute(
+                    protected_aliases.insert().values(
+                        model_id=model_id, alias=alias, created_at=datetime.now(UTC), created_by=actor
+                    )
+                )
+            else:
+                conn.execute(delete(protected_aliases).where(key))
+            self._audit(conn, actor, "alias.protect" if protect else "alias.unprotect", f"{name}@{alias}")
+            self._bump_generation(conn)
+            return True
+
+    def protected(self, name: str) -> list[str]:
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            return sorted(
+                conn.execute(
+                    select(protected_aliases.c.alias).where(protected_aliases.c.model_id == model_id)
+                ).scalars()
+            )
+
+    def add_report(
+        self,
+        name: str,
+        number: int,
+        *,
+        passed: bool,
+        environment_hash: str,
+        report: dict[str, Any],
+        actor: str,
+    ) -> int:
+        """Attach a validation report to a version (audited); returns its id."""
+        with self.db.write() as conn:
+            version_id = self._version_id(conn, name, number)
+            report_id = conn.execute(
+                validation_reports.insert()
+                .values(
+                    version_id=version_id,
+                    created_at=datetime.now(UTC),
+                    created_by=actor,
+                    environment_hash=environment_hash,
+                    passed=passed,
+                    report=report,
+                )
+                .returning(validation_reports.c.id)
+            ).scalar_one()
+            self._audit(
+                conn,
+                actor,
+                "validation.record",
+                f"{name}@{number}",
+                after={"report": int(report_id), "passed": passed, "environment": environment_hash},
+            )
+            return int(report_id)
+
+    def reports(self, name: str, number: int) -> list[dict[str, Any]]:
+        """A version's validation reports, newest first (id, time, actor, environment, verdict, report)."""
+        with self.db.read() as conn:
+            version_id = self._version_id(conn, name, number)
+            rows = conn.execute(
+                select(validation_reports)
+                .where(validation_reports.c.version_id == version_id)
+                .order_by(validation_reports.c.id.desc())
+            ).all()
+        return [
+            {
+                "id": row.id,
+                "created_at": _utc(row.created_at).isoformat(),
+                "created_by": row.created_by,
+                "environment_hash": row.environment_hash,
+                "passed": bool(row.passed),
+                "report": row.report,
+            }
+            for row in rows
+        ]
+
+    def has_passing_report(self, name: str, number: int, environment_hash: str) -> bool:
+        """Whether the newest report for this version in this environment passed."""
+        with self.db.read() as conn:
+            version_id = self._version_id(conn, name, number)
+            passed = conn.execute(
+                select(validation_reports.c.passed)
+                .where(
+                    validation_reports.c.version_id == version_id,
+                    validation_reports.c.environment_hash == environment_hash,
+                )
+                .order_by(validation_reports.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return bool(passed)
+
+    def _version_id(self, conn: Connection, name: str, number: int) -> int:
+        model_id = self._model_id(conn, name)
+        version_id = conn.execute(
+            select(model_versions.c.id).where(
+                model_versions.c.model_id == model_id, model_versions.c.number == number
+            )
+        ).scalar_one_or_none()
+        if version_id is None:
+            raise VersionNotFound(f"model {name!r} has no version {number}")
+        return int(version_id)
 
     def _alias_number(self, conn: Connection, model_id: int, alias: str) -> int | None:
         number = conn.execute(

@@ -185,8 +185,11 @@ async def list_models(app: RestApp, request: Request) -> Response:
 
 
 async def set_alias(app: RestApp, request: Request) -> Response:
-    document = _document(request, {"version"})
+    document = _document(request, {"version", "override_reason"})
     version = document.get("version")
+    override = _text(document, "override_reason")
+    if override is not None:
+        request.principal.require("admin")  # overriding the promotion gate is an admin's call
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidInput('"version" must be a version number')
     alias = request.params["alias"]
@@ -197,6 +200,7 @@ async def set_alias(app: RestApp, request: Request) -> Response:
         alias,
         check_version_number(version),
         actor=request.principal.actor,
+        override_reason=override,
     )
     return json_response({"model": record.model, "alias": alias, "version": record.number})
 

@@ -131,7 +131,10 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
             "type": "object",
             "required": ["version"],
             "additionalProperties": False,
-            "properties": {"version": {"type": "integer", "minimum": 1}},
+            "properties": {
+                "version": {"type": "integer", "minimum": 1},
+                "override_reason": {"type": "string", "description": "admin only; audited"},
+            },
         },
         (),
     ),

@@ -1,0 +1,1 @@
+"""Validation: the evidence a version needs before it goes live (docs/validation.md)."""

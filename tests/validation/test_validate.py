@@ -1,0 +1,183 @@
+"""`modelport validate` and the promotion gate, end to end: real registry, real private servers, real
+Locust; a version with tampered ground truth fails and is named; protected aliases need a passing report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import update
+
+from modelport.app import open_registry
+from modelport.errors import PromotionRefused
+from modelport.registry.schema import model_versions
+from modelport.settings import Settings
+from modelport.validation.runner import validate
+from tests.conftest import FEATURES
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
+    from sklearn.linear_model import LogisticRegression
+
+    home = tmp_path_factory.mktemp("validation") / "home"
+    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
+    try:
+        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
+        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
+        registry.register(other, name="credit", sample=data, target="label")  # v2
+        registry.register(
+            other, name="credit", sample=data, target="label"
+        )  # v3: ground truth tampered below
+        db = registry.store.db
+        broken = registry.get("credit@3")
+        golden = dict(broken.golden)
+        outputs = dict(golden["outputs"])
+        probabilities = [list(row) for row in outputs["probabilities"]]
+        probabilities[2] = list(reversed(probabilities[2]))
+        outputs["probabilities"] = probabilities
+        golden["outputs"] = outputs
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(model_versions).where(model_versions.c.uuid == broken.uuid).values(golden=golden)
+            )
+    finally:
+        registry.close()
+    return home
+
+
+def cli(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELPORT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "modelport.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Path) -> None:
+    out = cli(home, "validate", "credit@production", "--json", "--report", str(tmp_path / "r.md"))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["passed"] and report["version"] == 1
+    names = {check["name"] for check in report["checks"]}
+    assert {
+        "golden cases",
+        "in-range",
+        "boundary",
+        "out-of-range",
+        "missing",
+        "nan-inf",
+        "wrong-type",
+        "empty-batch",
+        "large-batch",
+        "determinism",
+        "online vs batch",
+        "property-based",
+    } <= names
+    assert all(check["passed"] for check in report["checks"]), [
+        c for c in report["checks"] if not c["passed"]
+    ]
+    assert report["latency"]["p99_us"] > 0 and report["latency"]["hottest"]
+    markdown = (tmp_path / "r.md").read_text()
+    assert markdown.startswith("# Validation of credit@1: PASSED") and "| golden cases | pass |" in markdown
+    assert "machine:" in markdown
+    registry = open_registry(Settings(home=home))
+    try:
+        (stored,) = registry.store.reports("credit", 1)
+        assert stored["passed"] and stored["report"]["checks"] == report["checks"]
+        assert any(r.action == "validation.record" for r in registry.store.audit_records())
+    finally:
+        registry.close()
+
+
+def test_tampered_ground_truth_fails_and_names_the_case(home: Path, tmp_path: Path) -> None:
+    out = cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED" in out.stdout and "golden row 2" in out.stdout
+    markdown = (tmp_path / "bad.md").read_text()
+    assert (
+        "**FAIL**" in markdown and "## Failing cases: golden cases" in markdown and "golden row 2" in markdown
+    )
+
+
+def test_load_run_agrees_with_the_servers_statistics(home: Path) -> None:
+    registry = open_registry(Settings(home=home))
+    try:
+        report = validate(registry, "credit@1", sla_p99_ms=250, load=(80.0, 3.0))
+    finally:
+        registry.close()
+    load = report.load
+    assert load is not None and load["failures"] == 0
+    assert load["requests"] >= 150  # ~80/s for 3 s
+    assert abs(load["server_count"] - load["requests"]) <= max(2, 0.01 * load["requests"])
+    assert 0 < load["server_mean_ms"] <= load["mean_ms"]
+    assert next(c for c in report.checks if c.name == "load").passed
+    assert "## Load (Locust" in report.markdown()
+
+
+def test_the_promotion_gate(home: Path) -> None:
+    registry = open_registry(Settings(home=home))
+    try:
+        assert registry.store.protect_alias("credit", "production", actor="local:test")
+        with pytest.raises(PromotionRefused, match="no passing validation report"):
+            registry.set_alias("credit", "production", 2)  # never validated
+        with pytest.raises(PromotionRefused):
+            registry.set_alias("credit", "production", 3)  # its validation failed
+        assert registry.get("credit@production").number == 1
+        # an override moves it anyway, with its reason in the audit log
+        moved = registry.set_alias(
+            "credit", "production", 2, override_reason="hotfix approved by risk, ticket R-17"
+        )
+        assert moved.number == 2
+        registry.set_alias("credit", "production", 1, override_reason="back to v1")
+        report = validate(registry, "credit@2")
+        assert report.passed
+        registry.store.add_report(
+            "credit",
+            2,
+            passed=True,
+            environment_hash=report.environment_hash,
+            report=report.to_dict(),
+            actor="local:test",
+        )
+        assert registry.set_alias("credit", "production", 2).number == 2  # validated: no reason needed
+        records = registry.store.audit_records(target="credit@production")
+        actions = [(r.action, (r.after or {}).get("version")) for r in records]
+        assert ("alias.refused", 2) in actions and ("alias.refused", 3) in actions
+        assert ("alias.set", 2) in actions
+        override = [r for r in records if r.action == "alias.set" and (r.after or {}).get("override")]
+        assert override and "R-17" in override[-1].after["override"]
+        registry.set_alias("credit", "production", 1, override_reason="back to v1")
+        with pytest.raises(PromotionRefused):
+            registry.set_alias(
+                "credit", "production", 3, override_reason="   "
+            )  # a blank reason is no reason
+    finally:
+        registry.close()
+
+
+def test_gate_over_the_cli_and_bad_input(home: Path) -> None:
+    refused = cli(home, "alias", "set", "credit", "production", "3")
+    assert refused.returncode == 6 and "protected" in refused.stderr and "Traceback" not in refused.stderr
+    for args, message in (
+        (["validate", "credit@9"], "no version 9"),
+        (["validate", "nosuch@1"], "no model named"),
+        (["validate", "credit@1", "--load", "fast"], "RPS:SECONDS"),
+        (["validate", "credit@1", "--load", "0:5"], "--load needs"),
+        (["alias", "protect", "nosuch", "production"], "no model named"),
+        (["alias", "protect", "credit", "latest"], "latest"),
+    ):
+        out = cli(home, *args)
+        assert out.returncode in (2, 3), (args, out.returncode, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert cli(home, "alias", "unprotect", "credit", "production").returncode == 0
+    assert cli(home, "alias", "set", "credit", "production", "2").returncode == 0
