@@ -17,7 +17,7 @@ _BODY = Path(os.environ["MODELPORT_LOAD_BODY"]).read_bytes() if "MODELPORT_LOAD_
 _RATE = float(os.environ.get("MODELPORT_LOAD_USER_RPS", "1"))
 
 
-class Scorer(HttpUser):  # type: ignore[misc]
+class Scorer(HttpUser):
     wait_time = constant_throughput(_RATE)  # type: ignore[no-untyped-call]
 
     @task
