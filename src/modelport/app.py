@@ -69,8 +69,10 @@ def create_app(settings: Settings | None = None) -> RestApp:
 
         companions = (GrpcServer(plane, limits, settings.host, settings.grpc_port, gate=gate, tls=tls),)
     allowed_hosts = tuple(settings.allowed_hosts)
-    if settings.insecure_dev and not allowed_hosts:
-        allowed_hosts = ("localhost", "127.0.0.1", "::1")
+    if settings.insecure_dev:
+        # An open server answers localhost names (plus any named explicitly), never any host: a web
+        # page must not reach it through DNS rebinding.
+        allowed_hosts = ("localhost", "127.0.0.1", "::1", *(h for h in allowed_hosts if h != "*"))
     return RestApp(
         plane,
         limits,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, text, update
 
-from modelport.errors import AuditFailure
+from modelport.errors import AuditFailure, InvalidInput
 from modelport.registry.schema import audit_log
 from modelport.registry.service import Registry
 from modelport.security.store import KeyStore
@@ -138,4 +138,16 @@ def test_a_change_whose_record_cannot_be_written_does_not_happen(
         KeyStore(registry.store).create(name="x", role="admin", actor="local:test")
     assert registry.get("m@production").number == 1
     assert KeyStore(registry.store).count() == 0
+    assert registry.store.verify_audit().ok
+
+
+def test_long_actors_and_targets_keep_the_chain_valid(
+    registry: Registry, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    """What is stored is cut to the column sizes; the hash covers exactly what is stored."""
+    with pytest.raises(InvalidInput, match="creator"):
+        registry.register(sklearn_model, name="m", sample=data, target="label", creator="c" * 400)
+    registry.register(sklearn_model, name="m", sample=data, target="label", creator="c" * 200)
+    registry.store.set_alias("m", "production", 1, actor="local:" + "u" * 250)
+    registry.store.append_audit("key:" + "k" * 300, "denied", "PUT /" + "p" * 500)
     assert registry.store.verify_audit().ok

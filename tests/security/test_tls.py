@@ -130,3 +130,19 @@ def test_tritonclient_grpc_tls_and_plaintext_refused(tls: TlsServer, keys: Keys)
         pytest.raises(InferenceServerException),
     ):
         plaintext.is_server_live(client_timeout=5)
+
+
+def test_tls_from_settings_alone(keyed_home: Path, keys: Keys, tls: TlsServer) -> None:
+    """MODELPORT_TLS_CERT/KEY without the flags: HTTPS, not plain HTTP with an HSTS header."""
+    certs = tls.ca_file.parent
+    env = {"MODELPORT_TLS_CERT": str(certs / "server.pem"), "MODELPORT_TLS_KEY": str(certs / "server.key")}
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    server = start_server(keyed_home, insecure_dev=False, env=env, scheme="https", verify=context)
+    try:
+        with httpx.Client(base_url=server.url, verify=context) as client:
+            response = client.get("/v2/health/ready")
+            assert response.status_code == 200 and "strict-transport-security" in response.headers
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{server.port}/v2/health/ready", timeout=5)
+    finally:
+        stop_server(server)

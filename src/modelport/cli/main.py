@@ -369,6 +369,10 @@ def serve(
     import uvicorn
 
     settings = _settings()
+    # TLS from the command line or from the settings (MODELPORT_TLS_CERT/KEY): one source for the
+    # HTTP server, the gRPC server and the HSTS header alike.
+    tls_cert = tls_cert if tls_cert is not None else settings.tls_cert
+    tls_key = tls_key if tls_key is not None else settings.tls_key
     if insecure_dev or settings.insecure_dev:
         if host not in _LOOPBACK:
             raise InvalidInput(f"--insecure-dev serves without keys and binds to 127.0.0.1 only, not {host}")

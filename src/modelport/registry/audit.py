@@ -107,8 +107,9 @@ def append(
         head = head.with_for_update()
     last_seq, prev_hash = conn.execute(head).one()
     seq = int(last_seq) + 1
-    # Whole microseconds, as both databases store them.
+    # Whole microseconds, as both databases store them; the stored (cut) actor and target are hashed.
     at = datetime.now(UTC)
+    actor, target = actor[:200], target[:300]
     before, after = _plain(before), _plain(after)
     digest = _digest(prev_hash, seq, at, actor, action, target, before, after)
     try:
@@ -137,9 +138,9 @@ def _write(
         audit_log.insert().values(
             seq=seq,
             at=at,
-            actor=actor[:200],
+            actor=actor,
             action=action,
-            target=target[:300],
+            target=target,
             before=before,
             after=after,
             prev_hash=prev_hash,

@@ -22,6 +22,7 @@ __all__ = [
     "check_alias_name",
     "check_model_name",
     "check_version_number",
+    "is_model_name",
     "parse_ref",
 ]
 
@@ -36,6 +37,11 @@ def _shown(value: str) -> str:
     """A user-supplied string, quoted and cut short, safe to echo in an error."""
     text = value if len(value) <= 80 else value[:77] + "..."
     return repr(text)
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` follows the model naming rules (without raising)."""
+    return bool(_MODEL_NAME.fullmatch(name))
 
 
 def check_model_name(name: str) -> str:

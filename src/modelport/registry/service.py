@@ -167,6 +167,8 @@ class Registry:
         check_model_name(name)
         if alias is not None:
             check_alias_name(alias)
+        if creator is not None and not 0 < len(creator) <= 200:
+            raise InvalidInput("the creator must be 1 to 200 characters")
         if (model is None) == (path is None):
             raise InvalidInput("give either a model object or a model file path, not both or neither")
         native = (

@@ -403,7 +403,7 @@ class RegistryStore:
                     "name": alias,
                     "version_id": version_id,
                     "updated_at": now,
-                    "updated_by": actor,
+                    "updated_by": actor[:200],
                 },
                 keys=["model_id", "name"],
                 update=["version_id", "updated_at", "updated_by"],

@@ -9,6 +9,7 @@ by :meth:`Gate.flush` about once a second, off the request path.
 from __future__ import annotations
 
 import calendar
+import ipaddress
 import logging
 import time
 from collections import defaultdict
@@ -23,6 +24,19 @@ from modelport.security.store import KeyStore, UsageRow
 __all__ = ["Gate"]
 
 log = logging.getLogger("modelport.security")
+
+
+def _network(address: str | None) -> str:
+    """The unit failed authentications are counted per: the IPv4 address, or the IPv6 /64 (one
+    host owns a whole /64, so counting single IPv6 addresses would count nothing)."""
+    if not address:
+        return "?"
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
 
 
 def _seconds_to_next_month(now: datetime) -> float:
@@ -84,12 +98,17 @@ class Gate:
         try:
             return self.ring.authenticate(token)
         except Unauthenticated:
-            wait = await self._take(f"addr:{address or '?'}", self.failure_rate, self.failure_burst)
+            wait = await self._take(f"addr:{_network(address)}", self.failure_rate, self.failure_burst)
             if wait > 0:
                 raise RateLimited(
                     "too many failed authentications from this address", retry_after=wait
                 ) from None
             raise
+
+    async def may_record_denial(self, principal: Principal) -> bool:
+        """Whether a denied privileged attempt by this key is written to the audit log: ten at once,
+        then one a second per key (every attempt is still refused; the log cannot be flooded)."""
+        return await self._take(f"deny:{principal.key_id}", 1.0, 10.0) == 0.0
 
     async def admit(self, principal: Principal) -> None:
         """Refuse with :class:`RateLimited` when the key is over its rate or its monthly quota."""

@@ -42,6 +42,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 _PREFIX = "mpk"
 _ID = re.compile(r"[a-z0-9]{12}")
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,100}")
+_LONGEST = timedelta(days=3653)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
 
@@ -76,7 +77,10 @@ def parse_duration(text: str) -> timedelta:
     match = re.fullmatch(r"\s*(\d{1,6})\s*([smhdw])\s*", text)
     if not match:
         raise InvalidInput(f"duration {text!r} must look like 90d, 12h, 30m, 45s or 2w")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    span = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    if span > _LONGEST:
+        raise InvalidInput(f"duration {text!r} is longer than ten years")
+    return span
 
 
 def parse_rate(text: str) -> float:
@@ -84,7 +88,10 @@ def parse_rate(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+)\s*", text)
     if not match or match.group(2) not in _RATE_UNITS or float(match.group(1)) <= 0:
         raise InvalidInput(f"rate {text!r} must look like 50/s, 3000/min or 100/h")
-    return float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    rate: float = float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    if not rate <= 1_000_000:
+        raise InvalidInput(f"rate {text!r} is above 1,000,000/s: leave the rate out for no limit")
+    return rate
 
 
 def parse_quota(text: str) -> int:
@@ -95,13 +102,23 @@ def parse_quota(text: str) -> int:
     return int(match.group(1))
 
 
-def check_patterns(patterns: list[str]) -> list[str]:
+def check_patterns(patterns: list[str] | None) -> list[str]:
+    """Model patterns for a key: ``None`` means every model (``*``); an empty list is refused, so
+    emptying a key's scope can never widen it."""
+    if patterns is None:
+        return ["*"]
+    if not isinstance(patterns, list) or not patterns or len(patterns) > 50:
+        raise InvalidInput(
+            "model patterns must be a list of 1 to 50 patterns (leave them out for every model)"
+        )
     for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise InvalidInput("model patterns must be strings")
         if not _PATTERN.fullmatch(pattern):
             raise InvalidInput(
                 f"model pattern {pattern!r} may hold letters, digits, . _ - and the wildcards * ? [ ]"
             )
-    return patterns or ["*"]
+    return patterns
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,32 +208,32 @@ class KeyRing:
     _UNAUTHENTICATED = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
 
     def __init__(self, keys: list[KeyRecord] | None = None) -> None:
-        self._keys: dict[str, KeyRecord] = {}
-        self._principals: dict[str, Principal] = {}
+        self._ring: dict[str, tuple[KeyRecord, Principal]] = {}
         self.replace(keys or [])
 
     def replace(self, keys: list[KeyRecord]) -> None:
-        self._keys = {key.id: key for key in keys}
-        self._principals = {
-            key.id: Principal(key.id, key.role, key.models, key.rate, key.quota) for key in keys
+        # One assignment: a request on the event loop sees the old ring or the new, never half of each.
+        self._ring = {
+            key.id: (key, Principal(key.id, key.role, key.models, key.rate, key.quota)) for key in keys
         }
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._ring)
 
     def authenticate(self, token: str | None, now: datetime | None = None) -> Principal:
         """The principal for ``token``; :class:`Unauthenticated` with one message for every failure
         (unknown id, wrong secret, expired, revoked), so a caller learns nothing from it."""
         parts = split_token(token) if token else None
-        key = self._keys.get(parts[0]) if parts else None
+        entry = self._ring.get(parts[0]) if parts else None
         digest = hash_secret(parts[1]) if parts else ""
-        if key is None or parts is None:
+        if entry is None or parts is None:
             hmac.compare_digest(digest, "0" * 64)  # same work as a known id
             raise Unauthenticated(self._UNAUTHENTICATED)
+        key, principal = entry
         if hmac.compare_digest(digest, key.secret_hash):
             # The clock is read only for keys that can expire (the ring holds no revoked key).
             if key.expires_at is None or key.expires_at > (now or datetime.now(UTC)):
-                return self._principals[key.id]
+                return principal
             raise Unauthenticated(self._UNAUTHENTICATED)
         now = now or datetime.now(UTC)
         previous = (
@@ -227,4 +244,4 @@ class KeyRing:
         )
         if not previous or key.status(now) != "active":
             raise Unauthenticated(self._UNAUTHENTICATED)
-        return self._principals[key.id]
+        return principal

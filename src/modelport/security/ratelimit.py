@@ -55,9 +55,12 @@ class LocalBuckets:
 
 
 class FileBuckets:
-    """Open-addressed table of ``(key digest, tokens, updated)`` slots in a shared file."""
+    """Open-addressed table of ``(key digest, tokens, updated, full again at)`` slots in a shared file.
 
-    _SLOT = struct.Struct("<8sdd")
+    A slot whose bucket has refilled completely holds nothing a fresh bucket would not, so it is free
+    for another key: the table never fills up with the buckets of past clients."""
+
+    _SLOT = struct.Struct("<8sddd")
     _SLOTS = 8192
     _PROBES = 32
 
@@ -67,23 +70,28 @@ class FileBuckets:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            if os.fstat(self._fd).st_size != size:
+            if os.fstat(self._fd).st_size != size:  # new, or from another layout: start empty
+                os.ftruncate(self._fd, 0)
                 os.ftruncate(self._fd, size)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._map = mmap.mmap(self._fd, size)
 
-    def _slot(self, digest: bytes) -> int:
+    def _slot(self, digest: bytes, now: float) -> int:
         start = int.from_bytes(digest, "little") % self._SLOTS
-        empty = None
+        free = None
+        oldest, oldest_full = start, float("inf")
         for probe in range(self._PROBES):
             index = (start + probe) % self._SLOTS
-            found = self._map[index * self._SLOT.size : index * self._SLOT.size + 8]
+            found, _tokens, _updated, full_at = self._SLOT.unpack_from(self._map, index * self._SLOT.size)
             if found == digest:
                 return index
-            if empty is None and found == b"\0" * 8:
-                empty = index
-        return empty if empty is not None else start  # table crowded: reuse (the bucket restarts full)
+            if free is None and (found == b"\0" * 8 or full_at <= now):
+                free = index
+            if full_at < oldest_full:
+                oldest, oldest_full = index, full_at
+        # Every probed bucket is still refilling: take the one closest to full (it loses least).
+        return free if free is not None else oldest
 
     async def take(self, key: str, rate: float, burst: float) -> float:
         return self.take_now(key, rate, burst)
@@ -92,17 +100,17 @@ class FileBuckets:
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            index = self._slot(digest)
-            offset = index * self._SLOT.size
-            found, tokens, updated = self._SLOT.unpack_from(self._map, offset)
             now = time.monotonic()
+            index = self._slot(digest, now)
+            offset = index * self._SLOT.size
+            found, tokens, updated, _full_at = self._SLOT.unpack_from(self._map, offset)
             tokens = burst if found != digest else _refill(tokens, updated, now, rate, burst)
             wait = 0.0
             if tokens >= 1.0:
                 tokens -= 1.0
             else:
                 wait = (1.0 - tokens) / rate
-            self._SLOT.pack_into(self._map, offset, digest, tokens, now)
+            self._SLOT.pack_into(self._map, offset, digest, tokens, now, now + (burst - tokens) / rate)
             return wait
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -100,7 +100,7 @@ class KeyStore:
         name = name.strip()
         if not name or len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
             raise InvalidInput(f"key name must be 1–{_NAME_MAX} printable characters")
-        patterns = check_patterns(list(models or []))
+        patterns = check_patterns(models)
         now = datetime.now(UTC)
         key_id, secret, token = new_token()
         values = {
@@ -190,7 +190,7 @@ class KeyStore:
             )
         values: dict[str, Any] = {}
         if models is not None:
-            values["models"] = check_patterns(list(models))
+            values["models"] = check_patterns(models)
         if rate is not None or "rate" in clear:
             values["rate"] = rate
         if quota is not None or "quota" in clear:

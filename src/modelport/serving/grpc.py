@@ -31,6 +31,7 @@ from modelport.errors import (
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.http import public_message
 from modelport.serving.protocol import inference_pb2 as pb
 from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
 from modelport.serving.tensors import DATATYPES, Tensor
@@ -68,6 +69,11 @@ def _code(error: Exception) -> grpc.StatusCode:
     if isinstance(error, StoreNotReady):
         return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
+
+
+def _message(error: ModelportError) -> str:
+    """What a client may read: database errors carry the database's address, so they say less."""
+    return public_message(error)
 
 
 def _inputs(request: Any, limits: Limits) -> list[Tensor]:
@@ -123,8 +129,17 @@ def _token(context: Any) -> str | None:
 
 
 def _address(context: Any) -> str | None:
-    peer = str(context.peer() or "")  # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555"
-    return peer.rsplit(":", 1)[0] if peer else None
+    """The client address as the REST adapter sees it, so both protocols share one failure budget:
+    ``ipv4:127.0.0.1:5555`` → ``127.0.0.1``; ``ipv6:[::1]:5555`` (or ``%5B::1%5D``) → ``::1``."""
+    from urllib.parse import unquote
+
+    peer = unquote(str(context.peer() or ""))
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or None
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -145,7 +160,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
             await context.abort(_code(exc), str(exc))
         except ModelportError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(_code(exc), _message(exc))
         return principal
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -167,7 +182,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             self.plane.resolve(request.name, request.version or None)
             ready = await self.plane.model_ready(request.name, request.version or None)
         except ModelportError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(_code(exc), _message(exc))
+        except Exception:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
@@ -175,7 +192,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             meta = await self.plane.model_metadata(request.name, request.version or None)
         except ModelportError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(_code(exc), _message(exc))
+        except Exception:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -199,7 +218,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         except ModelportError as exc:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
-            await context.abort(_code(exc), str(exc))
+            await context.abort(_code(exc), _message(exc))
         except Exception:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")

@@ -7,9 +7,20 @@ from typing import Any
 
 import orjson
 
+from modelport.errors import StorageFailure, StoreNotReady
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 
-__all__ = ["HTTPError", "Request", "Response", "json_response"]
+__all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"]
+
+
+def public_message(error: Exception) -> str:
+    """An error's message as a client may read it. Database failures name the database (host, user,
+    file path) for operators; clients only learn that the registry is unavailable."""
+    if isinstance(error, StoreNotReady):
+        return "the registry database is unavailable: try again later"
+    if isinstance(error, StorageFailure):
+        return "the registry database refused the operation"
+    return str(error)
 
 
 class HTTPError(Exception):

@@ -101,6 +101,11 @@ class ModelPool:
             self._generation = generation
         return True
 
+    @property
+    def generation(self) -> int:
+        """The registry generation the routes were last read at."""
+        return self._generation
+
     def _is_hot(self, model: str, number: int | None) -> bool:
         with self._lock:
             return number is not None and (model, number) in self._loaded
@@ -117,7 +122,11 @@ class ModelPool:
             if number is None:
                 raise VersionNotFound(f"model {model!r} has no versions")
             return number
-        if selector.isdigit():
+        if selector.isascii() and selector.isdigit():
+            # Versions are numbered 1..latest without gaps: anything else does not exist.
+            latest = routes.get(LATEST, 0)
+            if len(selector) > 10 or not 1 <= int(selector) <= latest:
+                raise VersionNotFound(f"model {model!r} has no version {selector[:12]}")
             return int(selector)
         number = routes.get(selector)
         if number is None:

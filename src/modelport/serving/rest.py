@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import math
 import re
 import signal
@@ -35,16 +36,18 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
-from modelport.registry.names import parse_ref
+from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 from modelport.serving import management
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.http import HTTPError, Request, Response, json_response
+from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
 from modelport.serving.mlflow import UnsupportedMediaType, decode_frame, encode_predictions
 from modelport.serving.v2 import HEADER_LENGTH, Limits, decode_request, encode_response
 
 __all__ = ["RestApp", "status_for"]
+
+log = logging.getLogger("modelport.serving")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -58,6 +61,10 @@ def _token(headers: dict[str, str]) -> str | None:
         scheme, _, value = authorization.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
     return headers.get("x-api-key")
+
+
+# host[:port] or [v6]:port — nothing else (no userinfo, no path)
+_HOST = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9._-]+))(?::[0-9]{1,5})?")
 
 
 def _pickled(content_type: str, body: bytes) -> bool:
@@ -76,9 +83,12 @@ def _client(scope: Scope) -> str | None:
 def _query(scope: Scope) -> dict[str, list[str]]:
     raw = scope.get("query_string", b"")
     try:
-        return parse_qs(raw.decode("latin-1"), max_num_fields=20) if raw else {}
+        query = parse_qs(raw.decode("latin-1"), max_num_fields=20) if raw else {}
     except ValueError:
         raise HTTPError(400, "too many query parameters") from None
+    if any(ord(c) < 32 or ord(c) == 127 for values in query.values() for v in values for c in v):
+        raise HTTPError(400, "query parameters may not hold control characters")
+    return query
 
 
 def status_for(error: Exception) -> int:
@@ -105,6 +115,7 @@ def status_for(error: Exception) -> int:
 
 
 USAGE_FLUSH_SECONDS = 1.0
+_NO_DEFAULT = "no default model: start the server with --default-model or call /endpoints/{REF}/invocations"
 
 Handler = Callable[["RestApp", Request], Awaitable[Response]]
 _MODEL = r"(?P<name>[^/]+)"
@@ -216,14 +227,8 @@ class RestApp:
     async def invocations(self, request: Request) -> Response:
         ref = request.params.get("ref") or self.default_model
         if ref is None:
-            raise HTTPError(
-                404,
-                "no default model: start the server with --default-model "
-                "or call /endpoints/{REF}/invocations",
-            )
+            raise HTTPError(404, _NO_DEFAULT)
         parsed = parse_ref(ref)
-        if not request.principal.sees(parsed.name):
-            raise ModelNotFound(f"no model named {parsed.name!r}")
         selector = (
             None
             if parsed.alias == "latest" and "@" not in ref
@@ -282,9 +287,11 @@ class RestApp:
             if matched is None or matched[3] is not None:  # probes answer whatever Host a balancer sends
                 self._check_host(headers.get("host", ""))
             if matched is None:
-                allowed = any(route[1].fullmatch(path) for route in self.ROUTES)
-                if not allowed:
-                    # Unknown paths ask for a key too: without one, nothing about the route table leaks.
+                same_path = [route for route in self.ROUTES if route[1].fullmatch(path)]
+                allowed = bool(same_path)
+                if not any(route[4] is None for route in same_path):
+                    # Unknown paths and wrong methods ask for a key first: without one, nothing
+                    # about the route table leaks.
                     await self.gate.authenticate(_token(headers), _client(scope))
                 raise HTTPError(
                     405 if allowed else 404,
@@ -310,8 +317,7 @@ class RestApp:
             response = self._error(exc, mlflow_errors)
         finally:
             self.in_flight -= 1
-        if request is not None and permission == "infer":
-            model = params.get("name") or (params.get("ref") or self.default_model or "?").split("@")[0]
+        if request is not None and permission == "infer" and is_model_name(model := self._model_of(params)):
             self.gate.count(
                 request.principal,
                 model,
@@ -334,6 +340,13 @@ class RestApp:
         )
         await send({"type": "http.response.body", "body": response.body})
 
+    def _model_of(self, params: dict[str, str]) -> str:
+        """The model a request is about: ``{name}``, the model of ``{ref}``, or the default model."""
+        if "name" in params:
+            return params["name"]
+        ref = params.get("ref") or self.default_model or ""
+        return ref.split("@", 1)[0]
+
     async def _admit(
         self,
         headers: dict[str, str],
@@ -343,16 +356,24 @@ class RestApp:
         path: str,
         params: dict[str, str],
     ) -> Principal:
-        """Authenticate, authorise and rate-limit; a model outside the key's patterns is 404."""
+        """Authenticate, then the key's rate and quota (so refusals below are limited too), then its
+        role, then its model scope: a model outside the key's patterns answers like a missing one."""
         principal = await self.gate.authenticate(_token(headers), _client(scope))
+        await self.gate.admit(principal)
         if not principal.may(permission):
-            if permission in ("publish", "admin"):
+            if permission in ("publish", "admin") and await self.gate.may_record_denial(principal):
                 await asyncio.to_thread(self._audit_denied, principal, method, path)
             principal.require(permission)
-        name = params.get("name")
-        if name is not None and not principal.sees(name):
-            raise ModelNotFound(f"no model named {name!r}")
-        await self.gate.admit(principal)
+        if "name" in params or "ref" in params:
+            name = self._model_of(params)
+            if not principal.sees(name):
+                raise ModelNotFound(f"no model named {name[:100]!r}")
+        elif (
+            permission == "infer"
+            and path == "/invocations"
+            and (self.default_model is None or not principal.sees(self._model_of(params)))
+        ):
+            raise HTTPError(404, _NO_DEFAULT)  # the default model's name is not revealed
         return principal
 
     def _audit_denied(self, principal: Principal, method: str, path: str) -> None:
@@ -364,9 +385,9 @@ class RestApp:
     def _check_host(self, host: str) -> None:
         if not self.allowed_hosts:
             return
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        name = name.strip("[]").lower()
-        if name not in self.allowed_hosts and "*" not in self.allowed_hosts:
+        found = _HOST.fullmatch(host.lower())
+        name = (found.group(1) or found.group(2)) if found else None
+        if name is None or (name not in self.allowed_hosts and "*" not in self.allowed_hosts):
             raise HTTPError(400, "the Host header names a host this server does not answer for")
 
     def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool, str | None] | None:
@@ -402,7 +423,9 @@ class RestApp:
     def _error(exc: Exception, mlflow_errors: bool) -> Response:
         status = status_for(exc)
         message = (
-            str(exc) if isinstance(exc, ModelportError | HTTPError) else "internal error: the model failed"
+            public_message(exc)
+            if isinstance(exc, ModelportError | HTTPError)
+            else "internal error: the model failed"
         )
         headers: tuple[tuple[bytes, bytes], ...] = ()
         if status == 401:
@@ -466,25 +489,37 @@ class RestApp:
 
     async def _poll(self) -> None:
         """Notice registry changes from any process (alias moves, key changes) even when no request
-        comes, and add usage counts to the database about once a second."""
-        last_flush = asyncio.get_running_loop().time()
+        comes, and add usage counts to the database about once a second. Keys are reloaded until a
+        reload succeeds for the generation seen: one failed read must not leave a revoked key working."""
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
+        keys_generation = self.plane.pool.generation
         while True:
             await asyncio.sleep(self.plane.pool.poll_interval)
             try:
-                if await asyncio.to_thread(self.plane.pool.refresh_if_changed):
+                await asyncio.to_thread(self.plane.pool.refresh_if_changed)
+                generation = self.plane.pool.generation
+                if generation != keys_generation:
                     await asyncio.to_thread(self.gate.reload)
-            except ModelportError:
-                pass  # the database is unreachable: keep serving the routes and keys we have
-            now = asyncio.get_running_loop().time()
-            if now - last_flush >= USAGE_FLUSH_SECONDS:
-                last_flush = now
-                await self._flush_usage()
+                    keys_generation = generation
+            except Exception as exc:  # keep polling whatever happens; serve the routes and keys we have
+                log.warning("registry poll failed (%s); retrying", type(exc).__name__)
+            if loop.time() - last_flush >= USAGE_FLUSH_SECONDS:
+                last_flush = loop.time()
+                try:
+                    await self._flush_usage()
+                except Exception as exc:
+                    log.warning("usage flush failed (%s)", type(exc).__name__)
 
     async def _flush_usage(self) -> None:
         rows, unflushed = self.gate.take_pending()
         try:
             await asyncio.to_thread(self.gate.write_usage, rows)
-        except ModelportError:
-            self.gate.restore(rows)
+        except StoreNotReady:
+            self.gate.restore(rows)  # the database is away: keep the counts for the next attempt
             return
+        except ModelportError as exc:
+            # The database refused these rows themselves: retrying would refuse them forever and
+            # block every later count. Drop them, say so, and go on.
+            log.warning("usage rows refused by the database and dropped: %s", exc)
         self.gate.written(unflushed)
