@@ -485,6 +485,46 @@ def validate(
 
 
 @app.command()
+def doctor(
+    model: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Only this model.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Reload every stored version under the current libraries, replay its golden cases and compare
+    with the recorded ground truth. Exit 1 when a version a `production` alias points at fails."""
+    from rich.table import Table
+
+    from modelport.validation.doctor import diagnose
+
+    registry = _open()
+    try:
+        results = diagnose(registry, model)
+    finally:
+        registry.close()
+    failing_production = [
+        r.ref for r in results if r.serving and "production" in r.aliases and r.verdict != "ok"
+    ]
+    if json_out:
+        print_json({"versions": [r.to_dict() for r in results], "failing_production": failing_production})
+    else:
+        table = Table(title="doctor: stored versions in this environment")
+        for column in ("version", "artifact", "aliases", "recorded → now", "max deviation", "verdict"):
+            table.add_column(column, overflow="fold", no_wrap=column in ("version", "verdict"))
+        for r in results:
+            colour = {"ok": "green", "drift": "yellow", "fails": "red"}[r.verdict]
+            deviation = "—" if r.max_deviation is None else f"{r.max_deviation:.1e}"
+            artifact = f"{r.format}{' (serving)' if r.serving else ''}"
+            verdict = f"[{colour}]{r.verdict}[/{colour}]" + (f": {r.reason}" if r.reason else "")
+            table.add_row(
+                r.ref, artifact, ", ".join(r.aliases), r.recorded or "unchanged", deviation, verdict
+            )
+        console.print(table)
+    if failing_production:
+        failing = ", ".join(failing_production)
+        error_console.print(f"error: production serves version(s) that fail in this environment: {failing}")
+        raise typer.Exit(1)
+
+
+@app.command()
 def predict(
     ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
     input_path: Annotated[Path, typer.Option("--input", help="Rows to score: CSV, Parquet or JSON.")],

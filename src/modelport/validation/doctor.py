@@ -1,0 +1,112 @@
+"""`modelport doctor`: does every stored version still compute what it computed at registration, in
+*this* environment? Each artifact of each version is loaded (digest-verified) with the libraries
+installed now, its golden cases are replayed, and the answers are compared with the ground truth
+recorded at registration. Run it after a dependency bump (docs/upgrades.md); it fails when a version
+that a `production` alias points at no longer serves correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from modelport.environment import snapshot
+from modelport.errors import ModelportError
+from modelport.registry.records import VersionRecord
+from modelport.registry.service import GOLDEN_TOLERANCE, Registry
+from modelport.runtimes.base import Prediction
+from modelport.runtimes.equivalence import compare
+
+__all__ = ["Diagnosis", "diagnose", "environment_change"]
+
+_SHOWN = ("python", "numpy", "scikit-learn", "onnxruntime", "xgboost", "xgboost-cpu", "lightgbm", "skops")
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    ref: str
+    role: str  # "onnx" or "native"
+    format: str
+    serving: bool  # the artifact the server answers with
+    aliases: tuple[str, ...]
+    recorded: str  # what changed since registration, "recorded → now"; "" when nothing did
+    max_deviation: float | None
+    label_mismatches: int
+    verdict: str  # "ok", "drift" (answers differ) or "fails" (cannot load or score)
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def environment_change(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """The tracked versions that differ, as ``name recorded → current``."""
+    before = {"python": recorded.get("python"), **recorded.get("packages", {})}
+    after = {"python": current.get("python"), **current.get("packages", {})}
+    changes = [
+        f"{name} {before.get(name) or '—'} → {after.get(name) or '—'}"
+        for name in _SHOWN
+        if before.get(name) != after.get(name) and (before.get(name) or after.get(name))
+    ]
+    return ", ".join(changes)
+
+
+def _expected(version: VersionRecord) -> Prediction:
+    outputs = version.golden["outputs"]
+    if "values" in outputs:
+        return Prediction(
+            values=np.array([np.nan if v is None else v for v in outputs["values"]], dtype=np.float64)
+        )
+    return Prediction(
+        labels=np.array(outputs["labels"], dtype=object),
+        probabilities=np.array(outputs["probabilities"], dtype=np.float64),
+    )
+
+
+def _check(registry: Registry, version: VersionRecord, role: str, current: dict[str, Any]) -> Diagnosis:
+    artifact = version.artifact(role)
+    assert artifact is not None
+    serving_role = "onnx" if version.serving_format == "onnx" else "native"
+    common: dict[str, Any] = {
+        "ref": version.ref,
+        "role": role,
+        "format": artifact.format,
+        "serving": role == serving_role,
+        "aliases": tuple(version.aliases),
+        "recorded": environment_change(version.environment, current),
+    }
+    try:
+        loaded = registry.load(version, role=role)
+    except ModelportError as exc:
+        return Diagnosis(**common, max_deviation=None, label_mismatches=0, verdict="fails", reason=str(exc))
+    try:
+        golden = version.golden
+        got = loaded.predict_batch(loaded.signature.rows_batch(golden["columns"], golden["rows"]))
+    except ModelportError as exc:
+        return Diagnosis(**common, max_deviation=None, label_mismatches=0, verdict="fails", reason=str(exc))
+    finally:
+        loaded.close()
+    report = compare(_expected(version), got, GOLDEN_TOLERANCE)
+    verdict = "ok" if report.equivalent else "drift"
+    reason = "" if report.equivalent else report.summary()
+    return Diagnosis(
+        **common,
+        max_deviation=report.max_abs_diff,
+        label_mismatches=report.label_mismatches,
+        verdict=verdict,
+        reason=reason,
+    )
+
+
+def diagnose(registry: Registry, model: str | None = None) -> list[Diagnosis]:
+    """Every artifact of every version (of ``model``, or of all models), checked in this environment."""
+    current = snapshot()
+    names = [model] if model is not None else [m.name for m in registry.models()]
+    results = []
+    for name in names:
+        for version in registry.versions(name):
+            for artifact in sorted(version.artifacts, key=lambda a: a.role != "onnx"):
+                results.append(_check(registry, version, artifact.role, current))
+    return results
