@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check clean proto
+.PHONY: demo test check clean proto upgrade-drill
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 
+# Register the example under an older scikit-learn, then doctor and serve it under ours (docs/upgrades.md).
+upgrade-drill: $(STAMP)
+	$(BIN)/python examples/credit_rating/upgrade_drill.py
+
 # Regenerate the gRPC modules from serving/protocol/inference.proto (they are committed).
 proto: $(STAMP)
 	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		modelport/serving/protocol/inference.proto
 
 clean:
-	rm -rf $(VENV) .modelport examples/credit_rating/out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-drill .modelport examples/credit_rating/out .mypy_cache .ruff_cache .pytest_cache

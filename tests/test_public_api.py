@@ -21,6 +21,7 @@ def test_exports_match_all() -> None:
         "settings",
         "signature",
         "tables",
+        "validation",
     }
     assert public - modules == set(modelport.__all__) - {"__version__", "errors"}
     for name in modelport.__all__:
