@@ -132,13 +132,12 @@ def main() -> int:
     served = np.asarray(outputs["probabilities"]["data"], dtype=np.float64).reshape(len(rows), -1)
     recorded = np.asarray(golden["outputs"]["probabilities"], dtype=np.float64)
     labels_equal = [str(v) for v in outputs["label"]["data"]] == [str(v) for v in golden["outputs"]["labels"]]
-    deviation = float(np.abs(served - recorded).max())
+    worst = float(np.abs(served - recorded).max())
     print(
-        f"served {len(rows)} golden rows: max |served − recorded| = {deviation:.2e}, "
-        f"labels equal: {labels_equal}"
+        f"served {len(rows)} golden rows: max |served − recorded| = {worst:.2e}, labels equal: {labels_equal}"
     )
 
-    ok = doctor.returncode == 0 and labels_equal and deviation <= 1e-4
+    ok = doctor.returncode == 0 and labels_equal and worst <= 1e-4
     ok = ok and all(r["verdict"] == "ok" for r in diagnosis if r["serving"])
     step(f"drill {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from sqlalchemy import update
@@ -181,3 +182,40 @@ def test_gate_over_the_cli_and_bad_input(home: Path) -> None:
         assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
     assert cli(home, "alias", "unprotect", "credit", "production").returncode == 0
     assert cli(home, "alias", "set", "credit", "production", "2").returncode == 0
+
+
+def test_the_gate_over_the_management_api(home: Path) -> None:
+    from modelport.security.store import KeyStore
+    from tests.serving.conftest import start_server, stop_server
+
+    registry = open_registry(Settings(home=home))
+    try:
+        keys = KeyStore(registry.store)
+        publisher = keys.create(name="pub", role="publisher", actor="local:test")
+        admin = keys.create(name="adm", role="admin", actor="local:test")
+        assert publisher is not None and admin is not None
+        registry.store.protect_alias("credit", "production", actor="local:test")
+        current = registry.get("credit@production").number
+    finally:
+        registry.close()
+    target = 3 if current != 3 else 2
+    server = start_server(home, insecure_dev=False)
+    try:
+        path = f"{server.url}/api/v1/models/credit/aliases/production"
+        pub = {"Authorization": f"Bearer {publisher[1]}"}
+        adm = {"Authorization": f"Bearer {admin[1]}"}
+        refused = httpx.put(path, json={"version": 2}, headers=pub)
+        assert refused.status_code in (200, 409)  # v2 may carry a passing report from the gate test
+        unvalidated = httpx.put(path, json={"version": 3}, headers=pub)
+        assert unvalidated.status_code == 409 and "protected" in unvalidated.json()["error"]
+        assert httpx.put(path, json={"version": 2, "override_reason": "x"}, headers=pub).status_code == 403
+        forced = httpx.put(path, json={"version": 2, "override_reason": "risk sign-off R-9"}, headers=adm)
+        assert forced.status_code == 200, forced.text
+    finally:
+        stop_server(server)
+        registry = open_registry(Settings(home=home))
+        try:
+            registry.store.protect_alias("credit", "production", actor="local:test", protect=False)
+        finally:
+            registry.close()
+    assert target in (2, 3)
