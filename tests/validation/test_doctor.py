@@ -82,3 +82,62 @@ def test_doctor(tmp_path: Path, sklearn_model: object, data: pd.DataFrame) -> No
     assert json.loads(_doctor(home, "--json").stdout)["failing_production"] == ["credit@1"]
     missing = _doctor(home, "nosuch")
     assert missing.returncode == 3 and "no model named" in missing.stderr
+
+
+def test_doctor_fix_remakes_a_drifting_twin_from_the_native_model(
+    tmp_path: Path, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.registry.schema import artifacts
+    from tests.conftest import FEATURES
+
+    home = tmp_path / "home"
+    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
+    try:
+        good = registry.register(
+            sklearn_model, name="credit", sample=data, target="label", alias="production"
+        )
+        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
+        foreign = registry.register(other, name="other", sample=data, target="label")
+        foreign_twin = foreign.artifact("onnx")
+        assert foreign_twin is not None
+        # The twin now computes something else (as an incompatible runtime upgrade might make it).
+        version_id = (
+            registry.store.db.engine.connect()
+            .execute(model_versions.select().where(model_versions.c.uuid == good.uuid))
+            .one()
+            .id
+        )
+        with registry.store.db.engine.begin() as conn:
+            conn.execute(
+                update(artifacts)
+                .where(artifacts.c.version_id == version_id, artifacts.c.role == "onnx")
+                .values(digest=foreign_twin.digest, size=foreign_twin.size)
+            )
+    finally:
+        registry.close()
+    broken = _doctor(home, "credit", "--json")
+    assert broken.returncode == 1
+    assert {(r["role"], r["verdict"]) for r in json.loads(broken.stdout)["versions"]} == {
+        ("onnx", "drift"),
+        ("native", "ok"),
+    }
+    fixed = _doctor(home, "credit", "--fix", "--json")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    report = json.loads(fixed.stdout)
+    assert report["fixed"][0]["ref"] == "credit@1" and report["fixed"][0]["outcome"].startswith("fixed")
+    assert {r["verdict"] for r in report["versions"]} == {"ok"}
+    registry = open_registry(Settings(home=home))
+    try:
+        version = registry.get("credit@production")
+        (migration,) = version.lineage["migrations"]
+        assert "re-converted" in migration["action"] and migration["environment"]["packages"]
+        assert version.artifact("onnx").digest != foreign_twin.digest  # type: ignore[union-attr]
+        assert [r.action for r in registry.store.audit_records(action="version.migrate")] == [
+            "version.migrate"
+        ]
+        assert registry.store.verify_audit().ok
+    finally:
+        registry.close()
+    assert _doctor(home, "credit").returncode == 0

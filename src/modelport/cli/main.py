@@ -487,6 +487,9 @@ def validate(
 @app.command()
 def doctor(
     model: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Only this model.")] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Re-make failing ONNX twins from native artifacts that still work.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Reload every stored version under the current libraries, replay its golden cases and compare
@@ -494,17 +497,29 @@ def doctor(
     from rich.table import Table
 
     from modelport.validation.doctor import diagnose
+    from modelport.validation.doctor import fix as fix_versions
 
     registry = _open()
+    fixed: list[tuple[str, str]] = []
     try:
         results = diagnose(registry, model)
+        if fix:
+            fixed = fix_versions(registry, results, local_actor())
+            if fixed:
+                results = diagnose(registry, model)  # what serves now
     finally:
         registry.close()
     failing_production = [
         r.ref for r in results if r.serving and "production" in r.aliases and r.verdict != "ok"
     ]
     if json_out:
-        print_json({"versions": [r.to_dict() for r in results], "failing_production": failing_production})
+        print_json(
+            {
+                "versions": [r.to_dict() for r in results],
+                "failing_production": failing_production,
+                "fixed": [{"ref": ref, "outcome": outcome} for ref, outcome in fixed],
+            }
+        )
     else:
         table = Table(title="doctor: stored versions in this environment")
         for column in ("version", "artifact", "aliases", "recorded → now", "max deviation", "verdict"):
@@ -518,6 +533,8 @@ def doctor(
                 r.ref, artifact, ", ".join(r.aliases), r.recorded or "unchanged", deviation, verdict
             )
         console.print(table)
+        for ref, outcome in fixed:
+            console.print(f"{ref}: {outcome}")
     if failing_production:
         failing = ", ".join(failing_production)
         error_console.print(f"error: production serves version(s) that fail in this environment: {failing}")

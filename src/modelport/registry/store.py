@@ -192,6 +192,53 @@ class RegistryStore:
             self._audit(conn, actor, "alias.remove", f"{name}@{alias}", before={"version": before})
             self._bump_generation(conn)
 
+    def replace_twin(
+        self,
+        name: str,
+        number: int,
+        *,
+        artifact: ArtifactRecord,
+        conversion: dict[str, Any],
+        migration: dict[str, Any],
+        actor: str,
+    ) -> VersionRecord:
+        """A version's ONNX twin, re-made in a newer environment (`doctor --fix`): the one audited
+        exception to immutable versions. The migration is appended to the version's lineage."""
+        with self.db.write() as conn:
+            version_id = self._version_id(conn, name, number)
+            before = self._version_by_id(conn, version_id)
+            old = before.artifact("onnx")
+            conn.execute(
+                delete(artifacts).where(artifacts.c.version_id == version_id, artifacts.c.role == "onnx")
+            )
+            conn.execute(
+                artifacts.insert().values(
+                    version_id=version_id,
+                    role="onnx",
+                    format=artifact.format,
+                    digest=artifact.digest,
+                    size=artifact.size,
+                    details=artifact.details,
+                )
+            )
+            lineage = dict(before.lineage)
+            lineage["migrations"] = [*lineage.get("migrations", []), migration]
+            conn.execute(
+                update(model_versions)
+                .where(model_versions.c.id == version_id)
+                .values(serving_format="onnx", conversion=conversion, lineage=lineage)
+            )
+            self._audit(
+                conn,
+                actor,
+                "version.migrate",
+                before.ref,
+                before={"onnx": old.digest if old else None, "serving_format": before.serving_format},
+                after={"onnx": artifact.digest, "serving_format": "onnx", "migration": migration},
+            )
+            self._bump_generation(conn)
+            return self._version_by_id(conn, version_id)
+
     # -- the promotion gate and validation reports ----------------------------------------------
 
     def protect_alias(self, name: str, alias: str, *, actor: str, protect: bool = True) -> bool:

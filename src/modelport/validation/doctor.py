@@ -8,6 +8,7 @@ that a `production` alias points at no longer serves correctly.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from modelport.registry.service import GOLDEN_TOLERANCE, Registry
 from modelport.runtimes.base import Prediction
 from modelport.runtimes.equivalence import compare
 
-__all__ = ["Diagnosis", "diagnose", "environment_change"]
+__all__ = ["Diagnosis", "diagnose", "environment_change", "fix"]
 
 _SHOWN = ("python", "numpy", "scikit-learn", "onnxruntime", "xgboost", "xgboost-cpu", "lightgbm", "skops")
 
@@ -110,3 +111,65 @@ def diagnose(registry: Registry, model: str | None = None) -> list[Diagnosis]:
             for artifact in sorted(version.artifacts, key=lambda a: a.role != "onnx"):
                 results.append(_check(registry, version, artifact.role, current))
     return results
+
+
+def fix(registry: Registry, diagnoses: list[Diagnosis], actor: str) -> list[tuple[str, str]]:
+    """Re-make the ONNX twin of every version whose twin serves wrongly while its native artifact still
+    reproduces the golden cases: convert the native model afresh with this environment's converters,
+    prove the new twin equivalent (golden rows plus rows sampled from the signature, as at
+    registration), store it and record the migration. Returns ``(ref, outcome)`` pairs."""
+    by_ref: dict[str, dict[str, Diagnosis]] = {}
+    for diagnosis in diagnoses:
+        by_ref.setdefault(diagnosis.ref, {})[diagnosis.role] = diagnosis
+    outcomes = []
+    for ref, roles in by_ref.items():
+        twin, native = roles.get("onnx"), roles.get("native")
+        broken = [d for d in roles.values() if d.serving and d.verdict != "ok"]
+        if not broken or (twin is not None and twin.verdict == "ok"):
+            continue  # nothing serves wrongly, or the twin is fine (serving from native by design)
+        if native is None or native.verdict != "ok":
+            outcomes.append((ref, "cannot fix: no native artifact that still reproduces the golden cases"))
+            continue
+        outcomes.append((ref, _reconvert(registry, registry.get(ref), actor)))
+    return outcomes
+
+
+def _reconvert(registry: Registry, version: VersionRecord, actor: str) -> str:
+    import pandas as pd
+
+    from modelport.registry import intake
+    from modelport.registry.records import ArtifactRecord
+    from modelport.registry.registration import _convert, twin_details
+
+    loaded = registry.load(version, role="native")
+    try:
+        estimator = getattr(loaded.runtime, "estimator", None)
+        if estimator is None:
+            return f"cannot fix: re-converting {loaded.runtime.format} models is not supported yet"
+        native = intake.from_object(estimator)
+        golden = version.golden
+        frame = pd.DataFrame(golden["rows"], columns=golden["columns"])
+        conversion, blob = _convert(native, loaded.signature, frame, loaded.runtime, registry.settings)
+    finally:
+        loaded.close()
+    if blob is None:
+        return f"cannot fix: the new twin is {conversion['status']}: {conversion['reason']}"
+    with registry.artifacts.staging() as staging:
+        digest = staging.put(blob)
+        record = ArtifactRecord("onnx", "onnx", digest, len(blob), twin_details(native))
+        migration = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": actor,
+            "action": "re-converted the native artifact to a new ONNX twin",
+            "environment": snapshot(),
+            "proof": conversion.get("reason", ""),
+        }
+        registry.store.replace_twin(
+            version.model,
+            version.number,
+            artifact=record,
+            conversion=conversion,
+            migration=migration,
+            actor=actor,
+        )
+    return f"fixed: new ONNX twin sha256:{digest[:12]}…, {conversion['reason']}"
