@@ -100,6 +100,15 @@ def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Pa
         registry.close()
 
 
+def test_reports_are_listed(home: Path, tmp_path: Path) -> None:
+    cli(home, "validate", "credit@1", "--report", str(tmp_path / "r.md"))
+    listed = cli(home, "reports", "credit@1", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["passed"] is True
+    table = cli(home, "reports", "credit@1")
+    assert "passed" in table.stdout
+    assert cli(home, "reports", "credit@99").returncode == 3
+
+
 def test_tampered_ground_truth_fails_and_names_the_case(home: Path, tmp_path: Path) -> None:
     out = cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))
     assert out.returncode == 1, out.stdout + out.stderr

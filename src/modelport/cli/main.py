@@ -485,6 +485,39 @@ def validate(
 
 
 @app.command()
+def reports(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """The validation reports stored with a version, newest first."""
+    from rich.table import Table
+
+    registry = _open()
+    try:
+        version = registry.get(ref)
+        found = registry.store.reports(version.model, version.number)
+    finally:
+        registry.close()
+    if json_out:
+        print_json(found)
+        return
+    table = Table(title=f"validation reports of {version.ref}")
+    for column in ("id", "time (UTC)", "by", "environment", "verdict", "failing checks"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "verdict"))
+    for entry in found:
+        failing = [c["name"] for c in entry["report"].get("checks", []) if not c["passed"]]
+        table.add_row(
+            str(entry["id"]),
+            entry["created_at"][:19],
+            entry["created_by"],
+            entry["environment_hash"][:12],
+            "passed" if entry["passed"] else "FAILED",
+            ", ".join(failing),
+        )
+    console.print(table)
+
+
+@app.command()
 def doctor(
     model: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Only this model.")] = None,
     fix: Annotated[
