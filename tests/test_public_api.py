@@ -14,6 +14,7 @@ def test_exports_match_all() -> None:
         "cli",
         "environment",
         "errors",
+        "monitoring",
         "registry",
         "runtimes",
         "security",

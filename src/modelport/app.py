@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
         gate=gate,
         hsts=tls is not None,
         allowed_hosts=allowed_hosts,
+        metrics_public=settings.metrics_public,
     )
 
 

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     """Serve without API keys (development only): forces the 127.0.0.1 bind and says so at start.
     Set by `modelport serve --insecure-dev`; never set it in production."""
 
+    metrics_public: bool = False
+    """Serve ``/metrics`` without a key (for a Prometheus scraper on a trusted network); otherwise any
+    valid key may read it."""
+
     redis_url: str | None = None
     """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are
     shared by the workers of one server through a file under ``home/run``."""

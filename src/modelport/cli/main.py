@@ -389,6 +389,13 @@ def serve(
         keys = KeyStore(registry.store).count()
     finally:
         registry.close()
+    # Every worker writes its metrics to files in one fresh directory; /metrics sums them.
+    import shutil
+
+    metrics_dir = settings.home.resolve() / "run" / f"metrics-{port}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     # Worker processes build their app from the environment (the one wiring point reads it once).
     os.environ["MODELPORT_HOME"] = str(settings.home.resolve())
     os.environ["MODELPORT_HOST"] = host

@@ -13,6 +13,7 @@ cost of handing work to a thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,12 +23,20 @@ from modelport.signature import Batch
 
 __all__ = ["Batcher"]
 
-Item = tuple[Batch, int, "asyncio.Future[Prediction]"]
+Item = tuple[Batch, int, "asyncio.Future[Prediction]", float]
+BatchObserver = Callable[[int, float], None]
+"""Told of every runtime call: its rows, and how long its oldest request waited in the queue."""
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[Batch], Prediction], max_rows: int = 256) -> None:
+    def __init__(
+        self,
+        predict: Callable[[Batch], Prediction],
+        max_rows: int = 256,
+        observe: BatchObserver | None = None,
+    ) -> None:
         self._predict = predict
+        self._observe = observe
         self.max_rows = max_rows
         self._queue: list[Item] = []
         self._scheduled = False
@@ -37,7 +46,7 @@ class Batcher:
     async def submit(self, batch: Batch, rows: int) -> Prediction:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._queue.append((batch, rows, future))
+        self._queue.append((batch, rows, future, time.perf_counter()))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -59,6 +68,8 @@ class Batcher:
         live = [item for item in items if not item[2].done()]  # skip requests already cancelled
         if not live:
             return
+        if self._observe is not None:
+            self._observe(sum(item[1] for item in live), time.perf_counter() - live[0][3])
         if len(live) == 1:
             self._score_one(live[0])
             return
@@ -73,12 +84,12 @@ class Batcher:
         self.batches += 1
         self.rows += sum(item[1] for item in live)
         offset = 0
-        for _batch, rows, future in live:
+        for _batch, rows, future, _queued in live:
             future.set_result(_slice(prediction, offset, offset + rows))
             offset += rows
 
     def _score_one(self, item: Item) -> None:
-        batch, rows, future = item
+        batch, rows, future, _queued = item
         try:
             prediction = self._predict(batch)
         except Exception as exc:

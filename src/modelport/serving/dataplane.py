@@ -14,6 +14,7 @@ from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import InputMismatch, ModelportError
+from modelport.monitoring.metrics import METRICS
 from modelport.registry.service import LoadedVersion
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
@@ -143,6 +144,11 @@ class DataPlane:
             stats.failure += 1
             stats.failure_ns += time.perf_counter_ns() - started
             raise
+        version = str(loaded.version.number)
+        METRICS.rows.labels(model, version).inc(rows)
+        for feature, kinds in flags.items():
+            for kind, count in kinds.items():
+                METRICS.flags.labels(model, version, feature, kind).inc(count)
         stats.success += 1
         stats.success_ns += time.perf_counter_ns() - started
         stats.last_inference_ms = int(time.time() * 1000)
@@ -160,7 +166,14 @@ class DataPlane:
     def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
         entry = self._batchers.get(key)
         if entry is None or entry[0] is not loaded:
-            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows))
+            batch_rows = METRICS.batch_rows.labels(key[0], str(key[1]))
+            queue_wait = METRICS.queue_wait.labels(key[0], str(key[1]))
+
+            def observe(rows: int, waited: float) -> None:
+                batch_rows.observe(rows)
+                queue_wait.observe(waited)
+
+            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows, observe))
             self._batchers[key] = entry
             # Drop batchers of versions the pool has evicted: they would keep their runtimes alive.
             live = set(self.pool.loaded())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
+from modelport.monitoring.metrics import METRICS, outcome_of
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
@@ -207,10 +209,12 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        started = time.perf_counter()
         principal = await self._admit(context, "infer", request.model_name)
         size = request.ByteSize()
+        version: int | None = None
         try:
-            self.plane.resolve(request.model_name, request.model_version or None)
+            version = self.plane.resolve(request.model_name, request.model_version or None)
             inputs = _inputs(request, self.limits)
             requested = [o.name for o in request.outputs] or None
             result = await self.plane.infer(
@@ -218,10 +222,13 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         except ModelportError as exc:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
+            self._count(request, version, _status(exc), started)
             await context.abort(_code(exc), _message(exc))
         except Exception:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
+            self._count(request, version, 500, started)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")
+        self._count(request, result.version, 200, started)
         response = pb.ModelInferResponse(
             model_name=result.model, model_version=str(result.version), id=request.id
         )
@@ -244,6 +251,25 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             bytes_out=response.ByteSize(),
         )
         return response
+
+    def _count(self, request: Any, version: int | None, status: int, started: float) -> None:
+        routes = self.plane.pool.routes_of(request.model_name)
+        model = request.model_name if routes is not None else ""
+        selector = request.model_version or None
+        if selector is None:
+            alias = "default"
+        else:
+            alias = "" if selector.isdigit() or routes is None or selector not in routes else selector
+        label = "" if version is None or not model else str(version)
+        METRICS.requests.labels(model, label, alias, "grpc", outcome_of(status)).inc()
+        METRICS.latency.labels(model, label, "grpc").observe(time.perf_counter() - started)
+
+
+def _status(error: Exception) -> int:
+    """The HTTP status the REST adapter would give (outcome labels are shared by both protocols)."""
+    from modelport.serving.rest import status_for
+
+    return status_for(error)
 
 
 class GrpcServer:

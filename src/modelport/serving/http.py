@@ -39,6 +39,7 @@ class Request:
     principal: Principal = DEV_PRINCIPAL
     query: dict[str, list[str]] = field(default_factory=dict)
     rows: int = 0  # rows scored, for usage records
+    version: int | None = None  # the version that answered (or was resolved), for metrics
 
 
 @dataclass(slots=True)

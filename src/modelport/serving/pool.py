@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionNotFound
+from modelport.monitoring.metrics import METRICS
 from modelport.registry.names import LATEST, ModelRef
 from modelport.registry.service import LoadedVersion, Registry
 
@@ -133,6 +134,11 @@ class ModelPool:
             raise NotFound(f"model {model!r} has no alias {selector!r}")
         return number
 
+    def routes_of(self, model: str) -> dict[str, int] | None:
+        """The model's aliases (and ``latest``), or ``None`` for a model that does not exist."""
+        with self._lock:
+            return self._routes.get(model)
+
     def policy(self, model: str) -> str:
         """``flag`` or ``reject``: what serving does with values outside the signature."""
         return self._policies.get(model, "flag")
@@ -160,6 +166,7 @@ class ModelPool:
             self._loaded[key] = loaded
             self.failures.pop(f"{model}@{number}", None)
             self._evict(keep=key)
+            self._export_sizes()
         _release_free_memory()
         return loaded
 
@@ -172,16 +179,24 @@ class ModelPool:
             keys = [k for k in self._loaded if k[0] == model and (number is None or k[1] == number)]
             for key in keys:
                 self._loaded.pop(key)
+            self._export_sizes()
         return len(keys)
 
     def _load_and_warm(self, model: str, number: int) -> LoadedVersion:
-        loaded = self.registry.load(ModelRef(model, version=number))
+        started = time.perf_counter()
+        try:
+            loaded = self.registry.load(ModelRef(model, version=number))
+        except ModelportError:
+            METRICS.load_failures.labels(model, str(number)).inc()
+            raise
         try:
             loaded.check_golden()
         except ModelportError as exc:
             loaded.close()
+            METRICS.load_failures.labels(model, str(number)).inc()
             self._record_failure(f"{model}@{number}", str(exc))
             raise
+        METRICS.load_seconds.labels(model, str(number)).observe(time.perf_counter() - started)
         return loaded
 
     def _record_failure(self, ref: str, reason: str) -> None:
@@ -200,6 +215,10 @@ class ModelPool:
             candidates = [k for k in self._loaded if k != keep]
             victim = next((k for k in candidates if k not in pinned), candidates[0])
             self._loaded.pop(victim)
+
+    def _export_sizes(self) -> None:
+        METRICS.loaded.set(len(self._loaded))
+        METRICS.loaded_bytes.set(sum(_size(v) for v in self._loaded.values()))
 
     def loaded(self) -> list[tuple[str, int]]:
         with self._lock:

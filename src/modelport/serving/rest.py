@@ -17,6 +17,7 @@ import math
 import re
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -36,6 +37,7 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
+from modelport.monitoring.metrics import CONTENT_TYPE, METRICS, outcome_of, render
 from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
@@ -136,6 +138,7 @@ class RestApp:
         gate: Gate | None = None,
         hsts: bool = False,
         allowed_hosts: tuple[str, ...] = (),
+        metrics_public: bool = False,
     ) -> None:
         self.gate = gate if gate is not None else Gate(None, insecure=True)
         # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
@@ -144,6 +147,7 @@ class RestApp:
         )
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self._openapi: bytes | None = None
+        self.metrics_public = metrics_public
         self.timeout = timeout
         self.drain_seconds = drain_seconds
         self.plane = plane
@@ -177,7 +181,8 @@ class RestApp:
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
-        self.plane.resolve(request.params["name"], request.params.get("version"))  # 404 before 400
+        # 404 before 400
+        request.version = self.plane.resolve(request.params["name"], request.params.get("version"))
         decoded = decode_request(request.body, request.headers.get(HEADER_LENGTH), self.limits)
         result = await self.plane.infer(
             request.params["name"], request.params.get("version"), decoded.inputs, decoded.outputs
@@ -217,6 +222,9 @@ class RestApp:
     async def mlflow_version(self, request: Request) -> Response:
         return Response(__version__.encode(), content_type=b"text/plain")
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(await asyncio.to_thread(render), content_type=CONTENT_TYPE)
+
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:
             from modelport.serving.openapi import document
@@ -241,6 +249,7 @@ class RestApp:
             loaded.signature,
             self.limits,
         )
+        request.version = loaded.version.number
         prediction = loaded.predict(frame)
         request.rows = len(frame)
         headers = ((b"x-model-version", str(loaded.version.number).encode()),)
@@ -265,6 +274,8 @@ class RestApp:
         ("POST", re.compile(r"/invocations"), invocations, True, "infer"),
         ("POST", re.compile(r"/endpoints/(?P<ref>[^/]+)/invocations"), invocations, True, "infer"),
         ("GET", re.compile(r"/openapi\.json"), openapi, False, "read"),
+        # "metrics": open to scrapers with MODELPORT_METRICS_PUBLIC, else any valid key ("read")
+        ("GET", re.compile(r"/metrics"), metrics, False, "metrics"),
         *management.ROUTES,
     )
 
@@ -276,6 +287,7 @@ class RestApp:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         matched = self._match(method, path)
         mlflow_errors = matched[2] if matched else not path.startswith("/v2")
@@ -298,6 +310,8 @@ class RestApp:
                     f"{'method not allowed' if allowed else 'no route'}: {method} {path}",
                 )
             handler, params, _, permission = matched
+            if permission == "metrics":
+                permission = None if self.metrics_public else "read"
             principal = DEV_PRINCIPAL
             if permission is not None:
                 principal = await self._admit(headers, scope, permission, method, path, params)
@@ -317,6 +331,8 @@ class RestApp:
             response = self._error(exc, mlflow_errors)
         finally:
             self.in_flight -= 1
+        if matched is not None and matched[3] == "infer":
+            self._count(params, request, response.status, mlflow_errors, started)
         if request is not None and permission == "infer" and is_model_name(model := self._model_of(params)):
             self.gate.count(
                 request.principal,
@@ -339,6 +355,27 @@ class RestApp:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    def _count(
+        self, params: dict[str, str], request: Request | None, status: int, mlflow: bool, started: float
+    ) -> None:
+        """Count an inference request. Labels stay bounded: only registered models and versions, and
+        aliases that exist, become label values."""
+        routes = self.plane.pool.routes_of(self._model_of(params))
+        model = self._model_of(params) if routes is not None else ""
+        version = (
+            str(request.version) if request is not None and request.version is not None and model else ""
+        )
+        selector = params.get("version") or (params.get("ref") or "").partition("@")[2] or None
+        if selector is None:
+            alias = "default"
+        elif selector.isdigit() or routes is None or selector not in routes:
+            alias = ""
+        else:
+            alias = selector
+        protocol = "mlflow" if mlflow else "v2"
+        METRICS.requests.labels(model, version, alias, protocol, outcome_of(status)).inc()
+        METRICS.latency.labels(model, version, protocol).observe(time.perf_counter() - started)
 
     def _model_of(self, params: dict[str, str]) -> str:
         """The model a request is about: ``{name}``, the model of ``{ref}``, or the default model."""
@@ -506,6 +543,7 @@ class RestApp:
                 log.warning("registry poll failed (%s); retrying", type(exc).__name__)
             if loop.time() - last_flush >= USAGE_FLUSH_SECONDS:
                 last_flush = loop.time()
+                METRICS.sample_memory()
                 try:
                     await self._flush_usage()
                 except Exception as exc:

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, structured logs (docs/monitoring.md)."""

@@ -1,0 +1,146 @@
+"""Prometheus metrics (prometheus-client), counted by every worker.
+
+With several workers, `modelport serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
+before the workers start; each worker then writes its samples to memory-mapped files there and
+``/metrics`` sums them (prometheus-client's multi-process mode). With one worker in a process of its
+own, the default registry is used.
+
+Label values are bounded: model and version are only ever those of registered versions (a request for
+an unknown model is counted under ``model=""``), alias is the alias asked for (``""`` for a number,
+``"default"`` for none) only when it exists, outcome is one of a fixed set. No request id, key id or
+secret is ever a label.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "METRICS", "Metrics", "outcome_of", "render"]
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+OUTCOMES = {
+    200: "ok",
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "not_found",
+    409: "conflict",
+    413: "too_large",
+    415: "invalid",
+    429: "limited",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def outcome_of(status: int) -> str:
+    if status in OUTCOMES:
+        return OUTCOMES[status]
+    return "ok" if status < 400 else ("invalid" if status < 500 else "error")
+
+
+class Metrics:
+    """The metric families modelport exports (one set per process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        kwargs: dict[str, Any] = {"registry": registry} if registry is not None else {}
+        self.requests = Counter(
+            "modelport_requests_total",
+            "Requests answered, by model, version, alias, protocol and outcome.",
+            ["model", "version", "alias", "protocol", "outcome"],
+            **kwargs,
+        )
+        self.latency = Histogram(
+            "modelport_request_duration_seconds",
+            "Time from the request's arrival to its answer, inside the server.",
+            ["model", "version", "protocol"],
+            buckets=_LATENCY_BUCKETS,
+            **kwargs,
+        )
+        self.rows = Counter(
+            "modelport_rows_scored_total",
+            "Rows scored, by model and version.",
+            ["model", "version"],
+            **kwargs,
+        )
+        self.batch_rows = Histogram(
+            "modelport_batch_rows",
+            "Rows per call into the runtime (after micro-batching).",
+            ["model", "version"],
+            buckets=_ROW_BUCKETS,
+            **kwargs,
+        )
+        self.queue_wait = Histogram(
+            "modelport_queue_wait_seconds",
+            "Time a request waited in the micro-batcher before its batch ran.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            **kwargs,
+        )
+        self.flags = Counter(
+            "modelport_flagged_values_total",
+            "Values outside what the model was trained on, by feature and kind (range, category, missing).",
+            ["model", "version", "feature", "kind"],
+            **kwargs,
+        )
+        self.load_seconds = Histogram(
+            "modelport_model_load_seconds",
+            "Time to load a version (digest check included) and warm it by replaying its golden cases.",
+            ["model", "version"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            **kwargs,
+        )
+        self.load_failures = Counter(
+            "modelport_model_load_failures_total",
+            "Versions that failed to load or to reproduce their golden cases.",
+            ["model", "version"],
+            **kwargs,
+        )
+        self.loaded = Gauge(
+            "modelport_loaded_models",
+            "Versions loaded in memory (summed over live workers).",
+            multiprocess_mode="livesum",
+            **kwargs,
+        )
+        self.loaded_bytes = Gauge(
+            "modelport_loaded_model_bytes",
+            "Artifact bytes of the versions loaded in memory (summed over live workers).",
+            multiprocess_mode="livesum",
+            **kwargs,
+        )
+        self.resident = Gauge(
+            "modelport_process_resident_memory_bytes",
+            "Resident memory of the serving processes (summed over live workers).",
+            multiprocess_mode="livesum",
+            **kwargs,
+        )
+
+    def sample_memory(self) -> None:
+        try:
+            with open("/proc/self/statm") as statm:
+                self.resident.set(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, IndexError):
+            return
+
+
+METRICS = Metrics()
+
+
+def render() -> bytes:
+    """The exposition text: every worker's samples in multi-process mode, else this process's."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
