@@ -113,4 +113,8 @@ def create_gate(settings: Settings, registry: Registry) -> Gate:
 
 def create_app_from_env() -> RestApp:
     """Factory for server worker processes: settings come from ``MODELPORT_*`` variables."""
-    return create_app(Settings())
+    from modelport.monitoring.logs import configure
+
+    settings = Settings()
+    configure(access_log=settings.access_log, level=settings.log_level)
+    return create_app(settings)

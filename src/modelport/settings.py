@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     """Serve without API keys (development only): forces the 127.0.0.1 bind and says so at start.
     Set by `modelport serve --insecure-dev`; never set it in production."""
 
+    access_log: bool = True
+    """Log one JSON line per request (request id, key id, model, version, status, latency) on
+    standard error. Health probes are never logged."""
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    """Level of modelport's own JSON logs."""
+
     metrics_public: bool = False
     """Serve ``/metrics`` without a key (for a Prometheus scraper on a trusted network); otherwise any
     valid key may read it."""

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pandas as pd
@@ -46,6 +47,7 @@ def start_server(
     insecure_dev: bool = True,
     scheme: str = "http",
     verify: ssl.SSLContext | bool = True,
+    log_file: Path | None = None,
 ) -> Server:
     """Start `modelport serve`; wait for readiness (or, without ``ready_check``, for any answer).
 
@@ -57,12 +59,17 @@ def start_server(
     # No drain period unless a test asks for one: stopping test servers stays fast.
     environment = {**os.environ, "MODELPORT_HOME": str(home), "MODELPORT_DRAIN_SECONDS": "0", **(env or {})}
     exe = str(Path(sys.executable).with_name("modelport"))
+    stderr: int | IO[bytes] = subprocess.DEVNULL
+    if log_file is not None:
+        stderr = log_file.open("ab")
     process = subprocess.Popen(
         [exe, "serve", "--port", str(port), *args],
         env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
+    if not isinstance(stderr, int):
+        stderr.close()  # the child has its own copy
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

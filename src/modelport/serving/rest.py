@@ -37,6 +37,8 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
+from modelport.monitoring.logs import ACCESS
+from modelport.monitoring.logs import request_id as make_request_id
 from modelport.monitoring.metrics import CONTENT_TYPE, METRICS, outcome_of, render
 from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
@@ -294,8 +296,10 @@ class RestApp:
         self.in_flight += 1
         request: Request | None = None
         body = b""
+        request_id = ""
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            request_id = make_request_id(headers.get("x-request-id"))
             if matched is None or matched[3] is not None:  # probes answer whatever Host a balancer sends
                 self._check_host(headers.get("host", ""))
             if matched is None:
@@ -333,6 +337,8 @@ class RestApp:
             self.in_flight -= 1
         if matched is not None and matched[3] == "infer":
             self._count(params, request, response.status, mlflow_errors, started)
+        if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
+            self._log(method, path, matched, request, response.status, started, request_id)
         if request is not None and permission == "infer" and is_model_name(model := self._model_of(params)):
             self.gate.count(
                 request.principal,
@@ -351,6 +357,7 @@ class RestApp:
                     (b"content-length", str(len(response.body)).encode()),
                     *response.headers,
                     *self.extra_headers,
+                    (b"x-request-id", request_id.encode()),
                 ],
             }
         )
@@ -376,6 +383,37 @@ class RestApp:
         protocol = "mlflow" if mlflow else "v2"
         METRICS.requests.labels(model, version, alias, protocol, outcome_of(status)).inc()
         METRICS.latency.labels(model, version, protocol).observe(time.perf_counter() - started)
+
+    def _log(
+        self,
+        method: str,
+        path: str,
+        matched: tuple[Handler, dict[str, str], bool, str | None] | None,
+        request: Request | None,
+        status: int,
+        started: float,
+        request_id: str,
+    ) -> None:
+        if ACCESS.disabled or not ACCESS.isEnabledFor(logging.INFO):
+            return
+        params = matched[1] if matched is not None else {}
+        fields: dict[str, Any] = {
+            "event": "request",
+            "request_id": request_id,
+            "method": method,
+            "path": path[:300],
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if request is not None:
+            fields["key_id"] = request.principal.key_id
+            if request.version is not None:
+                fields["version"] = request.version
+            if request.rows:
+                fields["rows"] = request.rows
+        if "name" in params or "ref" in params:
+            fields["model"] = self._model_of(params)[:100]
+        ACCESS.info("request", extra={"fields": fields})
 
     def _model_of(self, params: dict[str, str]) -> str:
         """The model a request is about: ``{name}``, the model of ``{ref}``, or the default model."""

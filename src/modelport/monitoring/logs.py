@@ -1,0 +1,59 @@
+"""Structured logs: one JSON object per line on standard error.
+
+Every event carries a time, a level, the logger and a message; request events add the request id
+(taken from ``X-Request-ID`` when the client sends a sane one, else made here, and echoed in the
+answer), the key id (never the key), model, version, status and latency. Secrets never reach a log:
+only key ids are held outside the gate, and error messages are the ones clients see.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = ["ACCESS", "JsonFormatter", "configure", "request_id"]
+
+ACCESS = logging.getLogger("modelport.access")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            event.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            event["error"] = record.exc_info[0].__name__  # the type only: no traceback, no paths
+        return orjson.dumps(event, default=str).decode()
+
+
+def configure(*, access_log: bool = True, level: str = "INFO") -> None:
+    """JSON lines on standard error for every ``modelport.*`` logger (idempotent)."""
+    root = logging.getLogger("modelport")
+    if not any(getattr(h, "_modelport", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler._modelport = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    ACCESS.disabled = not access_log
+
+
+def request_id(sent: str | None) -> str:
+    """The client's ``X-Request-ID`` if it is sane (≤ 128 safe characters), else a new one."""
+    if sent is not None and _SANE_ID.fullmatch(sent):
+        return sent
+    return secrets.token_hex(8)
