@@ -52,6 +52,10 @@ def open_registry(settings: Settings | None = None, *, create: bool = False) -> 
 def create_app(settings: Settings | None = None) -> RestApp:
     """The HTTP application: registry → model pool → data plane → REST adapter."""
     settings = settings if settings is not None else Settings()
+    if not settings.metrics:
+        from modelport.monitoring.metrics import disable
+
+        disable()
     registry = open_registry(settings)
     pool = ModelPool(
         registry,

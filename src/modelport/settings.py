@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Level of modelport's own JSON logs."""
 
+    metrics: bool = True
+    """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""
+
     metrics_public: bool = False
     """Serve ``/metrics`` without a key (for a Prometheus scraper on a trusted network); otherwise any
     valid key may read it."""

@@ -3,6 +3,7 @@ outcome, summed over both workers; bounded labels; the route needs a key unless 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def test_exact_counts_over_two_workers(server: Server) -> None:
     assert [post("/v2/models/credit/versions/staging/infer", ROW) for _ in range(7)] == [200] * 7
     assert [post("/v2/models/credit/infer", {"inputs": []}) for _ in range(5)] == [400] * 5
     assert [post(f"/v2/models/nosuch{i}/infer", ROW) for i in range(3)] == [404] * 3
+    time.sleep(0.6)  # each worker folds its counts into the shared metrics four times a second
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     requests = samples(text, "modelport_requests_total")
     assert requests[key(model="credit", version="1", alias="default", protocol="v2", outcome="ok")] == 30

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import InputMismatch, ModelportError
-from modelport.monitoring.metrics import METRICS
+from modelport.monitoring.metrics import LOCAL, METRICS
 from modelport.registry.service import LoadedVersion
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
@@ -145,7 +145,7 @@ class DataPlane:
             stats.failure_ns += time.perf_counter_ns() - started
             raise
         version = str(loaded.version.number)
-        METRICS.rows.labels(model, version).inc(rows)
+        LOCAL.rows(model, version, rows)
         for feature, kinds in flags.items():
             for kind, count in kinds.items():
                 METRICS.flags.labels(model, version, feature, kind).inc(count)
@@ -166,12 +166,10 @@ class DataPlane:
     def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
         entry = self._batchers.get(key)
         if entry is None or entry[0] is not loaded:
-            batch_rows = METRICS.batch_rows.labels(key[0], str(key[1]))
-            queue_wait = METRICS.queue_wait.labels(key[0], str(key[1]))
+            model, version = key[0], str(key[1])
 
             def observe(rows: int, waited: float) -> None:
-                batch_rows.observe(rows)
-                queue_wait.observe(waited)
+                LOCAL.batch(model, version, rows, waited)
 
             entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows, observe))
             self._batchers[key] = entry

@@ -29,7 +29,7 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
-from modelport.monitoring.metrics import METRICS, outcome_of
+from modelport.monitoring.metrics import LOCAL, outcome_of
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
@@ -261,8 +261,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             alias = "" if selector.isdigit() or routes is None or selector not in routes else selector
         label = "" if version is None or not model else str(version)
-        METRICS.requests.labels(model, label, alias, "grpc", outcome_of(status)).inc()
-        METRICS.latency.labels(model, label, "grpc").observe(time.perf_counter() - started)
+        LOCAL.request(model, label, alias, "grpc", outcome_of(status), time.perf_counter() - started)
 
 
 def _status(error: Exception) -> int:

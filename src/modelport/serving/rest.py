@@ -37,9 +37,9 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
-from modelport.monitoring.logs import ACCESS
+from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
-from modelport.monitoring.metrics import CONTENT_TYPE, METRICS, outcome_of, render
+from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, outcome_of, render
 from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
@@ -225,6 +225,7 @@ class RestApp:
         return Response(__version__.encode(), content_type=b"text/plain")
 
     async def metrics(self, request: Request) -> Response:
+        LOCAL.flush()  # this worker's latest counts; the others flush on their own within 0.25 s
         return Response(await asyncio.to_thread(render), content_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
@@ -381,8 +382,7 @@ class RestApp:
         else:
             alias = selector
         protocol = "mlflow" if mlflow else "v2"
-        METRICS.requests.labels(model, version, alias, protocol, outcome_of(status)).inc()
-        METRICS.latency.labels(model, version, protocol).observe(time.perf_counter() - started)
+        LOCAL.request(model, version, alias, protocol, outcome_of(status), time.perf_counter() - started)
 
     def _log(
         self,
@@ -394,10 +394,11 @@ class RestApp:
         started: float,
         request_id: str,
     ) -> None:
-        if ACCESS.disabled or not ACCESS.isEnabledFor(logging.INFO):
+        if not ACCESS_LOG.enabled:
             return
         params = matched[1] if matched is not None else {}
         fields: dict[str, Any] = {
+            "msg": "request",
             "event": "request",
             "request_id": request_id,
             "method": method,
@@ -413,7 +414,7 @@ class RestApp:
                 fields["rows"] = request.rows
         if "name" in params or "ref" in params:
             fields["model"] = self._model_of(params)[:100]
-        ACCESS.info("request", extra={"fields": fields})
+        ACCESS_LOG.write(fields)
 
     def _model_of(self, params: dict[str, str]) -> str:
         """The model a request is about: ``{name}``, the model of ``{ref}``, or the default model."""
@@ -541,6 +542,7 @@ class RestApp:
                 if poller is not None:
                     poller.cancel()
                 await self._flush_usage()
+                ACCESS_LOG.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -571,6 +573,8 @@ class RestApp:
         keys_generation = self.plane.pool.generation
         while True:
             await asyncio.sleep(self.plane.pool.poll_interval)
+            LOCAL.flush()
+            ACCESS_LOG.flush()
             try:
                 await asyncio.to_thread(self.plane.pool.refresh_if_changed)
                 generation = self.plane.pool.generation
