@@ -63,7 +63,13 @@ def create_app(settings: Settings | None = None) -> RestApp:
         max_bytes=settings.max_loaded_bytes,
         poll_interval=settings.route_poll_seconds,
     )
-    plane = DataPlane(pool, max_batch_rows=settings.max_batch_rows)
+    from modelport.monitoring.predictions import PredictionLog
+
+    plane = DataPlane(
+        pool,
+        max_batch_rows=settings.max_batch_rows,
+        predictions=PredictionLog(settings.home.resolve(), capacity=settings.prediction_log_capacity),
+    )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
     gate = create_gate(settings, registry)
     tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None

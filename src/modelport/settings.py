@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Level of modelport's own JSON logs."""
 
+    prediction_log_capacity: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Sampled requests a worker keeps in memory between writes (four times a second); beyond it
+    records are dropped and counted, requests never wait."""
+
     metrics: bool = True
     """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""
 

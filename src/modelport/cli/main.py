@@ -491,6 +491,143 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("log-policy")
+def log_policy(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    sample: Annotated[
+        float, typer.Option("--sample", help="Fraction of requests to log, 0 to 1 (0 logs nothing).")
+    ],
+    redact: Annotated[list[str] | None, typer.Option("--redact", help="Feature never written.")] = None,
+    pseudonymise: Annotated[
+        list[str] | None, typer.Option("--pseudonymise", help="Feature written as a keyed hash.")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Feature that names the data subject (for erasure).")
+    ] = None,
+) -> None:
+    """Set what the prediction log keeps for NAME (audited; servers apply it within a second)."""
+    from modelport.monitoring.predictions import LogPolicy
+    from modelport.signature import Signature
+
+    policy = LogPolicy(sample, tuple(redact or ()), tuple(pseudonymise or ()), subject)
+    registry = _open()
+    try:
+        newest = registry.versions(name)[-1]
+        policy.check(Signature.from_dict(newest.signature).names)
+        registry.store.set_log_policy(name, policy.to_dict(), actor=local_actor())
+    finally:
+        registry.close()
+    console.print(
+        f"{name}: logging {sample:.0%} of requests"
+        + (f", redacting {', '.join(policy.redact)}" if policy.redact else "")
+    )
+
+
+@app.command()
+def predictions(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this time (ISO date/time) or span ago (30m, 7d).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The newest N records.", min=1)] = 100,
+    json_out: JsonFlag = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Logged predictions (sampled inputs and outputs) of a model or one version."""
+    from datetime import UTC, datetime
+
+    from modelport.monitoring.predictions import query
+    from modelport.registry.names import parse_ref
+    from modelport.security.keys import parse_duration
+
+    parsed = parse_ref(ref)
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+            start = start if start.tzinfo else start.replace(tzinfo=UTC)
+        except ValueError:
+            start = datetime.now(UTC) - parse_duration(since)
+    registry = _open()
+    try:
+        version = registry.get(ref).number if "@" in ref else None
+        found = query(_settings().home.resolve(), parsed.name, version=version, since=start, limit=limit)
+    finally:
+        registry.close()
+    if json_out:
+        print_json(found)
+    elif csv_out:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(
+            ["ts", "model", "version", "request_id", "key_id", "row", "label", "outputs", "inputs"]
+        )
+        for r in found:
+            writer.writerow(
+                [
+                    r["ts"],
+                    r["model"],
+                    r["version"],
+                    r["request_id"],
+                    r["key_id"],
+                    r["row"],
+                    r["label"],
+                    json.dumps(r["outputs"]),
+                    json.dumps(r["inputs"]),
+                ]
+            )
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"logged predictions of {ref}")
+        for column in ("time (UTC)", "version", "request", "key", "label", "inputs"):
+            table.add_column(column, overflow="fold")
+        for r in found:
+            table.add_row(
+                r["ts"][:19],
+                str(r["version"]),
+                r["request_id"],
+                r["key_id"],
+                str(r["label"]),
+                json.dumps(r["inputs"])[:80],
+            )
+        console.print(table)
+
+
+privacy_app = typer.Typer(help="Data-subject requests on the prediction log.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    subject: Annotated[
+        str, typer.Option("--subject", help="The data subject's id (the subject field's value).")
+    ],
+    model: Annotated[str | None, typer.Option("--model", help="Only this model's log.")] = None,
+) -> None:
+    """Remove every logged record of one data subject (audited; the subject id itself is not recorded)."""
+    from modelport.monitoring.predictions import _secret as pseudonym_secret
+    from modelport.monitoring.predictions import erase, subject_key
+
+    home = _settings().home.resolve()
+    registry = _open()
+    try:
+        if model is not None:
+            registry.model(model)
+        before, after = erase(home, subject, model)
+        reference = subject_key(pseudonym_secret(home), subject)[:12]
+        registry.store.append_audit(
+            local_actor(),
+            "privacy.erase",
+            f"subject:{reference}",
+            after={"model": model, "records_removed": before - after},
+        )
+    finally:
+        registry.close()
+    console.print(f"erased {before - after} record(s) of the subject")
+
+
 @app.command()
 def reports(
     ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION.")],

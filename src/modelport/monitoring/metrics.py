@@ -111,6 +111,12 @@ class Metrics:
             ["model", "version"],
             **kwargs,
         )
+        self.prediction_log_dropped = Counter(
+            "modelport_prediction_log_dropped_total",
+            "Sampled predictions dropped because the log's queue was full (requests never wait for it).",
+            ["model"],
+            **kwargs,
+        )
         self.loaded = Gauge(
             "modelport_loaded_models",
             "Versions loaded in memory (summed over live workers).",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # The newest migration. Opening a registry compares the database against this constant instead of
 # importing Alembic (a third of a second at every start-up); a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0005_validation"
+HEAD_REVISION = "0006_prediction_log"
 
 __all__ = ["Database"]
 

@@ -35,6 +35,7 @@ __all__ = [
     "metadata",
     "model_versions",
     "models",
+    "prediction_log_policies",
     "protected_aliases",
     "registry_state",
     "usage",
@@ -200,4 +201,18 @@ protected_aliases = Table(
     Column("alias", String(63), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(200), nullable=False),
+)
+
+# What the prediction log keeps for a model (docs/monitoring.md): sampling rate, fields to drop,
+# fields to pseudonymise, and the field that names the data subject (for erasure).
+prediction_log_policies = Table(
+    "prediction_log_policies",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("sample_rate", Float, nullable=False),
+    Column("redact", JSONDoc, nullable=False),
+    Column("pseudonymise", JSONDoc, nullable=False),
+    Column("subject", String(100), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
 )

@@ -33,6 +33,7 @@ from modelport.registry.schema import (
     artifacts,
     model_versions,
     models,
+    prediction_log_policies,
     protected_aliases,
     registry_state,
     validation_reports,
@@ -60,6 +61,16 @@ class NewVersion:
     creator: str
     artifacts: tuple[ArtifactRecord, ...]
     model_description: str = ""
+
+
+def _log_policy(row: Any) -> dict[str, Any]:
+    get: Any = row.__getitem__
+    return {
+        "sample_rate": float(get("sample_rate")),
+        "redact": list(get("redact")),
+        "pseudonymise": list(get("pseudonymise")),
+        "subject": get("subject"),
+    }
 
 
 def _utc(value: datetime) -> datetime:
@@ -414,6 +425,50 @@ class RegistryStore:
                 after={"on_violation": on_violation},
             )
             self._bump_generation(conn)
+
+    def set_log_policy(self, name: str, policy: dict[str, Any], *, actor: str) -> None:
+        """Store what the prediction log keeps for ``name`` (audited as a settings change)."""
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            before = conn.execute(
+                select(prediction_log_policies).where(prediction_log_policies.c.model_id == model_id)
+            ).one_or_none()
+            values = {
+                "model_id": model_id,
+                "sample_rate": float(policy["sample_rate"]),
+                "redact": list(policy["redact"]),
+                "pseudonymise": list(policy["pseudonymise"]),
+                "subject": policy.get("subject"),
+                "updated_at": datetime.now(UTC),
+                "updated_by": actor[:200],
+            }
+            conn.execute(
+                self.db.upsert(
+                    prediction_log_policies,
+                    values,
+                    keys=["model_id"],
+                    update=["sample_rate", "redact", "pseudonymise", "subject", "updated_at", "updated_by"],
+                )
+            )
+            self._audit(
+                conn,
+                actor,
+                "log_policy.set",
+                name,
+                before=None if before is None else _log_policy(before),
+                after=_log_policy(values),
+            )
+            self._bump_generation(conn)
+
+    def log_policies(self) -> dict[str, dict[str, Any]]:
+        """Every model's prediction-log policy (models without one log nothing)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(models.c.name, prediction_log_policies).join(
+                    prediction_log_policies, prediction_log_policies.c.model_id == models.c.id
+                )
+            ).all()
+        return {row.name: _log_policy(row._mapping) for row in rows}
 
     def policies(self) -> dict[str, str]:
         with self.db.read() as conn:

@@ -15,6 +15,7 @@ from typing import Any
 from modelport._version import __version__
 from modelport.errors import InputMismatch, ModelportError
 from modelport.monitoring.metrics import LOCAL, METRICS
+from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.registry.service import LoadedVersion
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
@@ -53,6 +54,8 @@ class DataPlane:
     draining: bool = False
     _batchers: dict[tuple[str, int], tuple[LoadedVersion, Batcher]] = field(default_factory=dict)
     stats: dict[tuple[str, int], ModelStats] = field(default_factory=dict)
+    predictions: PredictionLog | None = None
+    _policy_cache: dict[str, tuple[Any, LogPolicy]] = field(default_factory=dict)
 
     # -- health and metadata --------------------------------------------------------------------
 
@@ -122,7 +125,14 @@ class DataPlane:
     # -- inference ------------------------------------------------------------------------------
 
     async def infer(
-        self, model: str, selector: str | None, inputs: list[Tensor], requested: list[str] | None = None
+        self,
+        model: str,
+        selector: str | None,
+        inputs: list[Tensor],
+        requested: list[str] | None = None,
+        *,
+        request_id: str = "",
+        key_id: str = "",
     ) -> InferenceResult:
         loaded = await self.loaded(model, selector)
         key = (model, loaded.version.number)
@@ -146,6 +156,18 @@ class DataPlane:
             raise
         version = str(loaded.version.number)
         LOCAL.rows(model, version, rows)
+        if self.predictions is not None and model in self.pool.log_policies:
+            self.predictions.offer(
+                self._log_policy(model),
+                model,
+                loaded.version.number,
+                batch,
+                prediction,
+                request_id=request_id,
+                key_id=key_id,
+                latency_ms=(time.perf_counter_ns() - started) / 1e6,
+                flags=flags,
+            )
         for feature, kinds in flags.items():
             for kind, count in kinds.items():
                 METRICS.flags.labels(model, version, feature, kind).inc(count)
@@ -162,6 +184,14 @@ class DataPlane:
                 )
             outputs = [t for t in outputs if t.name in requested]
         return InferenceResult(model, loaded.version.number, outputs, flags, rows)
+
+    def _log_policy(self, model: str) -> LogPolicy:
+        document = self.pool.log_policies[model]
+        cached = self._policy_cache.get(model)
+        if cached is None or cached[0] is not document:
+            cached = (document, LogPolicy.of(document))
+            self._policy_cache[model] = cached
+        return cached[1]
 
     def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
         entry = self._batchers.get(key)

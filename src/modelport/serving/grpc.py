@@ -218,7 +218,12 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs = _inputs(request, self.limits)
             requested = [o.name for o in request.outputs] or None
             result = await self.plane.infer(
-                request.model_name, request.model_version or None, inputs, requested
+                request.model_name,
+                request.model_version or None,
+                inputs,
+                requested,
+                request_id=request.id[:128],
+                key_id=principal.key_id,
             )
         except ModelportError as exc:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)

@@ -40,6 +40,7 @@ class Request:
     query: dict[str, list[str]] = field(default_factory=dict)
     rows: int = 0  # rows scored, for usage records
     version: int | None = None  # the version that answered (or was resolved), for metrics
+    request_id: str = ""
 
 
 @dataclass(slots=True)

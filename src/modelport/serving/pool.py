@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionNotFound
 from modelport.monitoring.metrics import METRICS
@@ -60,6 +61,7 @@ class ModelPool:
         self._loaded: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._routes: dict[str, dict[str, int]] = {}
         self._policies: dict[str, str] = {}
+        self.log_policies: dict[str, dict[str, Any]] = {}
         self._generation = -1
         self._last_poll = 0.0
         self.failures: dict[str, Failure] = {}
@@ -78,6 +80,7 @@ class ModelPool:
             return False
         table = self.registry.store.routing_table()
         policies = self.registry.store.policies()
+        log_policies = self.registry.store.log_policies()
         with self._lock:
             previous = self._routes
         routes: dict[str, dict[str, int]] = {}
@@ -99,6 +102,7 @@ class ModelPool:
         with self._lock:
             self._routes = routes
             self._policies = policies
+            self.log_policies = log_policies
             self._generation = generation
         return True
 

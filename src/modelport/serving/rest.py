@@ -187,7 +187,12 @@ class RestApp:
         request.version = self.plane.resolve(request.params["name"], request.params.get("version"))
         decoded = decode_request(request.body, request.headers.get(HEADER_LENGTH), self.limits)
         result = await self.plane.infer(
-            request.params["name"], request.params.get("version"), decoded.inputs, decoded.outputs
+            request.params["name"],
+            request.params.get("version"),
+            decoded.inputs,
+            decoded.outputs,
+            request_id=request.request_id,
+            key_id=request.principal.key_id,
         )
         request.rows = result.rows
         parameters: dict[str, Any] = {"model_version": result.version}
@@ -327,6 +332,7 @@ class RestApp:
                     "or the binary tensor extension"
                 )
             request = Request(method, path, params, headers, body, principal, _query(scope))
+            request.request_id = request_id
             try:
                 async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
                     response = await handler(self, request)
@@ -542,6 +548,7 @@ class RestApp:
                 if poller is not None:
                     poller.cancel()
                 await self._flush_usage()
+                await self._write_predictions()
                 ACCESS_LOG.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -575,6 +582,7 @@ class RestApp:
             await asyncio.sleep(self.plane.pool.poll_interval)
             LOCAL.flush()
             ACCESS_LOG.flush()
+            await self._write_predictions()
             try:
                 await asyncio.to_thread(self.plane.pool.refresh_if_changed)
                 generation = self.plane.pool.generation
@@ -590,6 +598,20 @@ class RestApp:
                     await self._flush_usage()
                 except Exception as exc:
                     log.warning("usage flush failed (%s)", type(exc).__name__)
+
+    async def _write_predictions(self) -> None:
+        log = self.plane.predictions
+        if log is None:
+            return
+        items = log.take()
+        if items:
+            try:
+                await asyncio.to_thread(log.write, items)
+            except Exception as exc:  # the disk is full or gone: the requests were answered anyway
+                log.dropped += len(items)
+                logging.getLogger("modelport.monitoring").warning(
+                    "prediction log segment not written (%s)", type(exc).__name__
+                )
 
     async def _flush_usage(self) -> None:
         rows, unflushed = self.gate.take_pending()

@@ -1,0 +1,102 @@
+"""The prediction log end to end: a policy set by the CLI reaches the server, sampled requests land in
+Parquet segments with redaction and pseudonymisation applied, `modelport predictions` reads them, and
+`modelport privacy erase` removes exactly one subject's records (audited). A full queue drops, never waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from modelport.app import open_registry
+from modelport.monitoring.predictions import LogPolicy, PredictionLog
+from modelport.runtimes.base import Prediction
+from modelport.settings import Settings
+from tests.serving.conftest import start_server, stop_server
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELPORT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "modelport.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_prediction_log(served_home: Path) -> None:
+    bad = cli(served_home, "log-policy", "credit", "--sample", "1", "--redact", "nosuch")
+    assert bad.returncode == 2 and "not features of the model" in bad.stderr
+    assert cli(served_home, "log-policy", "credit", "--sample", "2").returncode == 2
+    done = cli(
+        served_home,
+        "log-policy",
+        "credit",
+        "--sample",
+        "1",
+        "--redact",
+        "f1",
+        "--pseudonymise",
+        "f2",
+        "--subject",
+        "f0",
+    )
+    assert done.returncode == 0, done.stderr
+    server = start_server(served_home)
+    try:
+        for i in range(40):
+            subject = 1.0 if i % 2 else 2.0
+            row = [subject, 0.5, 0.25 + i, 0.1, 0.2, 0.3]
+            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [row]}]}
+            response = httpx.post(
+                f"{server.url}/v2/models/credit/infer", json=body, headers={"X-Request-ID": f"req-{i}"}
+            )
+            assert response.status_code == 200
+        time.sleep(1.0)  # the worker writes a segment four times a second
+    finally:
+        stop_server(server)
+    listed = cli(served_home, "predictions", "credit", "--json", "--limit", "1000")
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)
+    assert len(records) == 40 and {r["request_id"] for r in records} == {f"req-{i}" for i in range(40)}
+    first = next(r for r in records if r["request_id"] == "req-3")
+    assert "f1" not in first["inputs"]  # redacted: never written
+    assert first["inputs"]["f0"] == 1.0 and first["inputs"]["f2"] != 3.25 and len(first["inputs"]["f2"]) == 32
+    assert first["version"] == 1 and len(first["outputs"]) == 3 and first["key_id"] == "insecure-dev"
+    segments = list((served_home / "predictions" / "model=credit").glob("date=*/*.parquet"))
+    assert segments and not list((served_home / "predictions").rglob("*.tmp"))
+
+    erased = cli(served_home, "privacy", "erase", "--subject", "1.0")
+    assert erased.returncode == 0 and "erased 20 record" in erased.stdout
+    left = json.loads(cli(served_home, "predictions", "credit", "--json", "--limit", "1000").stdout)
+    assert len(left) == 20 and all(r["inputs"]["f0"] == 2.0 for r in left)
+    registry = open_registry(Settings(home=served_home))
+    try:
+        (record,) = registry.store.audit_records(action="privacy.erase")
+        assert record.after == {"model": None, "records_removed": 20}
+        assert "1.0" not in record.target  # the subject id itself is not written to the audit log
+        assert [r.action for r in registry.store.audit_records(action="log_policy.set")] == ["log_policy.set"]
+    finally:
+        registry.close()
+    assert cli(served_home, "privacy", "erase", "--subject", "1.0", "--model", "nosuch").returncode == 3
+
+
+def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, capacity=2)
+    policy = LogPolicy(sample_rate=1.0)
+    batch = {"x": np.array([1.0])}
+    prediction = Prediction(labels=np.array(["a"], dtype=object), probabilities=np.array([[1.0]]))
+    for _ in range(5):
+        log.offer(policy, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=0.1, flags={})
+    assert len(log.take()) == 2 and log.dropped == 3
+    unsampled = LogPolicy(sample_rate=0.0)
+    log.offer(unsampled, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=0.1, flags={})
+    assert log.take() == []
