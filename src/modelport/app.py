@@ -68,7 +68,11 @@ def create_app(settings: Settings | None = None) -> RestApp:
     plane = DataPlane(
         pool,
         max_batch_rows=settings.max_batch_rows,
-        predictions=PredictionLog(settings.home.resolve(), capacity=settings.prediction_log_capacity),
+        predictions=(
+            PredictionLog(settings.home.resolve(), capacity=settings.prediction_log_capacity)
+            if settings.prediction_log
+            else None
+        ),
     )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
     gate = create_gate(settings, registry)

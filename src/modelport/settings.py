@@ -99,8 +99,11 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Level of modelport's own JSON logs."""
 
-    prediction_log_capacity: int = Field(default=10_000, ge=1, le=10_000_000)
-    """Sampled requests a worker keeps in memory between writes (four times a second); beyond it
+    prediction_log: bool = True
+    """Keep the prediction log for models whose log policy samples requests (`modelport log-policy`)."""
+
+    prediction_log_capacity: int = Field(default=50_000, ge=1, le=10_000_000)
+    """Sampled requests a worker keeps in memory between writes (every 10 s, or at 5,000); beyond it
     records are dropped and counted, requests never wait."""
 
     metrics: bool = True

@@ -548,7 +548,7 @@ class RestApp:
                 if poller is not None:
                     poller.cancel()
                 await self._flush_usage()
-                await self._write_predictions()
+                await self._write_predictions(now=True)
                 ACCESS_LOG.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -599,9 +599,9 @@ class RestApp:
                 except Exception as exc:
                     log.warning("usage flush failed (%s)", type(exc).__name__)
 
-    async def _write_predictions(self) -> None:
+    async def _write_predictions(self, *, now: bool = False) -> None:
         log = self.plane.predictions
-        if log is None:
+        if log is None or not (now or log.due(time.monotonic())):
             return
         items = log.take()
         if items:
