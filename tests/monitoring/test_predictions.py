@@ -94,7 +94,8 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     prediction = Prediction(labels=np.array(["a"], dtype=object), probabilities=np.array([[1.0]]))
     for _ in range(5):
         log.offer(policy, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=0.1, flags={})
-    assert len(log.take()) == 2 and log.dropped == 3
+    (taken,) = log.take()
+    assert len(taken[2].ts) == 2 and log.dropped == 3
     unsampled = LogPolicy(sample_rate=0.0)
     log.offer(unsampled, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=0.1, flags={})
     assert log.take() == []

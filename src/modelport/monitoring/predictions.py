@@ -1,4 +1,3 @@
-# mypy: disable-error-code="no-untyped-call"
 """The prediction log: sampled inputs and outputs of served requests, in Parquet segments.
 
 - **Sampling** per model (its log policy; models without one log nothing — inputs are personal data in
@@ -6,7 +5,7 @@
 - **Off the hot path, bounded.** A sampled request appends one tuple to an in-memory queue of fixed
   capacity; a full queue drops the record and counts it (``modelport_prediction_log_dropped_total``),
   it never blocks. Each worker's poller writes what is queued, in a thread, every ten seconds (sooner
-  when 5,000 records wait, and at shutdown) as one Parquet segment per model and day:
+  when 2,000 records wait, and at shutdown) as one Parquet segment per model and day:
   ``HOME/predictions/model=NAME/date=YYYY-MM-DD/part-PID-NANOS.parquet``.
 - **Privacy.** Fields listed as *redact* are never written; *pseudonymise* fields are written as a keyed
   hash (HMAC-SHA256 with a secret kept in ``HOME/run/pseudonym.key``), so equal values stay joinable
@@ -24,7 +23,6 @@ import os
 import random
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,16 +96,48 @@ def subject_key(secret: bytes, value: Any) -> str:
     return hmac.new(secret, str(value).encode(), hashlib.sha256).hexdigest()[:32]
 
 
-class PredictionLog:
-    """One worker's queue of sampled predictions and its segment writer."""
+class _Pending:
+    """One model version's sampled requests, held as columns: a handful of lists of strings, floats
+    and numpy arrays (none of which the cyclic garbage collector has to walk), not one object per
+    request."""
 
-    def __init__(self, home: Path, capacity: int = 10_000) -> None:
+    __slots__ = (
+        "features",
+        "flagged",
+        "key_ids",
+        "labels",
+        "latency",
+        "outputs",
+        "policy",
+        "request_ids",
+        "rows",
+        "ts",
+    )
+
+    def __init__(self, policy: LogPolicy) -> None:
+        self.policy = policy
+        self.ts: list[float] = []
+        self.request_ids: list[str] = []
+        self.key_ids: list[str] = []
+        self.latency: list[float] = []
+        self.flagged: list[bool] = []
+        self.rows: list[int] = []
+        self.features: dict[str, list[np.ndarray]] = {}
+        self.labels: list[np.ndarray] = []
+        self.outputs: list[np.ndarray] = []
+
+
+class PredictionLog:
+    """One worker's sampled predictions, gathered as columns, and its segment writer."""
+
+    def __init__(self, home: Path, capacity: int = 50_000) -> None:
         self.directory = home / "predictions"
         self.capacity = capacity
         self.dropped = 0
         self._home = home
         self._secret: bytes | None = None
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._held = 0
         self._last_write = time.monotonic()
         self._random = random.random
 
@@ -124,48 +154,69 @@ class PredictionLog:
         latency_ms: float,
         flags: dict[str, dict[str, int]],
     ) -> None:
-        """Keep this request if the policy samples it (a few hundred nanoseconds; never blocks)."""
+        """Keep this request if the policy samples it (about a microsecond; never blocks)."""
         if policy is None or policy.sample_rate <= 0.0 or self._random() >= policy.sample_rate:
             return
-        if len(self._queue) >= self.capacity:
+        if self._held >= self.capacity:
             self.dropped += 1
             METRICS.prediction_log_dropped.labels(model).inc()
             return
-        self._queue.append(
-            (time.time(), model, version, batch, prediction, request_id, key_id, latency_ms, flags, policy)
+        pending = self._pending.get((model, version))
+        if pending is None or pending.policy is not policy:
+            if pending is not None:
+                self._held -= len(pending.ts)
+            pending = self._pending[(model, version)] = _Pending(policy)
+        rows = len(prediction)
+        pending.ts.append(time.time())
+        pending.request_ids.append(request_id)
+        pending.key_ids.append(key_id)
+        pending.latency.append(latency_ms)
+        pending.flagged.append(bool(flags))
+        pending.rows.append(rows)
+        for name, column in batch.items():
+            pending.features.setdefault(name, []).append(column)
+        if prediction.labels is not None:
+            pending.labels.append(prediction.labels)
+        pending.outputs.append(
+            prediction.probabilities if prediction.probabilities is not None else prediction.values
         )
+        self._held += 1
+
+    @staticmethod
+    def prepare() -> None:
+        """Import pyarrow now (at start-up, when some model is logged): importing it during traffic
+        holds the interpreter for half a second, which every request in flight would wait for."""
+        import pyarrow.parquet  # noqa: F401
 
     def due(self, now: float, every: float = 10.0, rows: int = 5_000) -> bool:
-        """Whether to write a segment now: every ``every`` seconds, or sooner when ``rows`` records
+        """Whether to write a segment now: every ``every`` seconds, or sooner when ``rows`` requests
         wait — segments of thousands of rows, not thousands of small files."""
-        if not self._queue:
+        if not self._held:
             return False
-        return len(self._queue) >= rows or now - self._last_write >= every
+        return self._held >= rows or now - self._last_write >= every
 
-    def take(self) -> list[tuple[Any, ...]]:
+    def take(self) -> list[tuple[str, int, _Pending]]:
         self._last_write = time.monotonic()
-        items = list(self._queue)
-        self._queue.clear()
-        return items
+        taken = [(model, version, pending) for (model, version), pending in self._pending.items()]
+        self._pending = {}
+        self._held = 0
+        return taken
 
-    def write(self, items: list[tuple[Any, ...]]) -> int:
-        """Write taken records as Parquet segments, one per model, version and day, built column by
-        column from the requests' arrays (no per-row Python work but hashing distinct values).
-        Returns the rows written."""
-        if not items:
+    def write(self, taken: list[tuple[str, int, _Pending]]) -> int:
+        """Write taken columns as Parquet segments, one per model and version (dated by their first
+        request), without per-row Python work but hashing distinct values. Returns the rows written."""
+        if not taken:
             return 0
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if self._secret is None:
             self._secret = _secret(self._home)
-        groups: dict[tuple[str, int, str], list[tuple[Any, ...]]] = {}
-        for item in items:
-            day = datetime.fromtimestamp(item[0], UTC).date().isoformat()
-            groups.setdefault((item[1], item[2], day), []).append(item)
         written = 0
-        for (model, version, day), group in groups.items():
-            table = self._table(pa, group)
+        for model, version, pending in taken:
+            if not pending.ts:
+                continue
+            table = self._table(model, version, pending)
+            day = datetime.fromtimestamp(pending.ts[0], UTC).date().isoformat()
             folder = self.directory / f"model={model}" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{os.getpid()}-{time.time_ns()}-v{version}.parquet"
@@ -174,37 +225,36 @@ class PredictionLog:
             written += table.num_rows
         return written
 
-    def _table(self, pa: Any, group: list[tuple[Any, ...]]) -> Any:
+    def _table(self, model: str, version: int, pending: _Pending) -> Any:
+        import pyarrow as pa
+
         assert self._secret is not None
         secret = self._secret
-        policy: LogPolicy = group[-1][9]
-        counts = np.array([len(next(iter(item[3].values()))) for item in group])
-        repeat = lambda values, kind=None: np.repeat(np.asarray(values, dtype=kind), counts)  # noqa: E731
+        policy = pending.policy
+        counts = np.asarray(pending.rows)
+        total = int(counts.sum())
+        micros = (np.asarray(pending.ts) * 1e6).astype(np.int64)
         columns: dict[str, Any] = {
-            "ts": pa.array(
-                repeat([datetime.fromtimestamp(item[0], UTC) for item in group], object),
-                pa.timestamp("us", tz="UTC"),
+            "ts": pa.array(np.repeat(micros, counts)).cast(pa.timestamp("us", tz="UTC")),
+            "model": pa.array([model] * total, pa.string()),
+            "version": pa.array(np.full(total, version, dtype=np.int32)),
+            "request_id": pa.array(
+                np.repeat(np.asarray(pending.request_ids, dtype=object), counts), pa.string()
             ),
-            "model": pa.array(repeat([item[1] for item in group], object), pa.string()),
-            "version": pa.array(repeat([item[2] for item in group]), pa.int32()),
-            "request_id": pa.array(repeat([item[5] for item in group], object), pa.string()),
-            "key_id": pa.array(repeat([item[6] for item in group], object), pa.string()),
-            "row": pa.array(np.concatenate([np.arange(n) for n in counts]), pa.int32()),
-            "latency_ms": pa.array(repeat([item[7] for item in group]), pa.float64()),
-            "flagged": pa.array(repeat([bool(item[8]) for item in group]), pa.bool_()),
+            "key_id": pa.array(np.repeat(np.asarray(pending.key_ids, dtype=object), counts), pa.string()),
+            "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in pending.rows])),
+            "latency_ms": pa.array(np.repeat(np.asarray(pending.latency), counts)),
+            "flagged": pa.array(np.repeat(np.asarray(pending.flagged), counts)),
         }
-        predictions = [item[4] for item in group]
-        if predictions[0].labels is not None:
-            labels = np.concatenate([p.labels for p in predictions])
-            columns["label"] = pa.array([str(v) for v in labels.tolist()], pa.string())
-        if predictions[0].probabilities is not None:
-            matrix = np.vstack([p.probabilities for p in predictions]).astype(np.float64)
+        if pending.labels:
+            columns["label"] = pa.array(np.concatenate(pending.labels).astype(str), pa.string())
+        outputs = np.concatenate(pending.outputs).astype(np.float64)
+        if outputs.ndim == 2:
             columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
-                pa.array(matrix.reshape(-1)), matrix.shape[1]
+                pa.array(outputs.reshape(-1)), outputs.shape[1]
             )
         else:
-            columns["prediction"] = pa.array(np.concatenate([p.values for p in predictions]), pa.float64())
-        batches = [item[3] for item in group]
+            columns["prediction"] = pa.array(outputs)
         hashed: dict[Any, str] = {}
 
         def keyed(values: np.ndarray) -> list[str | None]:
@@ -218,23 +268,23 @@ class PredictionLog:
                 out.append(hashed[value])
             return out
 
-        for name in batches[0]:
+        for name, parts in pending.features.items():
             if name in policy.redact:
                 continue
-            values = np.concatenate([b[name] for b in batches])
+            values = np.concatenate(parts)
             if name in policy.pseudonymise:
                 columns[f"in.{name}"] = pa.array(keyed(values), pa.string())
             elif values.dtype.kind == "f":
                 columns[f"in.{name}"] = pa.array(values, pa.float64())
             else:
-                columns[f"in.{name}"] = pa.array(
-                    [None if v is None else str(v) for v in values.tolist()], pa.string()
-                )
-        if policy.subject is not None and policy.subject in batches[0]:
-            subjects = np.concatenate([b[policy.subject] for b in batches])
-            columns["subject"] = pa.array(keyed(subjects), pa.string())
+                texts = [None if v is None else str(v) for v in values.tolist()]
+                columns[f"in.{name}"] = pa.array(texts, pa.string())
+        if policy.subject is not None and policy.subject in pending.features:
+            columns["subject"] = pa.array(
+                keyed(np.concatenate(pending.features[policy.subject])), pa.string()
+            )
         else:
-            columns["subject"] = pa.nulls(int(counts.sum()), pa.string())
+            columns["subject"] = pa.nulls(total, pa.string())
         return pa.table(columns)
 
 

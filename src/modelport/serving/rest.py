@@ -532,6 +532,10 @@ class RestApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.plane.predictions is not None and any(
+                    p.get("sample_rate", 0) > 0 for p in self.plane.pool.log_policies.values()
+                ):
+                    self.plane.predictions.prepare()
                 poller = asyncio.create_task(self._poll())
                 for companion in self.companions:
                     await companion.start()
