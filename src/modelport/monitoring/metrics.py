@@ -25,7 +25,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "LOCAL", "METRICS", "LocalCounts", "Metrics", "disable", "outcome_of", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "LOCAL",
+    "METRICS",
+    "LocalCounts",
+    "Metrics",
+    "alias_label",
+    "disable",
+    "outcome_of",
+    "render",
+]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,6 +56,16 @@ OUTCOMES = {
     503: "unavailable",
     504: "timeout",
 }
+
+
+def alias_label(routes: dict[str, int] | None, selector: str | None) -> str:
+    """The alias label of a request: ``default`` when no version was named, the alias when it
+    exists, and ``""`` for a version number or anything unknown (label values stay bounded)."""
+    if selector is None:
+        return "default"
+    if selector.isdigit() or routes is None or selector not in routes:
+        return ""
+    return selector
 
 
 def outcome_of(status: int) -> str:

@@ -29,7 +29,7 @@ from modelport.errors import (
     StoreNotReady,
     Unauthenticated,
 )
-from modelport.monitoring.metrics import LOCAL, outcome_of
+from modelport.monitoring.metrics import LOCAL, alias_label, outcome_of
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
@@ -260,11 +260,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def _count(self, request: Any, version: int | None, status: int, started: float) -> None:
         routes = self.plane.pool.routes_of(request.model_name)
         model = request.model_name if routes is not None else ""
-        selector = request.model_version or None
-        if selector is None:
-            alias = "default"
-        else:
-            alias = "" if selector.isdigit() or routes is None or selector not in routes else selector
+        alias = alias_label(routes, request.model_version or None)
         label = "" if version is None or not model else str(version)
         LOCAL.request(model, label, alias, "grpc", outcome_of(status), time.perf_counter() - started)
 

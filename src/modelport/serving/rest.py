@@ -39,7 +39,7 @@ from modelport.errors import (
 )
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
-from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, outcome_of, render
+from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, alias_label, outcome_of, render
 from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
@@ -381,12 +381,7 @@ class RestApp:
             str(request.version) if request is not None and request.version is not None and model else ""
         )
         selector = params.get("version") or (params.get("ref") or "").partition("@")[2] or None
-        if selector is None:
-            alias = "default"
-        elif selector.isdigit() or routes is None or selector not in routes:
-            alias = ""
-        else:
-            alias = selector
+        alias = alias_label(routes, selector)
         protocol = "mlflow" if mlflow else "v2"
         LOCAL.request(model, version, alias, protocol, outcome_of(status), time.perf_counter() - started)
 
