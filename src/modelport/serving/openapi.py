@@ -150,6 +150,7 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         (),
     ),
     "openapi": ("This document", None, ()),
+    "metrics": ("Prometheus metrics of every worker (a key, unless MODELPORT_METRICS_PUBLIC)", None, ()),
 }
 
 _OPTIONAL_VERSION = re.compile(r"\(\?:(/versions/\(\?P<version>\[\^/\]\+\))\)\?")
@@ -201,7 +202,8 @@ def document(routes: tuple[tuple[str, re.Pattern[str], Any, bool, str | None], .
             if permission is None:
                 operation["security"] = []
             else:
-                operation["description"] = f"Needs a key whose role allows `{permission}`."
+                needed = "read" if permission == "metrics" else permission
+                operation["description"] = f"Needs a key whose role allows `{needed}`."
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.0.3",
