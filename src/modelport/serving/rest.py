@@ -343,10 +343,16 @@ class RestApp:
         finally:
             self.in_flight -= 1
         if matched is not None and matched[3] == "infer":
-            self._count(params, request, response.status, mlflow_errors, started)
+            # matched[1], not `params`: the request may have failed before they were unpacked
+            self._count(matched[1], request, response.status, mlflow_errors, started)
         if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
             self._log(method, path, matched, request, response.status, started, request_id)
-        if request is not None and permission == "infer" and is_model_name(model := self._model_of(params)):
+        if (
+            request is not None
+            and matched is not None
+            and matched[3] == "infer"
+            and is_model_name(model := self._model_of(matched[1]))
+        ):
             self.gate.count(
                 request.principal,
                 model,
