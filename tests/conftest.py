@@ -8,6 +8,8 @@ unreachable server is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,22 @@ from sqlalchemy.engine import make_url
 from modelport.app import open_registry
 from modelport.registry.service import Registry
 from modelport.settings import Settings
+
+
+def run_cli(
+    home: Path, *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`modelport ARGS` in a child process with ``MODELPORT_HOME=home`` (exit code, stdout, stderr)."""
+    env = {**os.environ, "MODELPORT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "modelport.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
 
 PG_URL = os.environ.get("MODELPORT_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"

@@ -5,9 +5,6 @@ Parquet segments with redaction and pseudonymisation applied, `modelport predict
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,18 +14,8 @@ from modelport.app import open_registry
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.runtimes.base import Prediction
 from modelport.settings import Settings
+from tests.conftest import run_cli as cli
 from tests.serving.conftest import start_server, stop_server
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELPORT_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "modelport.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_prediction_log(served_home: Path) -> None:

@@ -4,9 +4,7 @@ version that drifts or fails gives a non-zero exit."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,17 +13,11 @@ from sqlalchemy import update
 from modelport.app import open_registry
 from modelport.registry.schema import model_versions
 from modelport.settings import Settings
+from tests.conftest import run_cli
 
 
 def _doctor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELPORT_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "modelport.cli.main", "doctor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(home, "doctor", *args, timeout=300)
 
 
 def _tamper(home: Path, number: int, *, golden: bool = False, environment: bool = False) -> None:

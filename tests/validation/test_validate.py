@@ -4,9 +4,6 @@ Locust; a version with tampered ground truth fails and is named; protected alias
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,6 +17,7 @@ from modelport.registry.schema import model_versions
 from modelport.settings import Settings
 from modelport.validation.runner import validate
 from tests.conftest import FEATURES
+from tests.conftest import run_cli as cli
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +48,6 @@ def home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_m
     finally:
         registry.close()
     return home
-
-
-def cli(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELPORT_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "modelport.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
 
 
 def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Path) -> None:

@@ -170,13 +170,7 @@ class RegistryStore:
         check_version_number(number)
         with self.db.write() as conn:
             model_id = self._model_id(conn, name)
-            version_id = conn.execute(
-                select(model_versions.c.id).where(
-                    model_versions.c.model_id == model_id, model_versions.c.number == number
-                )
-            ).scalar_one_or_none()
-            if version_id is None:
-                raise VersionNotFound(f"model {name!r} has no version {number}")
+            version_id = self._version_id(conn, name, number)
             before = self._alias_number(conn, model_id, alias)
             self._point_alias(conn, model_id, alias, version_id, actor, datetime.now(UTC))
             self._audit(
