@@ -204,6 +204,8 @@ def test_rest_and_grpc_share_one_failure_budget(keyed_home: Path, tmp_path: Path
     env = {
         "MODELPORT_DATABASE_URL": f"sqlite:///{keyed_home / 'registry.db'}",
         "MODELPORT_ARTIFACT_URL": (keyed_home / "artifacts").as_uri(),
+        # a burst of 20 that barely refills: the test does not depend on how fast this machine is
+        "MODELPORT_AUTH_FAILURE_RATE": "0.01",
     }
     server = start_server(tmp_path / "home", "--grpc-port", str(grpc_port), insecure_dev=False, env=env)
     try:
