@@ -29,10 +29,12 @@ __all__ = [
     "CONTENT_TYPE",
     "LOCAL",
     "METRICS",
+    "MONITOR_GAUGES",
     "LocalCounts",
     "Metrics",
     "alias_label",
     "disable",
+    "exported_names",
     "outcome_of",
     "render",
 ]
@@ -56,6 +58,69 @@ OUTCOMES = {
     503: "unavailable",
     504: "timeout",
 }
+
+
+# Gauges computed from the prediction log and feedback by the monitor (monitoring/monitor.py), not
+# counted per request: name -> (help, labels).
+MONITOR_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "modelport_feature_drift_psi": (
+        "Population stability index of a feature over the latest window against the version's reference.",
+        ("model", "version", "feature"),
+    ),
+    "modelport_feature_drift_ks": (
+        "Kolmogorov-Smirnov statistic of a numeric feature over the latest window against the reference.",
+        ("model", "version", "feature"),
+    ),
+    "modelport_feature_drifting": (
+        "1 when the feature's PSI is at or over the drift threshold, else 0.",
+        ("model", "version", "feature"),
+    ),
+    "modelport_prediction_drift_psi": (
+        "Population stability index of the predicted labels (or values) against the reference.",
+        ("model", "version"),
+    ),
+    "modelport_drift_psi_threshold": ("The PSI at or over which a feature counts as drifting.", ("model",)),
+    "modelport_drift_window_rows": ("Logged rows in the latest drift window.", ("model", "version")),
+    "modelport_live_accuracy": (
+        "Share of labelled predictions that were right, over the latest accuracy window.",
+        ("model", "version"),
+    ),
+    "modelport_live_log_loss": (
+        "Log-loss of labelled predictions over the latest accuracy window.",
+        ("model", "version"),
+    ),
+    "modelport_live_labelled_rows": (
+        "Predictions with ground truth in the latest accuracy window.",
+        ("model", "version"),
+    ),
+    "modelport_live_class_recall": (
+        "Recall of one class over the latest accuracy window.",
+        ("model", "version", "class"),
+    ),
+    "modelport_reference_accuracy": (
+        "Accuracy of the version on its registration sample (when the sample had the target).",
+        ("model", "version"),
+    ),
+    "modelport_monitor_last_run_timestamp_seconds": (
+        "When the monitor last evaluated drift and accuracy.",
+        (),
+    ),
+}
+
+
+def exported_names() -> set[str]:
+    """Every sample name /metrics can show (histograms with their _bucket/_sum/_count series)."""
+    names = set(MONITOR_GAUGES)
+    for family in Metrics(CollectorRegistry()).__dict__.values():
+        kind = family._type
+        base = family._name
+        if kind == "counter":
+            names |= {base + "_total", base + "_created"}
+        elif kind == "histogram":
+            names |= {base + "_bucket", base + "_sum", base + "_count", base + "_created"}
+        else:
+            names.add(base)
+    return names
 
 
 def alias_label(routes: dict[str, int] | None, selector: str | None) -> str:

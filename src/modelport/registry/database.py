@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # The newest migration. Opening a registry compares the database against this constant instead of
 # importing Alembic (a third of a second at every start-up); a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0006_prediction_log"
+HEAD_REVISION = "0007_monitoring"
 
 __all__ = ["Database"]
 
@@ -173,10 +173,15 @@ class Database:
         statement: Insert = dialect.insert(table).values(**values).on_conflict_do_nothing()
         return statement
 
-    def upsert(self, table: Table, values: Mapping[str, Any], keys: list[str], update: list[str]) -> Insert:
-        """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` in this database's dialect."""
+    def upsert(
+        self, table: Table, values: Mapping[str, Any] | None, keys: list[str], update: list[str]
+    ) -> Insert:
+        """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` in this database's dialect (without
+        ``values``: a statement to execute with a list of rows)."""
         dialect = sqlite if self.is_sqlite else postgresql
-        stmt = dialect.insert(table).values(**values)
+        stmt = dialect.insert(table)
+        if values is not None:
+            stmt = stmt.values(**values)
         statement: Insert = stmt.on_conflict_do_update(
             index_elements=keys, set_={column: stmt.excluded[column] for column in update}
         )

@@ -41,6 +41,7 @@ class Prepared:
     serving_format: str
     blobs: dict[str, tuple[str, bytes, dict[str, Any]]]  # role -> (format, bytes, details)
     environment: dict[str, Any]
+    profile: dict[str, Any] | None = None
 
 
 def prepare(
@@ -96,8 +97,47 @@ def prepare(
                     f"ONNX conversion required but {conversion['status']}: {conversion['reason']}"
                 )
             serving = native.format
+    truth = sample[target] if target is not None else None
+    profile = reference_profile(frame, signature, native_runtime, truth)
     native_runtime.close()
-    return Prepared(signature, golden, conversion, serving, blobs, snapshot())
+    return Prepared(signature, golden, conversion, serving, blobs, snapshot(), profile)
+
+
+def reference_profile(
+    frame: pd.DataFrame, signature: Signature, runtime: Runtime, truth: pd.Series | None = None
+) -> dict[str, Any]:
+    """The version's reference for drift (monitoring/drift.py): its features and predictions on (up to
+    20,000 rows of) the sample, and its accuracy there when the sample has the target."""
+    from modelport.monitoring.drift import PROFILE_ROWS, build_profile
+    from modelport.monitoring.live import scores
+
+    rows = frame.sample(n=PROFILE_ROWS, random_state=0) if len(frame) > PROFILE_ROWS else frame
+    batch = signature.batch(rows)
+    try:
+        prediction = runtime.predict(batch)
+    except Exception as exc:
+        raise SampleMismatch(f"the model cannot score the sample: {brief(exc)}") from None
+    regression = signature.outputs.task == "regression"
+    outputs = prediction.values if regression else prediction.labels
+    assert outputs is not None
+    accuracy = log_loss = None
+    if truth is not None and not regression:
+        labels = [str(v) for v in truth.loc[rows.index].tolist()]
+        scored = scores(
+            labels,
+            [str(v) for v in np.asarray(outputs).tolist()],
+            prediction.probabilities,
+            list(signature.outputs.classes),
+        )
+        accuracy, log_loss = scored["accuracy"], scored.get("log_loss")
+    return build_profile(
+        {f.name: batch[f.name] for f in signature.features},
+        {f.name: f.numeric for f in signature.features},
+        np.asarray(outputs) if regression else np.asarray([str(v) for v in np.asarray(outputs).tolist()]),
+        regression,
+        accuracy=accuracy,
+        log_loss=log_loss,
+    )
 
 
 def _convert(

@@ -32,11 +32,13 @@ __all__ = [
     "api_keys",
     "artifacts",
     "audit_log",
+    "feedback",
     "metadata",
     "model_versions",
     "models",
     "prediction_log_policies",
     "protected_aliases",
+    "reference_profiles",
     "registry_state",
     "usage",
     "validation_reports",
@@ -215,4 +217,26 @@ prediction_log_policies = Table(
     Column("subject", String(100), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("updated_by", String(200), nullable=False),
+)
+
+
+# What a version was registered with, summarised for drift (monitoring/drift.py).
+reference_profiles = Table(
+    "reference_profiles",
+    metadata,
+    Column("version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("profile", JSONDoc, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Ground truth for logged predictions, by request id and row (a later label replaces an earlier one).
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_by", String(200), nullable=False),
 )

@@ -209,6 +209,7 @@ class Registry:
                         tags={str(k): str(v) for k, v in (tags or {}).items()},
                         creator=creator if creator is not None else local_actor(),
                         artifacts=artifact_records(digests, prepared),
+                        profile=prepared.profile,
                     ),
                     alias=alias,
                 )

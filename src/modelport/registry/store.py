@@ -31,10 +31,12 @@ from modelport.registry.records import ArtifactRecord, ModelRecord, VersionRecor
 from modelport.registry.schema import (
     aliases,
     artifacts,
+    feedback,
     model_versions,
     models,
     prediction_log_policies,
     protected_aliases,
+    reference_profiles,
     registry_state,
     validation_reports,
 )
@@ -61,6 +63,7 @@ class NewVersion:
     creator: str
     artifacts: tuple[ArtifactRecord, ...]
     model_description: str = ""
+    profile: dict[str, Any] | None = None
 
 
 def _log_policy(row: Any) -> dict[str, Any]:
@@ -141,6 +144,12 @@ class RegistryStore:
                         digest=artifact.digest,
                         size=artifact.size,
                         details=artifact.details,
+                    )
+                )
+            if new.profile is not None:
+                conn.execute(
+                    reference_profiles.insert().values(
+                        version_id=version_id, profile=new.profile, created_at=now
                     )
                 )
             record = self._version_by_id(conn, version_id)
@@ -463,6 +472,71 @@ class RegistryStore:
                 )
             ).all()
         return {row.name: _log_policy(row._mapping) for row in rows}
+
+    def set_profile(self, name: str, number: int, profile: dict[str, Any], *, actor: str) -> None:
+        """Store (or replace) a version's reference profile (audited)."""
+        with self.db.write() as conn:
+            version_id = self._version_id(conn, name, number)
+            conn.execute(
+                self.db.upsert(
+                    reference_profiles,
+                    {"version_id": version_id, "profile": profile, "created_at": datetime.now(UTC)},
+                    keys=["version_id"],
+                    update=["profile", "created_at"],
+                )
+            )
+            self._audit(conn, actor, "profile.set", f"{name}@{number}", after={"rows": profile.get("rows")})
+
+    def profiles(self, name: str) -> dict[int, dict[str, Any]]:
+        """Reference profiles of a model's versions, by version number (versions without one are absent)."""
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            rows = conn.execute(
+                select(model_versions.c.number, reference_profiles.c.profile)
+                .join(reference_profiles, reference_profiles.c.version_id == model_versions.c.id)
+                .where(model_versions.c.model_id == model_id)
+            ).all()
+        return {int(row.number): row.profile for row in rows}
+
+    def add_feedback(self, name: str, labels: list[tuple[str, int, str]], *, actor: str) -> int:
+        """Store ground-truth labels ``(request id, row, label)`` for ``name``; a label given again for
+        the same request row replaces the earlier one. Returns how many were stored."""
+        now = datetime.now(UTC)
+        with self.db.write() as conn:
+            model_id = self._model_id(conn, name)
+            latest = {(request_id, row): label for request_id, row, label in labels}  # last one wins
+            if latest:
+                conn.execute(
+                    self.db.upsert(
+                        feedback,
+                        None,
+                        keys=["model_id", "request_id", "row"],
+                        update=["label", "received_at", "received_by"],
+                    ),
+                    [
+                        {
+                            "model_id": model_id,
+                            "request_id": request_id,
+                            "row": row,
+                            "label": label,
+                            "received_at": now,
+                            "received_by": actor[:200],
+                        }
+                        for (request_id, row), label in latest.items()
+                    ],
+                )
+        return len(latest)
+
+    def feedback_labels(self, name: str) -> dict[tuple[str, int], str]:
+        """Every ground-truth label of ``name`` as ``{(request id, row): label}``."""
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            rows = conn.execute(
+                select(feedback.c.request_id, feedback.c.row, feedback.c.label).where(
+                    feedback.c.model_id == model_id
+                )
+            ).all()
+        return {(row.request_id, int(row.row)): row.label for row in rows}
 
     def policies(self) -> dict[str, str]:
         with self.db.read() as conn:

@@ -220,6 +220,77 @@ async def set_policy(app: RestApp, request: Request) -> Response:
     return json_response({"model": request.params["name"], "on_violation": policy})
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+MAX_LABELS = 10_000
+
+
+def _labels(document: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Checked ``(request id, row, label)`` triples from a feedback body."""
+    labels = document.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise InvalidInput('"labels" must be a non-empty list of {"request_id", "row", "label"}')
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(f"at most {MAX_LABELS:,} labels per request; send the rest in another")
+    checked = []
+    for position, item in enumerate(labels):
+        where = f"labels[{position}]"
+        if not isinstance(item, dict) or set(item) - {"request_id", "row", "label"}:
+            raise InvalidInput(f'{where} must be an object with "request_id", "row" (optional) and "label"')
+        request_id, row, label = item.get("request_id"), item.get("row", 0), item.get("label")
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+            raise InvalidInput(f"{where}: the request id is the X-Request-ID a response carried")
+        if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < 1_000_000:
+            raise InvalidInput(f"{where}: the row is the 0-based row within that request")
+        if isinstance(label, bool) or not isinstance(label, str | int | float) or label != label:
+            raise InvalidInput(f"{where}: the label must be a string or a number")
+        text = str(label)
+        if not 0 < len(text) <= 200:
+            raise InvalidInput(f"{where}: the label must be 1 to 200 characters")
+        checked.append((request_id, row, text))
+    return checked
+
+
+async def post_feedback(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"model", "labels"})
+    model = _text(document, "model", required=True) or ""
+    labels = _labels(document)
+    if not request.principal.sees(model):
+        raise NotFound(f"no model named {model[:100]!r}")
+    stored = await asyncio.to_thread(
+        app.plane.pool.registry.store.add_feedback, model, labels, actor=request.principal.actor
+    )
+    return json_response({"model": model, "stored": stored})
+
+
+def _drift_query(request: Request) -> tuple[int | None, int]:
+    version, windows = _one(request, "version"), _one(request, "windows") or "1"
+    if version is not None and not version.isdigit():
+        raise InvalidInput("version must be a version number")
+    if not windows.isdigit() or not 1 <= int(windows) <= 1000:
+        raise InvalidInput("windows must be a number from 1 to 1000")
+    return (None if version is None else check_version_number(int(version))), int(windows)
+
+
+async def get_drift(app: RestApp, request: Request) -> Response:
+    from modelport.monitoring.monitor import accuracy_report, drift_report
+
+    version, windows = _drift_query(request)
+    monitor = app.monitor
+    if monitor is None:
+        raise HTTPError(404, "monitoring is off on this server (MODELPORT_METRICS=false)")
+    name = request.params["name"]
+    registry = app.plane.pool.registry
+
+    def both() -> dict[str, Any]:
+        drift = drift_report(
+            monitor.home, registry, name, version=version, windows=windows, settings=monitor.settings
+        )
+        drift["accuracy"] = accuracy_report(monitor.home, registry, name, settings=monitor.settings)
+        return drift
+
+    return json_response(await asyncio.to_thread(both))
+
+
 ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("GET", re.compile(r"/api/v1/keys"), list_keys, False, "admin"),
     ("POST", re.compile(r"/api/v1/keys"), create_key, False, "admin"),
@@ -233,4 +304,6 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("PUT", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), set_alias, False, "publish"),
     ("DELETE", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), remove_alias, False, "publish"),
     ("PUT", re.compile(rf"/api/v1/models/{_NAME}/policy"), set_policy, False, "publish"),
+    ("POST", re.compile(r"/api/v1/feedback"), post_feedback, False, "infer"),
+    ("GET", re.compile(rf"/api/v1/models/{_NAME}/drift"), get_drift, False, "read"),
 )

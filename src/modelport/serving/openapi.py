@@ -149,6 +149,43 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         },
         (),
     ),
+    "post_feedback": (
+        "Ground-truth labels for logged predictions, by request id and row (live accuracy)",
+        {
+            "type": "object",
+            "required": ["model", "labels"],
+            "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string"},
+                "labels": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 10000,
+                    "items": {
+                        "type": "object",
+                        "required": ["request_id", "label"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:/+=@-]{1,128}$"},
+                            "row": {"type": "integer", "minimum": 0, "maximum": 999999},
+                            "label": {
+                                "oneOf": [
+                                    {"type": "string", "minLength": 1, "maxLength": 200},
+                                    {"type": "number"},
+                                ]
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        (),
+    ),
+    "get_drift": (
+        "Drift of logged traffic against each version's reference profile, and live accuracy",
+        None,
+        ("version", "windows"),
+    ),
     "openapi": ("This document", None, ()),
     "metrics": ("Prometheus metrics of every worker (a key, unless MODELPORT_METRICS_PUBLIC)", None, ()),
 }

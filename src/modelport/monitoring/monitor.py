@@ -1,0 +1,318 @@
+"""The monitor: drift and live accuracy of logged predictions, as reports and as Prometheus gauges.
+
+Reports (:func:`drift_report`, :func:`accuracy_report`) read the prediction log's Parquet segments of one
+model over time windows, compare each version's logged inputs and predictions with its reference profile
+(monitoring/drift.py) and join ground-truth feedback by request id and row (monitoring/live.py).
+``modelport drift`` prints them.
+
+For Prometheus, every worker's poller calls :meth:`Monitor.tick`; once per ``monitor_interval`` one
+worker (whichever takes ``HOME/run/monitor.lock`` first) evaluates the latest window of every logged
+model and writes the gauges to ``HOME/run/monitor.json`` (atomically). ``/metrics`` appends them
+(:meth:`Monitor.exposition`) whichever worker answers, so the numbers are the same in every scrape and
+computed once, not once per worker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelport.errors import InvalidInput
+from modelport.monitoring.drift import compare
+from modelport.monitoring.live import scores
+from modelport.monitoring.metrics import MONITOR_GAUGES
+
+if TYPE_CHECKING:
+    from modelport.registry.service import Registry
+
+__all__ = ["DriftSettings", "Monitor", "accuracy_report", "drift_report", "logged"]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftSettings:
+    threshold: float = 0.2
+    min_rows: int = 100
+    window_seconds: float = 3600.0
+    accuracy_window_seconds: float = 7 * 86400.0
+
+
+def logged(home: Path, model: str, since: float, until: float) -> dict[str, np.ndarray] | None:
+    """Every logged row of ``model`` with ``since <= time < until`` (Unix seconds), as numpy columns
+    (``ts`` in seconds, ``version``, ``request_id``, ``row``, ``label`` / ``prediction``,
+    ``probabilities`` (rows × classes) and ``in.<feature>``), or None when nothing was logged."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = home / "predictions" / f"model={model}"
+    first_day = datetime.fromtimestamp(since, UTC).date().isoformat() if since > 0 else ""
+    tables = []
+    for folder in sorted(root.glob("date=*")):
+        if folder.name.removeprefix("date=") < first_day:
+            continue
+        for segment in sorted(folder.glob("*.parquet")):
+            table = pq.read_table(segment)
+            seconds = pc.divide(table["ts"].cast(pa.int64()), 1_000_000.0)
+            keep = pc.and_(pc.greater_equal(seconds, since), pc.less(seconds, until))
+            table = table.filter(keep)
+            if table.num_rows:
+                tables.append(table)
+    if not tables:
+        return None
+    table = pa.concat_tables(tables, promote_options="default")
+    columns: dict[str, np.ndarray] = {
+        "ts": table["ts"].cast(pa.int64()).to_numpy() / 1e6,
+        "version": table["version"].to_numpy(),
+        "request_id": np.asarray(table["request_id"].to_pylist(), dtype=object),
+        "row": table["row"].to_numpy(),
+    }
+    for name in table.column_names:
+        if name.startswith("in.") or name in ("label", "prediction"):
+            column = table[name]
+            if pa.types.is_floating(column.type):
+                columns[name] = column.to_numpy(zero_copy_only=False)
+            else:
+                columns[name] = np.asarray(column.to_pylist(), dtype=object)
+    if "probabilities" in table.column_names:
+        probabilities = table["probabilities"].combine_chunks()
+        width = probabilities.type.list_size
+        flat = probabilities.flatten().to_numpy(zero_copy_only=False)
+        columns["probabilities"] = flat.reshape(-1, width)
+    return columns
+
+
+def _subset(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[keep] for name, values in columns.items()}
+
+
+def drift_report(
+    home: Path,
+    registry: Registry,
+    model: str,
+    *,
+    version: int | None = None,
+    windows: int = 1,
+    settings: DriftSettings = DriftSettings(),
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Drift of ``model``'s logged traffic against each version's reference, over ``windows``
+    consecutive windows of ``settings.window_seconds`` ending now (oldest first)."""
+    if not 1 <= windows <= 1000:
+        raise InvalidInput("the number of windows is 1 to 1000")
+    now = time.time() if now is None else now
+    width = settings.window_seconds
+    start = now - windows * width
+    profiles = registry.store.profiles(model)  # also: ModelNotFound for an unknown model
+    policy = registry.store.log_policies().get(model, {})
+    pseudonymised = tuple(policy.get("pseudonymise", ()))
+    columns = logged(home, model, start, now)
+    versions = sorted(set(columns["version"].tolist())) if columns is not None else []
+    if version is not None:
+        versions = [version]
+    report: dict[str, Any] = {
+        "model": model,
+        "threshold": settings.threshold,
+        "min_rows": settings.min_rows,
+        "window_seconds": width,
+        "until": datetime.fromtimestamp(now, UTC).isoformat(),
+        "logging": bool(policy.get("sample_rate")),
+        "versions": [],
+    }
+    for number in versions:
+        entry: dict[str, Any] = {"version": number, "profile": number in profiles, "windows": []}
+        if number in profiles and columns is not None:
+            for index in range(windows):
+                lower, upper = start + index * width, start + (index + 1) * width
+                keep = (columns["version"] == number) & (columns["ts"] >= lower) & (columns["ts"] < upper)
+                part = _subset(columns, keep)
+                features, prediction = compare(
+                    profiles[number],
+                    {k[3:]: v for k, v in part.items() if k.startswith("in.")},
+                    part.get("label", part.get("prediction")),
+                    threshold=settings.threshold,
+                    min_rows=settings.min_rows,
+                    pseudonymised=pseudonymised,
+                )
+                entry["windows"].append(
+                    {
+                        "start": datetime.fromtimestamp(lower, UTC).isoformat(),
+                        "end": datetime.fromtimestamp(upper, UTC).isoformat(),
+                        "rows": int(keep.sum()),
+                        "features": [f.to_dict() for f in features],
+                        "prediction": prediction.to_dict(),
+                        "drifting": [f.feature for f in features if f.drifting],
+                    }
+                )
+        report["versions"].append(entry)
+    return report
+
+
+def accuracy_report(
+    home: Path,
+    registry: Registry,
+    model: str,
+    *,
+    settings: DriftSettings = DriftSettings(),
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Scores of ``model``'s logged predictions that have ground truth, per version, over the accuracy
+    window (by the time of the prediction)."""
+    now = time.time() if now is None else now
+    labels = registry.store.feedback_labels(model)
+    profiles = registry.store.profiles(model)
+    report: dict[str, Any] = {
+        "model": model,
+        "window_seconds": settings.accuracy_window_seconds,
+        "labels_received": len(labels),
+        "versions": [],
+    }
+    columns = logged(home, model, now - settings.accuracy_window_seconds, now) if labels else None
+    if columns is None:
+        return report
+    truth = np.asarray(
+        [labels.get((rid, int(row))) for rid, row in zip(columns["request_id"], columns["row"], strict=True)],
+        dtype=object,
+    )
+    labelled = truth != None  # noqa: E711 - elementwise
+    for number in sorted(set(columns["version"][labelled].tolist())):
+        keep = labelled & (columns["version"] == number)
+        record = registry.get(f"{model}@{number}")
+        classes = list(record.signature["outputs"]["classes"])
+        probabilities = columns.get("probabilities")
+        result = scores(
+            [str(t) for t in truth[keep].tolist()],
+            None if "label" not in columns else [str(v) for v in columns["label"][keep].tolist()],
+            None if probabilities is None else probabilities[keep],
+            classes,
+            values=columns["prediction"][keep] if "prediction" in columns else None,
+        )
+        reference = profiles.get(number, {})
+        result.update(
+            version=number,
+            reference_accuracy=reference.get("accuracy"),
+            reference_log_loss=reference.get("log_loss"),
+        )
+        report["versions"].append(result)
+    return report
+
+
+class Monitor:
+    """Evaluates drift and accuracy for Prometheus, in one worker at a time (see the module text)."""
+
+    def __init__(self, home: Path, registry: Registry, settings: DriftSettings, interval: float) -> None:
+        self.home = home
+        self.registry = registry
+        self.settings = settings
+        self.interval = interval
+        self.state = home / "run" / "monitor.json"
+        self._next = 0.0
+        self._cache: tuple[float, bytes] = (-1.0, b"")
+
+    def due(self, now: float) -> bool:
+        return self.interval > 0 and now >= self._next
+
+    def tick(self) -> bool:
+        """Evaluate if no other worker is doing so and the last result is older than the interval.
+        Returns whether this call evaluated. Runs in a thread (it reads Parquet and the database)."""
+        self._next = time.monotonic() + self.interval
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "run" / "monitor.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                if time.time() - self.state.stat().st_mtime < self.interval * 0.9:
+                    return False  # another worker has just done it
+            except FileNotFoundError:
+                pass
+            samples = self.evaluate()
+            temporary = self.state.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"ts": time.time(), "samples": samples}))
+            os.replace(temporary, self.state)
+            return True
+
+    def evaluate(self, now: float | None = None) -> list[list[Any]]:
+        """Gauge samples ``[name, labels, value]`` for every model that logs predictions."""
+        now = time.time() if now is None else now
+        samples: list[list[Any]] = [["modelport_monitor_last_run_timestamp_seconds", {}, now]]
+        for model, policy in sorted(self.registry.store.log_policies().items()):
+            if not policy.get("sample_rate"):
+                continue
+            samples.append(["modelport_drift_psi_threshold", {"model": model}, self.settings.threshold])
+            drift = drift_report(self.home, self.registry, model, settings=self.settings, now=now)
+            for entry in drift["versions"]:
+                labels = {"model": model, "version": str(entry["version"])}
+                if not entry["windows"]:
+                    continue
+                window = entry["windows"][-1]
+                samples.append(["modelport_drift_window_rows", labels, window["rows"]])
+                for feature in window["features"]:
+                    if feature["psi"] is None:
+                        continue
+                    named = {**labels, "feature": feature["feature"]}
+                    samples.append(["modelport_feature_drift_psi", named, feature["psi"]])
+                    samples.append(["modelport_feature_drifting", named, 1.0 if feature["drifting"] else 0.0])
+                    if feature["ks"] is not None:
+                        samples.append(["modelport_feature_drift_ks", named, feature["ks"]])
+                if window["prediction"]["psi"] is not None:
+                    samples.append(["modelport_prediction_drift_psi", labels, window["prediction"]["psi"]])
+            for version, profile in self.registry.store.profiles(model).items():
+                if profile.get("accuracy") is not None:
+                    labels = {"model": model, "version": str(version)}
+                    samples.append(["modelport_reference_accuracy", labels, profile["accuracy"]])
+            accuracy = accuracy_report(self.home, self.registry, model, settings=self.settings, now=now)
+            for result in accuracy["versions"]:
+                labels = {"model": model, "version": str(result["version"])}
+                samples.append(["modelport_live_labelled_rows", labels, result["rows"]])
+                if "accuracy" in result:
+                    samples.append(["modelport_live_accuracy", labels, result["accuracy"]])
+                if "log_loss" in result:
+                    samples.append(["modelport_live_log_loss", labels, result["log_loss"]])
+                for cls, per in result.get("classes", {}).items():
+                    if per["recall"] is not None:
+                        samples.append(
+                            ["modelport_live_class_recall", {**labels, "class": cls}, per["recall"]]
+                        )
+        return samples
+
+    def exposition(self) -> bytes:
+        """The latest evaluation in Prometheus' text format (empty before the first one)."""
+        try:
+            mtime = self.state.stat().st_mtime
+        except FileNotFoundError:
+            return b""
+        if mtime == self._cache[0]:
+            return self._cache[1]
+        try:
+            samples = json.loads(self.state.read_text())["samples"]
+        except (OSError, ValueError, KeyError):
+            return self._cache[1]
+        self._cache = (mtime, _format(samples))
+        return self._cache[1]
+
+
+def _format(samples: list[list[Any]]) -> bytes:
+    by_name: dict[str, list[str]] = {}
+    for name, labels, value in samples:
+        if name not in MONITOR_GAUGES:
+            continue
+        text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+        number = "NaN" if value != value else repr(float(value))
+        by_name.setdefault(name, []).append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
+    lines: list[str] = []
+    for name, rows in by_name.items():
+        lines += [f"# HELP {name} {MONITOR_GAUGES[name][0]}", f"# TYPE {name} gauge", *rows]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
