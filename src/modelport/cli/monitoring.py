@@ -57,6 +57,9 @@ def drift(
     min_rows: Annotated[
         int | None, typer.Option("--min-rows", help="Rows a window needs; default from settings.", min=1)
     ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="End of the last window (ISO date/time, UTC); default now.")
+    ] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Also write the chart as a PNG file.")] = None,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML page (chart and tables).")
@@ -89,13 +92,16 @@ def drift(
     for path in (png, html):
         if path is not None and not path.parent.is_dir():
             raise InvalidInput(f"no folder {str(path.parent)[:200]!r} to write {path.name[:100]!r} into")
+    end = None if until is None else _timestamp(until)
     parsed = parse_ref(ref)
     home = settings.home.resolve()
     registry = _open()
     try:
         version = registry.get(ref).number if "@" in ref else None
-        report = drift_report(home, registry, parsed.name, version=version, windows=windows, settings=tuned)
-        report["accuracy"] = accuracy_report(home, registry, parsed.name, settings=tuned)
+        report = drift_report(
+            home, registry, parsed.name, version=version, windows=windows, settings=tuned, now=end
+        )
+        report["accuracy"] = accuracy_report(home, registry, parsed.name, settings=tuned, now=end)
     finally:
         registry.close()
     if png is not None or html is not None:
@@ -112,6 +118,16 @@ def drift(
     drifting = any(v["windows"] and v["windows"][-1]["drifting"] for v in report["versions"])
     if fail_on_drift and drifting:
         raise typer.Exit(7)
+
+
+def _timestamp(text: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--until is an ISO date/time like 2026-11-22T10:00, not {text[:40]!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _write(path: Path, data: bytes) -> None:

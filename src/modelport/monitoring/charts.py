@@ -31,8 +31,9 @@ def drift_png(report: dict[str, Any]) -> bytes:
     threshold = report["threshold"]
     for (trend, latest), entry in zip(axes, versions, strict=True):
         windows = entry["windows"]
-        ticks = [w["end"][5:16].replace("T", " ") for w in windows]
+        ticks = [_tick(w["end"], report["window_seconds"]) for w in windows]
         names = [f["feature"] for f in windows[0]["features"]] + ["prediction"] if windows else []
+        trend.set_prop_cycle(color=plt.get_cmap("tab20").colors)
         for position, name in enumerate(names):
             values = [
                 (w["prediction"] if name == "prediction" else w["features"][position])["psi"] for w in windows
@@ -106,6 +107,15 @@ def drift_html(report: dict[str, Any]) -> str:
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _tick(end: str, width: float) -> str:
+    """A window's end as a short label: seconds for short windows, dates for long ones."""
+    if width < 60:
+        return end[11:19]
+    if width < 86_400:
+        return end[5:16].replace("T", " ")
+    return end[:10]
 
 
 def _number(value: float | None) -> str:
