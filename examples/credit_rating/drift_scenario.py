@@ -92,22 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         server.wait(30)
     until = datetime.fromtimestamp(start + 6 * args.window, UTC).isoformat()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            MODELPORT,
-            "drift",
-            "credit-rating",
-            "--window",
-            f"{args.window:g}s",
-            "--windows",
-            "6",
-            "--until",
-            until,
-        ]
-        + ["--png", str(args.out), "--html", str(args.out.with_suffix(".html"))],
-        env=env,
-        check=True,
-    )
+    command = ["drift", "credit-rating", "--window", f"{args.window:g}s", "--windows", "6", "--until", until]
+    chart = ["--png", str(args.out), "--html", str(args.out.with_suffix(".html"))]
+    subprocess.run([MODELPORT, *command, *chart], env=env, check=True)
     print(f"chart: {args.out}")
 
 
