@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+import typer
 from typer.testing import CliRunner
 
 from modelport.cli.main import app
@@ -14,20 +16,22 @@ from modelport.settings import Settings
 
 __all__ = ["render_cli", "render_settings", "write_all"]
 
-COMMANDS = [
-    [],
-    ["init"],
-    ["register"],
-    ["models"],
-    ["versions"],
-    ["show"],
-    ["alias"],
-    ["alias", "set"],
-    ["alias", "rm"],
-    ["predict"],
-    ["serve"],
-    ["policy"],
-]
+
+def _walk(group: Any, path: list[str]) -> list[list[str]]:
+    """``path`` and every command under it (Typer groups answer ``list_commands``)."""
+    found = [path]
+    context = type(group).context_class(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        if hasattr(command, "list_commands"):
+            found += _walk(command, [*path, name])
+        elif command is not None:
+            found.append([*path, name])
+    return found
+
+
+# Every command and group, walked from the app itself: a new command cannot be left out.
+COMMANDS = _walk(typer.main.get_command(app), [])
 
 
 def render_cli() -> str:
@@ -39,7 +43,8 @@ def render_cli() -> str:
         "a test keeps it in sync.",
         "",
         "Exit codes: 0 ok · 1 other failure · 2 invalid input or usage · 3 not found · "
-        "4 integrity failure (a stored artifact changed) · 5 registry missing or needs `modelport init`.",
+        "4 integrity failure (a stored artifact changed) · 5 registry missing or needs `modelport init` · "
+        "6 refused by the promotion gate · 7 drift found (`drift --fail-on-drift`).",
         "",
     ]
     for command in COMMANDS:
