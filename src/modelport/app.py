@@ -1,13 +1,14 @@
 """The single wiring point: settings in, ready components out.
 
 The CLI, the Python API and the tests all build the registry here; the HTTP application
-(``create_app``) will be assembled here too when serving lands.
+(``create_app``) is assembled here too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from modelport.monitoring.monitor import DriftSettings, Monitor
 from modelport.registry.artifacts import open_artifact_store
 from modelport.registry.database import Database
 from modelport.registry.service import Registry
@@ -21,7 +22,7 @@ from modelport.serving.rest import RestApp
 from modelport.serving.v2 import Limits
 from modelport.settings import Settings
 
-__all__ = ["create_app", "create_app_from_env", "open_registry"]
+__all__ = ["create_app", "create_app_from_env", "drift_settings", "open_registry"]
 
 
 def open_registry(settings: Settings | None = None, *, create: bool = False) -> Registry:
@@ -56,6 +57,11 @@ def create_app(settings: Settings | None = None) -> RestApp:
         from modelport.monitoring.metrics import disable
 
         disable()
+    tracer = None
+    if settings.tracing:  # fails here, at start-up, when the tracing extra is missing
+        from modelport.monitoring.tracing import Tracer
+
+        tracer = Tracer(settings.tracing_endpoint, settings.tracing_sample_rate)
     registry = open_registry(settings)
     pool = ModelPool(
         registry,
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
             if settings.prediction_log
             else None
         ),
+        tracing=tracer is not None,
     )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
     gate = create_gate(settings, registry)
@@ -81,7 +88,13 @@ def create_app(settings: Settings | None = None) -> RestApp:
     if settings.grpc_port is not None:
         from modelport.serving.grpc import GrpcServer
 
-        companions = (GrpcServer(plane, limits, settings.host, settings.grpc_port, gate=gate, tls=tls),)
+        companions = (
+            GrpcServer(plane, limits, settings.host, settings.grpc_port, gate=gate, tls=tls, tracer=tracer),
+        )
+    monitor = None
+    if settings.metrics:
+        interval = settings.monitor_interval
+        monitor = Monitor(settings.home.resolve(), registry, drift_settings(settings), interval)
     allowed_hosts = tuple(settings.allowed_hosts)
     if settings.insecure_dev:
         # An open server answers localhost names (plus any named explicitly), never any host: a web
@@ -98,6 +111,18 @@ def create_app(settings: Settings | None = None) -> RestApp:
         hsts=tls is not None,
         allowed_hosts=allowed_hosts,
         metrics_public=settings.metrics_public,
+        tracer=tracer,
+        monitor=monitor,
+        prediction_flush_seconds=settings.prediction_log_flush_seconds,
+    )
+
+
+def drift_settings(settings: Settings) -> DriftSettings:
+    return DriftSettings(
+        threshold=settings.drift_threshold,
+        min_rows=settings.drift_min_rows,
+        window_seconds=settings.drift_window_seconds,
+        accuracy_window_seconds=settings.accuracy_window_seconds,
     )
 
 

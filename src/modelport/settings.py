@@ -106,12 +106,41 @@ class Settings(BaseSettings):
     """Sampled requests a worker keeps in memory between writes (every 10 s, or at 5,000); beyond it
     records are dropped and counted, requests never wait."""
 
+    monitor_interval: float = Field(default=60.0, ge=0, le=86_400)
+    """Seconds between evaluations of drift and live accuracy for ``/metrics`` (one worker evaluates;
+    0 turns the evaluation off). ``modelport drift`` computes on demand regardless."""
+
+    drift_threshold: float = Field(default=0.2, gt=0, le=10)
+    """PSI at or over which a feature (or the predictions) counts as drifting."""
+
+    drift_window_seconds: float = Field(default=3600.0, ge=1, le=90 * 86_400)
+    """Width of the window of logged traffic compared with the reference profile."""
+
+    drift_min_rows: int = Field(default=100, ge=1)
+    """Logged rows a window needs before its drift is computed (fewer give noisy PSI)."""
+
+    accuracy_window_seconds: float = Field(default=7 * 86_400.0, ge=1, le=365 * 86_400)
+    """Age of the logged predictions (by the time they were made) that live accuracy covers."""
+
+    prediction_log_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds between writes of a worker's sampled requests to Parquet (sooner at 5,000 requests)."""
+
     metrics: bool = True
     """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""
 
     metrics_public: bool = False
     """Serve ``/metrics`` without a key (for a Prometheus scraper on a trusted network); otherwise any
     valid key may read it."""
+
+    tracing: bool = False
+    """Export OpenTelemetry traces of inference requests (spans parse, validate, queue, infer,
+    serialise) over OTLP/HTTP; needs the ``tracing`` extra. Off: OpenTelemetry is never imported."""
+
+    tracing_endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://")
+    """The collector's OTLP/HTTP traces URL (with ``tracing``)."""
+
+    tracing_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces kept (with ``tracing``); a caller's ``traceparent`` decision is followed."""
 
     redis_url: str | None = None
     """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are

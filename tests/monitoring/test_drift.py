@@ -261,5 +261,8 @@ def test_feedback_gives_the_offline_accuracy(trained: Trained, server: Server) -
         offline_loss, rel=1e-3
     )
     shown = cli(trained.home, "drift", MODEL, "--json")
-    accuracy = json.loads(shown.stdout)["accuracy"]["versions"][0]
+    report = json.loads(shown.stdout)
+    accuracy = report["accuracy"]["versions"][0]
     assert accuracy["rows"] == 1000 and accuracy["accuracy"] == pytest.approx(offline, abs=1e-12)
+    window = report["versions"][0]["windows"][-1]["accuracy"]  # the same rows, seen per drift window
+    assert window["rows"] == 1000 and window["accuracy"] == pytest.approx(offline, abs=1e-12)

@@ -2,7 +2,7 @@
 codes in one place (:func:`main`):
 
     0 ok · 2 invalid input or usage · 3 not found · 4 integrity failure · 5 registry not ready ·
-    6 refused by the promotion gate · 1 any other failure
+    6 refused by the promotion gate · 7 drift found (`drift --fail-on-drift`) · 1 any other failure
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from modelport.app import open_registry
+from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
     console,
     error_console,
@@ -84,6 +85,7 @@ def _open(create: bool = False) -> Registry:
 
 
 register_commands(app, lambda: _open())
+register_monitoring(app, lambda: _open(), _settings)
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

@@ -168,6 +168,12 @@ def _print(report: dict[str, Any]) -> None:
                 row["note"],
             )
         console.print(table)
+        scored = last.get("accuracy")
+        if scored and scored.get("accuracy") is not None:
+            console.print(
+                f"accuracy of the {scored['rows']} labelled predictions in this window: "
+                f"{scored['accuracy']:.4f}"
+            )
     accuracy = report["accuracy"]
     if accuracy["versions"]:
         table = Table(title=f"live accuracy ({accuracy['labels_received']} labels received)")

@@ -33,7 +33,8 @@ def drift_png(report: dict[str, Any]) -> bytes:
         windows = entry["windows"]
         ticks = [_tick(w["end"], report["window_seconds"]) for w in windows]
         names = [f["feature"] for f in windows[0]["features"]] + ["prediction"] if windows else []
-        trend.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+        palette = plt.get_cmap("tab20")
+        trend.set_prop_cycle(color=[palette(i) for i in range(20)])
         for position, name in enumerate(names):
             values = [
                 (w["prediction"] if name == "prediction" else w["features"][position])["psi"] for w in windows
@@ -93,6 +94,16 @@ def drift_html(report: dict[str, Any]) -> str:
             parts.append(
                 f"<tr{css}><td>{esc(row['feature'])}</td><td>{_number(row['psi'])}</td>"
                 f"<td>{_number(row['ks'])}</td><td>{row['rows']}</td><td>{esc(row['note'])}</td></tr>"
+            )
+        parts.append("</table>")
+        parts.append("<h3>Per window</h3><table><tr><th>window end (UTC)</th><th>rows</th>")
+        parts.append("<th>drifting</th><th>labelled</th><th>accuracy</th></tr>")
+        for window in entry["windows"]:
+            scored = window.get("accuracy") or {}
+            parts.append(
+                f"<tr><td>{esc(window['end'][:19])}</td><td>{window['rows']}</td>"
+                f"<td>{esc(', '.join(window['drifting']) or '—')}</td><td>{scored.get('rows', 0)}</td>"
+                f"<td>{_number(scored.get('accuracy'))}</td></tr>"
             )
         parts.append("</table>")
     accuracy = report.get("accuracy", {}).get("versions", [])

@@ -85,6 +85,11 @@ def configure(*, access_log: bool = True, level: str = "INFO") -> None:
         root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    # With MODELPORT_TRACING, OpenTelemetry's own warnings (a collector away, a full queue) as JSON
+    # lines too. Naming the logger imports nothing.
+    sdk = logging.getLogger("opentelemetry")
+    sdk.handlers = [h for h in root.handlers if getattr(h, "_modelport", False)]
+    sdk.propagate = False
     ACCESS.disabled = not access_log
     ACCESS_LOG.enabled = access_log
 

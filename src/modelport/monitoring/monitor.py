@@ -93,6 +93,27 @@ def _subset(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nd
     return {name: values[keep] for name, values in columns.items()}
 
 
+def _truth(columns: dict[str, np.ndarray], labels: dict[tuple[str, int], str]) -> np.ndarray:
+    """The ground-truth label of each logged row (None where none arrived)."""
+    return np.asarray(
+        [labels.get((rid, int(row))) for rid, row in zip(columns["request_id"], columns["row"], strict=True)],
+        dtype=object,
+    )
+
+
+def _scored(
+    columns: dict[str, np.ndarray], keep: np.ndarray, truth: np.ndarray, classes: list[Any]
+) -> dict[str, Any]:
+    probabilities = columns.get("probabilities")
+    return scores(
+        [str(t) for t in truth[keep].tolist()],
+        None if "label" not in columns else [str(v) for v in columns["label"][keep].tolist()],
+        None if probabilities is None else probabilities[keep],
+        classes,
+        values=columns["prediction"][keep] if "prediction" in columns else None,
+    )
+
+
 def drift_report(
     home: Path,
     registry: Registry,
@@ -117,6 +138,8 @@ def drift_report(
     versions = sorted(set(columns["version"].tolist())) if columns is not None else []
     if version is not None:
         versions = [version]
+    labels = registry.store.feedback_labels(model) if columns is not None else {}
+    truth = _truth(columns, labels) if columns is not None and labels else None
     report: dict[str, Any] = {
         "model": model,
         "threshold": settings.threshold,
@@ -129,6 +152,7 @@ def drift_report(
     for number in versions:
         entry: dict[str, Any] = {"version": number, "profile": number in profiles, "windows": []}
         if number in profiles and columns is not None:
+            classes = list(registry.get(f"{model}@{number}").signature["outputs"]["classes"])
             for index in range(windows):
                 lower, upper = start + index * width, start + (index + 1) * width
                 keep = (columns["version"] == number) & (columns["ts"] >= lower) & (columns["ts"] < upper)
@@ -149,6 +173,10 @@ def drift_report(
                         "features": [f.to_dict() for f in features],
                         "prediction": prediction.to_dict(),
                         "drifting": [f.feature for f in features if f.drifting],
+                        # labelled predictions made in this window (the labels may come much later)
+                        "accuracy": None
+                        if truth is None or not (labelled := keep & (truth != None)).any()  # noqa: E711
+                        else _scored(columns, labelled, truth, classes),
                     }
                 )
         report["versions"].append(entry)
@@ -177,23 +205,12 @@ def accuracy_report(
     columns = logged(home, model, now - settings.accuracy_window_seconds, now) if labels else None
     if columns is None:
         return report
-    truth = np.asarray(
-        [labels.get((rid, int(row))) for rid, row in zip(columns["request_id"], columns["row"], strict=True)],
-        dtype=object,
-    )
+    truth = _truth(columns, labels)
     labelled = truth != None  # noqa: E711 - elementwise
     for number in sorted(set(columns["version"][labelled].tolist())):
         keep = labelled & (columns["version"] == number)
-        record = registry.get(f"{model}@{number}")
-        classes = list(record.signature["outputs"]["classes"])
-        probabilities = columns.get("probabilities")
-        result = scores(
-            [str(t) for t in truth[keep].tolist()],
-            None if "label" not in columns else [str(v) for v in columns["label"][keep].tolist()],
-            None if probabilities is None else probabilities[keep],
-            classes,
-            values=columns["prediction"][keep] if "prediction" in columns else None,
-        )
+        classes = list(registry.get(f"{model}@{number}").signature["outputs"]["classes"])
+        result = _scored(columns, keep, truth, classes)
         reference = profiles.get(number, {})
         result.update(
             version=number,

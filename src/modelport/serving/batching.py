@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from modelport.monitoring.tracing import Timeline
 from modelport.runtimes.base import Prediction
 from modelport.signature import Batch
 
 __all__ = ["Batcher"]
 
-Item = tuple[Batch, int, "asyncio.Future[Prediction]", float]
+Item = tuple[Batch, int, "asyncio.Future[Prediction]", int, Timeline | None]  # queued: perf_counter_ns
 BatchObserver = Callable[[int, float], None]
 """Told of every runtime call: its rows, and how long its oldest request waited in the queue."""
 
@@ -34,19 +35,22 @@ class Batcher:
         predict: Callable[[Batch], Prediction],
         max_rows: int = 256,
         observe: BatchObserver | None = None,
+        *,
+        timed: bool = False,
     ) -> None:
         self._predict = predict
         self._observe = observe
+        self.timed = timed  # stamp traced requests' timelines with their runtime call (tracing on)
         self.max_rows = max_rows
         self._queue: list[Item] = []
         self._scheduled = False
         self.batches = 0
         self.rows = 0
 
-    async def submit(self, batch: Batch, rows: int) -> Prediction:
+    async def submit(self, batch: Batch, rows: int, timeline: Timeline | None = None) -> Prediction:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._queue.append((batch, rows, future, time.perf_counter()))
+        self._queue.append((batch, rows, future, time.perf_counter_ns(), timeline))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -68,10 +72,11 @@ class Batcher:
         live = [item for item in items if not item[2].done()]  # skip requests already cancelled
         if not live:
             return
+        ran = time.perf_counter_ns()
         if self._observe is not None:
-            self._observe(sum(item[1] for item in live), time.perf_counter() - live[0][3])
+            self._observe(sum(item[1] for item in live), (ran - live[0][3]) / 1e9)
         if len(live) == 1:
-            self._score_one(live[0])
+            self._score_one(live[0], ran)
             return
         names = list(live[0][0])
         merged = {name: np.concatenate([item[0][name] for item in live]) for name in names}
@@ -79,25 +84,40 @@ class Batcher:
             prediction = self._predict(merged)
         except Exception:
             for item in live:
-                self._score_one(item)
+                self._score_one(item, time.perf_counter_ns())
             return
+        if self.timed:
+            _stamp(live, ran)
         self.batches += 1
         self.rows += sum(item[1] for item in live)
         offset = 0
-        for _batch, rows, future, _queued in live:
+        for _batch, rows, future, _queued, _timeline in live:
             future.set_result(_slice(prediction, offset, offset + rows))
             offset += rows
 
-    def _score_one(self, item: Item) -> None:
-        batch, rows, future, _queued = item
+    def _score_one(self, item: Item, ran: int) -> None:
+        batch, rows, future, _queued, _timeline = item
         try:
             prediction = self._predict(batch)
         except Exception as exc:
             future.set_exception(exc)
             return
+        finally:
+            if self.timed:
+                _stamp((item,), ran)
         self.batches += 1
         self.rows += rows
         future.set_result(prediction)
+
+
+def _stamp(items: Sequence[Item], ran: int) -> None:
+    """Tell the traced requests of one runtime call when they were queued, when the call ran and when
+    it returned: their spans are made from these times later, so no tracing context enters here."""
+    done = time.perf_counter_ns()
+    rows = sum(item[1] for item in items)
+    for _batch, _rows, _future, queued, timeline in items:
+        if timeline is not None:
+            timeline.queued, timeline.ran, timeline.done, timeline.batch_rows = queued, ran, done, rows
 
 
 def _slice(prediction: Prediction, start: int, end: int) -> Prediction:

@@ -16,6 +16,7 @@ from modelport._version import __version__
 from modelport.errors import InputMismatch, ModelportError
 from modelport.monitoring.metrics import LOCAL, METRICS
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
+from modelport.monitoring.tracing import Timeline
 from modelport.registry.service import LoadedVersion
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
@@ -56,6 +57,7 @@ class DataPlane:
     stats: dict[tuple[str, int], ModelStats] = field(default_factory=dict)
     predictions: PredictionLog | None = None
     _policy_cache: dict[str, tuple[Any, LogPolicy]] = field(default_factory=dict)
+    tracing: bool = False  # batchers stamp the timelines of traced requests (monitoring/tracing.py)
 
     # -- health and metadata --------------------------------------------------------------------
 
@@ -133,10 +135,13 @@ class DataPlane:
         *,
         request_id: str = "",
         key_id: str = "",
+        timeline: Timeline | None = None,
     ) -> InferenceResult:
         loaded = await self.loaded(model, selector)
         key = (model, loaded.version.number)
         started = time.perf_counter_ns()
+        if timeline is not None:
+            timeline.validating = started
         stats = self.stats.setdefault(key, ModelStats())
         try:
             batch, rows, matrix = batch_from_tensors(inputs, loaded.signature)
@@ -149,7 +154,7 @@ class DataPlane:
                         + loaded.signature.describe_violations(flags)
                     )
                 stats.flagged_requests += 1
-            prediction = await self._batcher(key, loaded).submit(batch, rows)
+            prediction = await self._batcher(key, loaded).submit(batch, rows, timeline)
         except Exception:
             stats.failure += 1
             stats.failure_ns += time.perf_counter_ns() - started
@@ -174,6 +179,8 @@ class DataPlane:
         stats.success += 1
         stats.success_ns += time.perf_counter_ns() - started
         stats.last_inference_ms = int(time.time() * 1000)
+        if timeline is not None:
+            timeline.serialising = time.perf_counter_ns()
         outputs = tensors_from_prediction(prediction, loaded.signature)
         if requested:
             known = {t.name for t in outputs}
@@ -201,7 +208,7 @@ class DataPlane:
             def observe(rows: int, waited: float) -> None:
                 LOCAL.batch(model, version, rows, waited)
 
-            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows, observe))
+            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows, observe, timed=self.tracing))
             self._batchers[key] = entry
             # Drop batchers of versions the pool has evicted: they would keep their runtimes alive.
             live = set(self.pool.loaded())

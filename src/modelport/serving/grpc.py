@@ -30,6 +30,7 @@ from modelport.errors import (
     Unauthenticated,
 )
 from modelport.monitoring.metrics import LOCAL, alias_label, outcome_of
+from modelport.monitoring.tracing import Timeline, Tracer
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
@@ -145,10 +146,11 @@ def _address(context: Any) -> str | None:
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, limits: Limits, gate: Gate) -> None:
+    def __init__(self, plane: DataPlane, limits: Limits, gate: Gate, tracer: Tracer | None = None) -> None:
         self.plane = plane
         self.limits = limits
         self.gate = gate
+        self.tracer = tracer
 
     async def _admit(self, context: Any, permission: str, model: str | None = None) -> Principal:
         """As the REST adapter: 401 / 403 / 404 for models outside the key's patterns / 429."""
@@ -211,11 +213,17 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
         principal = await self._admit(context, "infer", request.model_name)
+        timeline = None
+        if self.tracer is not None:
+            metadata = dict(context.invocation_metadata() or ())
+            timeline = Timeline(int(started * 1e9), metadata.get("traceparent"), metadata.get("tracestate"))
         size = request.ByteSize()
         version: int | None = None
         try:
             version = self.plane.resolve(request.model_name, request.model_version or None)
             inputs = _inputs(request, self.limits)
+            if timeline is not None:
+                timeline.parsed = time.perf_counter_ns()
             requested = [o.name for o in request.outputs] or None
             result = await self.plane.infer(
                 request.model_name,
@@ -224,14 +232,19 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 requested,
                 request_id=request.id[:128],
                 key_id=principal.key_id,
+                timeline=timeline,
             )
         except ModelportError as exc:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
             self._count(request, version, _status(exc), started)
+            if timeline is not None:
+                self._trace(timeline, request, version, 0, _status(exc), _code(exc), principal)
             await context.abort(_code(exc), _message(exc))
         except Exception:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
             self._count(request, version, 500, started)
+            if timeline is not None:
+                self._trace(timeline, request, version, 0, 500, grpc.StatusCode.INTERNAL, principal)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")
         self._count(request, result.version, 200, started)
         response = pb.ModelInferResponse(
@@ -247,6 +260,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(tensor_bytes(tensor))
         context.set_trailing_metadata((("x-model-version", str(result.version)),))
+        if timeline is not None:
+            timeline.serialised = time.perf_counter_ns()
+            self._trace(timeline, request, result.version, result.rows, 200, grpc.StatusCode.OK, principal)
         self.gate.count(
             principal,
             request.model_name,
@@ -263,6 +279,30 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         alias = alias_label(routes, request.model_version or None)
         label = "" if version is None or not model else str(version)
         LOCAL.request(model, label, alias, "grpc", outcome_of(status), time.perf_counter() - started)
+
+    def _trace(
+        self,
+        timeline: Timeline,
+        request: Any,
+        version: int | None,
+        rows: int,
+        status: int,
+        code: grpc.StatusCode,
+        principal: Principal,
+    ) -> None:
+        """Hand a finished request to the tracer; ``status`` is the HTTP status REST would give."""
+        assert self.tracer is not None
+        self.tracer.finish(
+            timeline,
+            protocol="grpc",
+            model=request.model_name[:100],
+            version=version,
+            rows=rows,
+            outcome=outcome_of(status),
+            status=code.value[0],
+            request_id=request.id[:128],
+            key_id=principal.key_id,
+        )
 
 
 def _status(error: Exception) -> int:
@@ -284,9 +324,10 @@ class GrpcServer:
         *,
         gate: Gate,
         tls: tuple[Path, Path] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.plane, self.limits, self.address = plane, limits, f"{host}:{port}"
-        self.gate, self.tls = gate, tls
+        self.gate, self.tls, self.tracer = gate, tls, tracer
         self._server: Any = None
 
     async def start(self) -> None:
@@ -299,7 +340,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _Servicer(self.plane, self.limits, self.gate), self._server
+            _Servicer(self.plane, self.limits, self.gate, self.tracer), self._server
         )
         if self.tls is None:
             self._server.add_insecure_port(self.address)

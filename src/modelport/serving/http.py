@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from modelport.errors import StorageFailure, StoreNotReady
+from modelport.monitoring.tracing import Timeline
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 
 __all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"]
@@ -41,6 +42,7 @@ class Request:
     rows: int = 0  # rows scored, for usage records
     version: int | None = None  # the version that answered (or was resolved), for metrics
     request_id: str = ""
+    timeline: Timeline | None = None  # phase times of a traced inference request (tracing on)
 
 
 @dataclass(slots=True)

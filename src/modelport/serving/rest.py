@@ -40,6 +40,8 @@ from modelport.errors import (
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
 from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, alias_label, outcome_of, render
+from modelport.monitoring.monitor import Monitor
+from modelport.monitoring.tracing import Timeline, Tracer
 from modelport.registry.names import is_model_name, parse_ref
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
@@ -141,8 +143,13 @@ class RestApp:
         hsts: bool = False,
         allowed_hosts: tuple[str, ...] = (),
         metrics_public: bool = False,
+        tracer: Tracer | None = None,
+        monitor: Monitor | None = None,
+        prediction_flush_seconds: float = 10.0,
     ) -> None:
         self.gate = gate if gate is not None else Gate(None, insecure=True)
+        self.monitor = monitor
+        self.prediction_flush_seconds = prediction_flush_seconds
         # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
         self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
             ((b"strict-transport-security", b"max-age=31536000; includeSubDomains"),) if hsts else ()
@@ -150,6 +157,7 @@ class RestApp:
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self._openapi: bytes | None = None
         self.metrics_public = metrics_public
+        self.tracer = tracer  # None unless MODELPORT_TRACING: then inference requests get a Timeline
         self.timeout = timeout
         self.drain_seconds = drain_seconds
         self.plane = plane
@@ -186,6 +194,9 @@ class RestApp:
         # 404 before 400
         request.version = self.plane.resolve(request.params["name"], request.params.get("version"))
         decoded = decode_request(request.body, request.headers.get(HEADER_LENGTH), self.limits)
+        timeline = request.timeline
+        if timeline is not None:
+            timeline.parsed = time.perf_counter_ns()
         result = await self.plane.infer(
             request.params["name"],
             request.params.get("version"),
@@ -193,6 +204,7 @@ class RestApp:
             decoded.outputs,
             request_id=request.request_id,
             key_id=request.principal.key_id,
+            timeline=timeline,
         )
         request.rows = result.rows
         parameters: dict[str, Any] = {"model_version": result.version}
@@ -200,6 +212,8 @@ class RestApp:
             parameters["flags"] = result.flags
             parameters["flag_count"] = sum(sum(kinds.values()) for kinds in result.flags.values())
         body, header_length = encode_response(result, decoded, parameters)
+        if timeline is not None:
+            timeline.serialised = time.perf_counter_ns()
         headers: tuple[tuple[bytes, bytes], ...] = ((b"x-model-version", str(result.version).encode()),)
         if header_length is None:
             return Response(body, headers=headers)
@@ -231,7 +245,10 @@ class RestApp:
 
     async def metrics(self, request: Request) -> Response:
         LOCAL.flush()  # this worker's latest counts; the others flush on their own within 0.25 s
-        return Response(await asyncio.to_thread(render), content_type=CONTENT_TYPE)
+        body = await asyncio.to_thread(render)
+        if self.monitor is not None:
+            body += self.monitor.exposition()  # drift and live accuracy, computed by one worker
+        return Response(body, content_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:
@@ -258,10 +275,18 @@ class RestApp:
             self.limits,
         )
         request.version = loaded.version.number
+        timeline = request.timeline  # MLflow scoring: parse (checked against the signature), infer, serialise
+        if timeline is not None:
+            timeline.parsed = timeline.ran = time.perf_counter_ns()
         prediction = loaded.predict(frame)
+        if timeline is not None:
+            timeline.done = timeline.serialising = time.perf_counter_ns()
         request.rows = len(frame)
         headers = ((b"x-model-version", str(loaded.version.number).encode()),)
-        return json_response(encode_predictions(prediction, loaded.signature), headers=headers)
+        response = json_response(encode_predictions(prediction, loaded.signature), headers=headers)
+        if timeline is not None:
+            timeline.serialised = time.perf_counter_ns()
+        return response
 
     # method, path pattern, handler, whether errors use MLflow's shape, permission (None = open probe)
     ROUTES: ClassVar[tuple[tuple[str, re.Pattern[str], Handler, bool, str | None], ...]] = (
@@ -333,6 +358,10 @@ class RestApp:
                 )
             request = Request(method, path, params, headers, body, principal, _query(scope))
             request.request_id = request_id
+            if self.tracer is not None and permission == "infer":  # admitted inference requests only
+                request.timeline = Timeline(
+                    int(started * 1e9), headers.get("traceparent"), headers.get("tracestate")
+                )
             try:
                 async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
                     response = await handler(self, request)
@@ -345,6 +374,18 @@ class RestApp:
         if matched is not None and matched[3] == "infer":
             # matched[1], not `params`: the request may have failed before they were unpacked
             self._count(matched[1], request, response.status, mlflow_errors, started)
+            if self.tracer is not None and request is not None and request.timeline is not None:
+                self.tracer.finish(
+                    request.timeline,
+                    protocol="mlflow" if mlflow_errors else "v2",
+                    model=self._model_of(matched[1])[:100],
+                    version=request.version,
+                    rows=request.rows,
+                    outcome=outcome_of(response.status),
+                    status=response.status,
+                    request_id=request_id,
+                    key_id=request.principal.key_id,
+                )
         if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
             self._log(method, path, matched, request, response.status, started, request_id)
         if (
@@ -505,6 +546,9 @@ class RestApp:
     @staticmethod
     def _error(exc: Exception, mlflow_errors: bool) -> Response:
         status = status_for(exc)
+        if not isinstance(exc, ModelportError | HTTPError):
+            # The client hears only "internal error"; the operator needs the traceback.
+            log.error("unexpected error answering a request", exc_info=exc)
         message = (
             public_message(exc)
             if isinstance(exc, ModelportError | HTTPError)
@@ -555,6 +599,8 @@ class RestApp:
                 await self._flush_usage()
                 await self._write_predictions(now=True)
                 ACCESS_LOG.flush()
+                if self.tracer is not None:
+                    await asyncio.to_thread(self.tracer.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -588,6 +634,7 @@ class RestApp:
             LOCAL.flush()
             ACCESS_LOG.flush()
             await self._write_predictions()
+            await self._evaluate()
             try:
                 await asyncio.to_thread(self.plane.pool.refresh_if_changed)
                 generation = self.plane.pool.generation
@@ -604,9 +651,19 @@ class RestApp:
                 except Exception as exc:
                     log.warning("usage flush failed (%s)", type(exc).__name__)
 
+    async def _evaluate(self) -> None:
+        """Drift and live accuracy for /metrics, once per interval, by one of the workers."""
+        monitor = self.monitor
+        if monitor is None or not monitor.due(time.monotonic()):
+            return
+        try:
+            await asyncio.to_thread(monitor.tick)
+        except Exception as exc:  # a bad segment or an away database must not stop the poller
+            log.warning("drift and accuracy evaluation failed (%s)", type(exc).__name__)
+
     async def _write_predictions(self, *, now: bool = False) -> None:
         log = self.plane.predictions
-        if log is None or not (now or log.due(time.monotonic())):
+        if log is None or not (now or log.due(time.monotonic(), self.prediction_flush_seconds)):
             return
         items = log.take()
         if items:
