@@ -44,10 +44,14 @@ class DriftSettings:
     accuracy_window_seconds: float = 7 * 86400.0
 
 
-def logged(home: Path, model: str, since: float, until: float) -> dict[str, np.ndarray] | None:
+def logged(
+    home: Path, model: str, since: float, until: float, *, inputs: bool = True
+) -> dict[str, np.ndarray] | None:
     """Every logged row of ``model`` with ``since <= time < until`` (Unix seconds), as numpy columns
     (``ts`` in seconds, ``version``, ``request_id``, ``row``, ``label`` / ``prediction``,
-    ``probabilities`` (rows × classes) and ``in.<feature>``), or None when nothing was logged."""
+    ``probabilities`` (rows × classes) and, with ``inputs``, ``in.<feature>``), or None when nothing
+    was logged. Segments written before ``since`` are skipped unread (a segment only holds requests
+    answered before it was written: its name carries the time of writing)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -59,7 +63,14 @@ def logged(home: Path, model: str, since: float, until: float) -> dict[str, np.n
         if folder.name.removeprefix("date=") < first_day:
             continue
         for segment in sorted(folder.glob("*.parquet")):
-            table = pq.read_table(segment)
+            written = _written(segment.name)
+            if written is not None and written < since:
+                continue
+            if inputs:
+                table = pq.read_table(segment)
+            else:
+                names = pq.read_schema(segment).names
+                table = pq.read_table(segment, columns=[n for n in names if not n.startswith("in.")])
             seconds = pc.divide(table["ts"].cast(pa.int64()), 1_000_000.0)
             keep = pc.and_(pc.greater_equal(seconds, since), pc.less(seconds, until))
             table = table.filter(keep)
@@ -87,6 +98,14 @@ def logged(home: Path, model: str, since: float, until: float) -> dict[str, np.n
         flat = probabilities.flatten().to_numpy(zero_copy_only=False)
         columns["probabilities"] = flat.reshape(-1, width)
     return columns
+
+
+def _written(name: str) -> float | None:
+    """The time a segment was written, from its name ``part-PID-NANOS-vVERSION.parquet``."""
+    parts = name.split("-")
+    if len(parts) >= 3 and parts[2].isdigit():
+        return int(parts[2]) / 1e9
+    return None
 
 
 def _subset(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
@@ -202,7 +221,8 @@ def accuracy_report(
         "labels_received": len(labels),
         "versions": [],
     }
-    columns = logged(home, model, now - settings.accuracy_window_seconds, now) if labels else None
+    since = now - settings.accuracy_window_seconds
+    columns = logged(home, model, since, now, inputs=False) if labels else None
     if columns is None:
         return report
     truth = _truth(columns, labels)
