@@ -5,13 +5,15 @@ Parquet segments with redaction and pseudonymisation applied, `modelport predict
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from modelport.app import open_registry
-from modelport.monitoring.predictions import LogPolicy, PredictionLog
+from modelport.monitoring.predictions import LogPolicy, PredictionLog, query
 from modelport.runtimes.base import Prediction
 from modelport.settings import Settings
 from tests.conftest import run_cli as cli
@@ -86,3 +88,54 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     unsampled = LogPolicy(sample_rate=0.0)
     log.offer(unsampled, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=0.1, flags={})
     assert log.take() == []
+
+
+def _offer(log: PredictionLog, policy: LogPolicy, request_id: str, batch: dict[str, np.ndarray]) -> None:
+    rows = len(next(iter(batch.values())))
+    prediction = Prediction(labels=np.array(["a"] * rows, dtype=object), probabilities=np.ones((rows, 2)))
+    log.offer(policy, "m", 1, batch, prediction, request_id=request_id, key_id="k", latency_ms=0.1, flags={})
+
+
+def test_nothing_sampled_is_lost(tmp_path: Path) -> None:
+    """A policy replaced (any registry change brings new policy objects) still writes what was gathered
+    under it; a request unlike the earlier ones of its version is dropped and counted, never raised."""
+    log = PredictionLog(tmp_path)
+    first, second = LogPolicy(sample_rate=1.0), LogPolicy(sample_rate=1.0, redact=("y",))
+    _offer(log, first, "r1", {"x": np.array([1.0, 2.0]), "y": np.array([3.0, 4.0])})
+    _offer(log, second, "r2", {"x": np.array([5.0]), "y": np.array([6.0])})
+    _offer(log, second, "r3", {"x": np.array([7.0])})  # a feature missing
+    _offer(log, second, "r4", {"x": np.array(["text"], dtype=object), "y": np.array([8.0])})  # widened
+    assert log.dropped == 1
+    assert log.write(log.take()) == 4
+    records = query(tmp_path, "m")
+    assert [(r["request_id"], r["row"], r["inputs"]) for r in records] == [
+        ("r1", 0, {"x": 1.0, "y": 3.0}),
+        ("r1", 1, {"x": 2.0, "y": 4.0}),
+        ("r2", 0, {"x": "5.0"}),  # a text value came later: the segment's column is text, y redacted
+        ("r4", 0, {"x": "text"}),
+    ]
+    assert records[0]["label"] == "a" and records[0]["outputs"] == [1.0, 1.0]
+
+
+def test_segments_are_written_without_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas (half a second, ~80 MB) the first time `pa.array` is called: the
+    serving process builds its segments without it."""
+    script = f"""
+import sys
+from pathlib import Path
+import numpy as np
+from modelport.monitoring.predictions import LogPolicy, PredictionLog
+from modelport.runtimes.base import Prediction
+log = PredictionLog(Path({str(tmp_path)!r}))
+log.prepare()
+policy = LogPolicy(1.0, pseudonymise=("t",), subject="t")
+batch = {{"x": np.array([1.0]), "t": np.array(["a"], dtype=object)}}
+prediction = Prediction(labels=np.array([1]), probabilities=np.ones((1, 2)))
+log.offer(policy, "m", 1, batch, prediction, request_id="r", key_id="k", latency_ms=1.0, flags={{}})
+assert log.write(log.take()) == 1
+assert "pandas" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (record,) = query(tmp_path, "m")
+    assert record["inputs"]["x"] == 1.0 and len(record["inputs"]["t"]) == 32 and record["subject"]

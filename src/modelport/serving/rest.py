@@ -670,7 +670,7 @@ class RestApp:
             try:
                 await asyncio.to_thread(log.write, items)
             except Exception as exc:  # the disk is full or gone: the requests were answered anyway
-                log.dropped += len(items)
+                log.lost(items)  # counted per request, as a full queue counts them
                 logging.getLogger("modelport.monitoring").warning(
                     "prediction log segment not written (%s)", type(exc).__name__
                 )
