@@ -94,7 +94,13 @@ def create_app(settings: Settings | None = None) -> RestApp:
     monitor = None
     if settings.metrics:
         interval = settings.monitor_interval
-        monitor = Monitor(settings.home.resolve(), registry, drift_settings(settings), interval)
+        monitor = Monitor(
+            settings.home.resolve(),
+            registry,
+            drift_settings(settings),
+            interval,
+            database_url=settings.resolved_database_url,
+        )
     allowed_hosts = tuple(settings.allowed_hosts)
     if settings.insecure_dev:
         # An open server answers localhost names (plus any named explicitly), never any host: a web

@@ -113,10 +113,14 @@ def _wait_for(
         time.sleep(0.3)
 
 
-def _rows_in_window(expected: int) -> Any:
+def _rows_in_window(expected: int, sent: float) -> Any:
+    """Ready when an evaluation that started after ``sent`` (Unix time) has published: one that began
+    earlier may still publish the previous traffic's window, with the same row count."""
+
     def ready(gauges: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> bool:
         rows = gauges.get("modelport_drift_window_rows", {})
-        return rows.get((("model", MODEL), ("version", "1"))) == expected
+        (started,) = gauges.get("modelport_monitor_last_run_timestamp_seconds", {(): 0.0}).values()
+        return started >= sent and rows.get((("model", MODEL), ("version", "1"))) == expected
 
     return ready
 
@@ -149,7 +153,7 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     with httpx.Client() as client:
         for i in range(10):
             _send(client, server.url, calm.iloc[i * 200 : (i + 1) * 200], f"calm-{i}")
-    calm_gauges = _wait_for(server.url, _rows_in_window(2000))
+    calm_gauges = _wait_for(server.url, _rows_in_window(2000, time.time()))
     calm_psi = _by_feature(calm_gauges, "modelport_feature_drift_psi")
     assert set(calm_psi) == set(FEATURES)
     assert max(calm_psi.values()) < 0.1, calm_psi
@@ -162,7 +166,7 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     with httpx.Client() as client:
         for i in range(10):
             _send(client, server.url, shifted.iloc[i * 200 : (i + 1) * 200], f"shifted-{i}")
-    gauges = _wait_for(server.url, _rows_in_window(2000))
+    gauges = _wait_for(server.url, _rows_in_window(2000, time.time()))
     psi = _by_feature(gauges, "modelport_feature_drift_psi")
     drifting = {f for f, v in _by_feature(gauges, "modelport_feature_drifting").items() if v == 1.0}
     assert drifting == {"leverage"}, psi
@@ -176,6 +180,9 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     ], fired
     assert _promtool_alert_series(calm_gauges, "ModelportFeatureDrift", tmp_path) == []
 
+    # The evaluations ran in a child process: no serving process has loaded pandas (~80 MB).
+    assert _loaded_pandas(server.process.pid) == []
+
     # The CLI sees the same and draws it.
     chart = tmp_path / "drift.png"
     page = tmp_path / "drift.html"
@@ -188,6 +195,22 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "data:image/png;base64," in page.read_text()
     strict = cli(trained.home, "drift", MODEL, "--window", f"{WINDOW * 4}s", "--fail-on-drift")
     assert strict.returncode == 7 and "leverage" in strict.stdout
+
+
+def _loaded_pandas(root: int) -> list[int]:
+    """The processes under ``root`` (itself included) that have pandas' compiled modules mapped."""
+    pids, found = [root], []
+    while pids:
+        pid = pids.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue  # it has just exited
+        pids += [int(child) for child in children]
+        if "/pandas/_libs/" in maps:
+            found.append(pid)
+    return found
 
 
 def _promtool_alert_series(gauges: dict[str, Any], alert: str, tmp_path: Path) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,10 +52,22 @@ class AccessLog:
         self.limit = limit
         self.enabled = False
         self._buffer = bytearray()
+        self._second = -1
+        self._head = b""
 
     def write(self, fields: dict[str, Any]) -> None:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self._buffer += orjson.dumps({"ts": now, "level": "info", "logger": "modelport.access", **fields})
+        """Add one line: ``fields`` (a non-empty dict) after the time, level and logger. The time's
+        text up to the second is made once a second (formatting a datetime per line was a third of a
+        line's cost) and the fixed keys are bytes, not merged into ``fields``."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second, self._head = second, b'{"ts":"' + stamp.encode() + b"."
+        millis = min(int((now - second) * 1000), 999)
+        self._buffer += self._head
+        self._buffer += b'%03d+00:00","level":"info","logger":"modelport.access",' % millis
+        self._buffer += orjson.dumps(fields)[1:]
         self._buffer += b"\n"
         if len(self._buffer) >= self.limit:
             self.flush()

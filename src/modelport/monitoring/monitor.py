@@ -6,17 +6,26 @@ model over time windows, compare each version's logged inputs and predictions wi
 ``modelport drift`` prints them.
 
 For Prometheus, every worker's poller calls :meth:`Monitor.tick`; once per ``monitor_interval`` one
-worker (whichever takes ``HOME/run/monitor.lock`` first) evaluates the latest window of every logged
-model and writes the gauges to ``HOME/run/monitor.json`` (atomically). ``/metrics`` appends them
+worker (whichever takes ``HOME/run/monitor.lock`` first) has the latest window of every logged model
+evaluated and the gauges written to ``HOME/run/monitor.json`` (atomically). ``/metrics`` appends them
 (:meth:`Monitor.exposition`) whichever worker answers, so the numbers are the same in every scrape and
 computed once, not once per worker.
+
+In a server the evaluation runs in a child process (``python -m modelport.monitoring.monitor``, at a
+lower CPU priority): it reads every logged row of the window — seconds of CPU for millions of rows —
+and the Parquet reader imports pandas (~80 MB, half a second), which the serving process never loads.
+The worker only waits for it in a thread. The child gets the database URL on standard input, never on
+its command line (it may hold a password).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.monitoring.drift import compare
 from modelport.monitoring.live import scores
 from modelport.monitoring.metrics import MONITOR_GAUGES
@@ -244,11 +253,20 @@ def accuracy_report(
 class Monitor:
     """Evaluates drift and accuracy for Prometheus, in one worker at a time (see the module text)."""
 
-    def __init__(self, home: Path, registry: Registry, settings: DriftSettings, interval: float) -> None:
+    def __init__(
+        self,
+        home: Path,
+        registry: Registry,
+        settings: DriftSettings,
+        interval: float,
+        *,
+        database_url: str | None = None,
+    ) -> None:
         self.home = home
         self.registry = registry
         self.settings = settings
         self.interval = interval
+        self.database_url = database_url  # given: evaluate in a child process (see the module text)
         self.state = home / "run" / "monitor.json"
         self._next = 0.0
         self._cache: tuple[float, bytes] = (-1.0, b"")
@@ -271,11 +289,53 @@ class Monitor:
                     return False  # another worker has just done it
             except FileNotFoundError:
                 pass
-            samples = self.evaluate()
-            temporary = self.state.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"ts": time.time(), "samples": samples}))
-            os.replace(temporary, self.state)
+            if self.database_url is None:
+                self.publish(self.evaluate())
+            else:
+                self._evaluate_in_child()
             return True
+
+    def publish(self, samples: list[list[Any]]) -> None:
+        temporary = self.state.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"ts": time.time(), "samples": samples}))
+        os.replace(temporary, self.state)
+
+    def report(self, model: str, *, version: int | None = None, windows: int = 1) -> dict[str, Any]:
+        """:func:`drift_report` with the :func:`accuracy_report` under ``accuracy`` — in the child
+        process when there is one (a client asking must not load pandas into a serving worker)."""
+        if self.database_url is None:
+            return _both(self.home, self.registry, model, version, windows, self.settings)
+        done = self._run_child({"report": {"model": model, "version": version, "windows": windows}})
+        answer = json.loads(done.stdout)
+        if "error" in answer:
+            raise _client_error(answer["error"], answer["message"])
+        return dict(answer)
+
+    def _evaluate_in_child(self) -> None:
+        self._run_child({})
+
+    def _run_child(self, extra: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+        config = {
+            **extra,
+            "home": str(self.home),
+            "database_url": self.database_url,
+            "threshold": self.settings.threshold,
+            "min_rows": self.settings.min_rows,
+            "window_seconds": self.settings.window_seconds,
+            "accuracy_window_seconds": self.settings.accuracy_window_seconds,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "modelport.monitoring.monitor"],
+            input=json.dumps(config).encode(),
+            capture_output=True,
+            timeout=max(600.0, 10 * self.interval),
+            check=False,
+        )
+        if done.returncode != 0:
+            # the child's last line names the failure (a type, no paths, no URL)
+            reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"the monitor process failed: {reason[0][:200]}")
+        return done
 
     def evaluate(self, now: float | None = None) -> list[list[Any]]:
         """Gauge samples ``[name, labels, value]`` for every model that logs predictions."""
@@ -337,6 +397,25 @@ class Monitor:
         return self._cache[1]
 
 
+def _both(
+    home: Path, registry: Registry, model: str, version: int | None, windows: int, settings: DriftSettings
+) -> dict[str, Any]:
+    drift = drift_report(home, registry, model, version=version, windows=windows, settings=settings)
+    drift["accuracy"] = accuracy_report(home, registry, model, settings=settings)
+    return drift
+
+
+def _client_error(kind: str, message: str) -> Exception:
+    """The child's refusal (an unknown model, a bad window) as the same error class, for the same
+    answer as in-process; anything else is the server's failure."""
+    import modelport.errors as errors
+
+    found = getattr(errors, kind, None)
+    if isinstance(found, type) and issubclass(found, errors.ModelportError):
+        return found(message)
+    return RuntimeError(f"the monitor process failed: {kind}")
+
+
 def _format(samples: list[list[Any]]) -> bytes:
     by_name: dict[str, list[str]] = {}
     for name, labels, value in samples:
@@ -353,3 +432,53 @@ def _format(samples: list[list[Any]]) -> bytes:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _child() -> int:
+    """Entry of the evaluating child process: its configuration comes as JSON on standard input; it
+    writes the gauges to ``HOME/run/monitor.json`` itself. On failure the last line on standard error
+    is the error's type (no paths, no URL)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)  # serving comes first
+    try:
+        config = json.loads(sys.stdin.buffer.read())
+        from modelport.registry.artifacts import open_artifact_store
+        from modelport.registry.database import Database
+        from modelport.registry.service import Registry
+        from modelport.registry.store import RegistryStore
+        from modelport.settings import Settings
+
+        settings = Settings(home=Path(config["home"]), database_url=config["database_url"])
+        database = Database(settings.resolved_database_url)
+        try:
+            registry = Registry(
+                settings, RegistryStore(database), open_artifact_store(settings.resolved_artifact_url)
+            )
+            drift = DriftSettings(
+                threshold=float(config["threshold"]),
+                min_rows=int(config["min_rows"]),
+                window_seconds=float(config["window_seconds"]),
+                accuracy_window_seconds=float(config["accuracy_window_seconds"]),
+            )
+            if "report" in config:
+                asked = config["report"]
+                try:
+                    answer = _both(
+                        settings.home, registry, asked["model"], asked["version"], asked["windows"], drift
+                    )
+                except ModelportError as exc:  # a client's mistake, said to the client
+                    answer = {"error": type(exc).__name__, "message": str(exc)}
+                sys.stdout.buffer.write(json.dumps(answer).encode())
+            else:
+                monitor = Monitor(settings.home, registry, drift, 0.0)
+                monitor.publish(monitor.evaluate())
+        finally:
+            database.dispose()
+    except Exception as exc:
+        print(type(exc).__name__, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child())

@@ -272,23 +272,12 @@ def _drift_query(request: Request) -> tuple[int | None, int]:
 
 
 async def get_drift(app: RestApp, request: Request) -> Response:
-    from modelport.monitoring.monitor import accuracy_report, drift_report
-
     version, windows = _drift_query(request)
     monitor = app.monitor
     if monitor is None:
         raise HTTPError(404, "monitoring is off on this server (MODELPORT_METRICS=false)")
     name = request.params["name"]
-    registry = app.plane.pool.registry
-
-    def both() -> dict[str, Any]:
-        drift = drift_report(
-            monitor.home, registry, name, version=version, windows=windows, settings=monitor.settings
-        )
-        drift["accuracy"] = accuracy_report(monitor.home, registry, name, settings=monitor.settings)
-        return drift
-
-    return json_response(await asyncio.to_thread(both))
+    return json_response(await asyncio.to_thread(monitor.report, name, version=version, windows=windows))
 
 
 ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (

@@ -149,6 +149,7 @@ class RestApp:
     ) -> None:
         self.gate = gate if gate is not None else Gate(None, insecure=True)
         self.monitor = monitor
+        self._evaluation: asyncio.Task[None] | None = None
         self.prediction_flush_seconds = prediction_flush_seconds
         # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
         self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
@@ -634,7 +635,11 @@ class RestApp:
             LOCAL.flush()
             ACCESS_LOG.flush()
             await self._write_predictions()
-            await self._evaluate()
+            # in the background: an evaluation takes seconds, and alias moves and key revocations
+            # must still reach this worker within a poll interval meanwhile
+            idle = self._evaluation is None or self._evaluation.done()
+            if idle and self.monitor is not None and self.monitor.due(time.monotonic()):
+                self._evaluation = asyncio.create_task(self._evaluate())
             try:
                 await asyncio.to_thread(self.plane.pool.refresh_if_changed)
                 generation = self.plane.pool.generation
@@ -654,7 +659,7 @@ class RestApp:
     async def _evaluate(self) -> None:
         """Drift and live accuracy for /metrics, once per interval, by one of the workers."""
         monitor = self.monitor
-        if monitor is None or not monitor.due(time.monotonic()):
+        if monitor is None:
             return
         try:
             await asyncio.to_thread(monitor.tick)
