@@ -26,10 +26,10 @@ from modelport.settings import Settings
 
 
 def run_cli(
-    home: Path, *args: str, timeout: float = 600, cwd: Path | None = None
+    home: Path, *args: str, timeout: float = 600, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`modelport ARGS` in a child process with ``MODELPORT_HOME=home`` (exit code, stdout, stderr)."""
-    env = {**os.environ, "MODELPORT_HOME": str(home)}
+    env = {**os.environ, **(env or {}), "MODELPORT_HOME": str(home)}
     return subprocess.run(
         [sys.executable, "-m", "modelport.cli.main", *args],
         env=env,

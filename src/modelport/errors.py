@@ -11,6 +11,7 @@
      │    ├── ModelNotFound
      │    ├── VersionNotFound
      │    ├── AliasNotFound
+     │    ├── VersionArchived         the version was archived by retention: metadata kept, artifacts freed
      │    └── FileMissing             a file given by path is not there
      ├── Conflict                     the request clashes with the current state (duplicate …)
      │    └── PromotionRefused        a protected alias may not move to a version without a passing report
@@ -55,6 +56,7 @@ __all__ = [
     "Unauthenticated",
     "UnknownFormat",
     "UnsafeFormat",
+    "VersionArchived",
     "VersionNotFound",
     "brief",
 ]
@@ -111,6 +113,10 @@ class VersionNotFound(NotFound):
 
 class AliasNotFound(NotFound):
     """The model exists but has no such alias."""
+
+
+class VersionArchived(NotFound):
+    """The version was archived (``modelport gc``): its record stays, its artifacts were freed."""
 
 
 class FileMissing(NotFound):

@@ -17,7 +17,14 @@ from tests.security.conftest import Keyed, Keys
 
 DOCUMENT = document(RestApp.ROUTES)
 schema = schemathesis.openapi.from_dict(DOCUMENT)
-EXAMPLE = {"name": "credit", "version": "1", "ref": "credit", "key": "abcdefghijkl", "alias": "staging"}
+EXAMPLE = {
+    "name": "credit",
+    "version": "1",
+    "ref": "credit",
+    "key": "abcdefghijkl",
+    "alias": "staging",
+    "change": "1",
+}
 
 
 def test_the_document_lists_exactly_the_routes() -> None:

@@ -17,7 +17,14 @@ from modelport.serving.openapi import paths_of
 from modelport.serving.rest import RestApp
 from tests.security.conftest import INFER, Keyed, Keys, bearer, make_key, open_home
 
-PARAMS = {"name": "credit", "version": "1", "ref": "credit", "key": "abcdefghijkl", "alias": "production"}
+PARAMS = {
+    "name": "credit",
+    "version": "1",
+    "ref": "credit",
+    "key": "abcdefghijkl",
+    "alias": "production",
+    "change": "1",
+}
 PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 
 

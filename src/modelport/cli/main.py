@@ -25,6 +25,8 @@ from modelport.cli.output import (
     version_detail,
     versions_table,
 )
+from modelport.cli.releases import actor as release_actor
+from modelport.cli.releases import register_commands as register_releases
 from modelport.cli.security import print_token, register_commands
 from modelport.errors import (
     AuditFailure,
@@ -36,8 +38,9 @@ from modelport.errors import (
     StoreNotReady,
     brief,
 )
-from modelport.registry.names import parse_ref
+from modelport.registry.names import check_label, parse_ref
 from modelport.registry.service import Registry, local_actor
+from modelport.releases.manager import ReleaseManager
 from modelport.security.store import KeyStore
 from modelport.settings import Settings
 
@@ -85,6 +88,7 @@ def _open(create: bool = False) -> Registry:
 
 
 register_commands(app, lambda: _open())
+register_releases(app, alias_app, lambda: _open())
 register_monitoring(app, lambda: _open(), _settings)
 
 
@@ -165,9 +169,14 @@ def register(
     require_onnx: Annotated[
         bool, typer.Option("--require-onnx", help="Fail unless an equivalent ONNX twin is produced.")
     ] = False,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Semantic version label, e.g. 2.1.0 (NAME@2.1.0).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Register a model file as a new version of NAME."""
+    if label is not None:
+        check_label(label)  # before any work: a bad label must not leave a registered version behind
     metrics: dict[str, float] = {}
     for key, value in _pairs(metric, "metric").items():
         try:
@@ -194,6 +203,9 @@ def register(
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             require_onnx=require_onnx,
         )
+        if label is not None:
+            registry.store.releases.set_label(name, version.number, label, actor=local_actor())
+            version = registry.get(f"{name}@{version.number}")
     finally:
         registry.close()
     if json_out:
@@ -270,16 +282,25 @@ def alias_set(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Point NAME@ALIAS at VERSION (a protected alias needs a passing validation report)."""
+    """Point NAME@ALIAS at VERSION (a protected alias needs a passing validation report; an
+    approval-protected one waits for a second key)."""
     registry = _open()
     try:
-        record = registry.set_alias(name, alias, version, override_reason=override_reason)
+        result = ReleaseManager(registry).set_alias(
+            name, alias, version, actor=release_actor(registry), override_reason=override_reason
+        )
     finally:
         registry.close()
     if json_out:
-        print_json({"model": name, "alias": alias, "version": record.number})
+        print_json({"model": name, "alias": alias, **result})
+    elif result["status"] == "pending":
+        change = result["change"]
+        console.print(
+            f"change {change['id']} waits for approval by another admin or publisher: "
+            f"`modelport approvals approve {change['id']}`"
+        )
     else:
-        console.print(f"{name}@{alias} → {record.number}")
+        console.print(f"{name}@{alias} → {result['version']}")
 
 
 @alias_app.command("rm")
@@ -290,24 +311,35 @@ def alias_rm(
     """Remove NAME@ALIAS."""
     registry = _open()
     try:
-        registry.remove_alias(name, alias)
+        result = ReleaseManager(registry).remove_alias(name, alias, actor=release_actor(registry))
     finally:
         registry.close()
-    console.print(f"removed {name}@{alias}")
+    if result["status"] == "pending":
+        console.print(f"change {result['change']['id']} waits for approval by another admin or publisher")
+    else:
+        console.print(f"removed {name}@{alias}")
 
 
 @alias_app.command("protect")
 def alias_protect(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
     alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+    require_approval: Annotated[
+        bool,
+        typer.Option("--require-approval", help="Every change of the alias also waits for a second key."),
+    ] = False,
 ) -> None:
-    """Protect NAME@ALIAS: it then moves only to versions with a passing validation report."""
+    """Protect NAME@ALIAS: it then moves only to versions with a passing validation report (and, with
+    --require-approval, only once another admin or publisher approves)."""
     registry = _open()
     try:
         changed = registry.store.protect_alias(name, alias, actor=local_actor())
+        if require_approval:
+            registry.store.releases.set_approval(name, alias, True, actor=local_actor())
     finally:
         registry.close()
-    console.print(f"{name}@{alias} is {'now' if changed else 'already'} protected")
+    needs = " and needs a second key's approval" if require_approval else ""
+    console.print(f"{name}@{alias} is {'now' if changed or require_approval else 'already'} protected{needs}")
 
 
 @alias_app.command("unprotect")

@@ -66,6 +66,9 @@ class ArtifactStore(Protocol):
     def recover(self, referenced: Callable[[], set[str]]) -> list[str]:
         """Delete blobs left by dead write sessions that nothing references; return their digests."""
 
+    def discard(self, digests: list[str], live: Callable[[], set[str]]) -> list[str]:
+        """Delete blobs of archived versions that ``live()`` no longer names; return their digests."""
+
 
 def _check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
@@ -190,6 +193,28 @@ class LocalArtifactStore:
                 f"artifact sha256:{digest} is corrupt: its bytes now hash to sha256:{actual}"
             )
         return data
+
+    def discard(self, digests: list[str], live: Callable[[], set[str]]) -> list[str]:
+        """Delete blobs no version needs any more (archived by ``modelport gc``). Under the exclusive
+        lock, a digest is kept if ``live()`` still names it or a registration in progress journaled it
+        (it may be about to reuse the blob)."""
+        if not digests:
+            return []
+        removed: list[str] = []
+        with self.lock(shared=False):
+            journaled: set[str] = set()
+            for path in self.staging_dir.glob("*.journal") if self.staging_dir.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    journaled.update(line.strip() for line in path.read_text(encoding="ascii").splitlines())
+            keep = journaled | live()
+            for digest in digests:
+                if digest in keep or not _DIGEST.fullmatch(digest):
+                    continue
+                blob = self.path_for(digest)
+                if blob.exists():
+                    blob.unlink()
+                    removed.append(digest)
+        return removed
 
     def recover(self, referenced: Callable[[], set[str]]) -> list[str]:
         if not self.staging_dir.is_dir():

@@ -5,7 +5,10 @@ digit, no ``..``), so it is safe in a URL path segment and can never walk a file
 matches ``[a-z][a-z0-9_-]{0,62}``: it starts with a letter, so it is never all digits and never
 confused with a version number. ``latest`` is reserved: it is computed (the highest version), not set.
 
-A reference is ``NAME`` (the latest version), ``NAME@ALIAS`` or ``NAME@VERSION``.
+A reference is ``NAME`` (the latest version), ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL``. A
+label is a full SemVer 2.0.0 version (``MAJOR.MINOR.PATCH[-PRE][+BUILD]``; a leading ``v`` is dropped):
+it always contains ``.``, which version numbers and alias names never do — so the three kinds of
+selector cannot be confused (docs/releases.md).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ __all__ = [
     "MAX_VERSION",
     "ModelRef",
     "check_alias_name",
+    "check_label",
     "check_model_name",
     "check_version_number",
+    "is_label",
     "is_model_name",
     "parse_ref",
 ]
@@ -30,6 +35,12 @@ LATEST = "latest"
 _MODEL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _VERSION = re.compile(r"[1-9][0-9]{0,9}")
+# semver.org's grammar: numeric parts without leading zeros, dot-separated pre-release and build parts
+_NUMERIC = r"(?:0|[1-9][0-9]*)"
+_PRE_PART = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_SEMVER = re.compile(
+    rf"{_NUMERIC}\.{_NUMERIC}\.{_NUMERIC}(?:-{_PRE_PART}(?:\.{_PRE_PART})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+)
 MAX_VERSION = 2**31 - 1  # the database column is a 32-bit integer
 
 
@@ -76,6 +87,24 @@ def check_alias_name(alias: str, *, settable: bool = True) -> str:
     return alias
 
 
+def is_label(selector: str) -> bool:
+    """Whether a selector is meant as a label: it contains ``.`` (numbers and aliases never do)."""
+    return "." in selector
+
+
+def check_label(label: str) -> str:
+    """The label in canonical form (no leading ``v``), or :class:`InvalidName` saying why not."""
+    if not isinstance(label, str) or not label:
+        raise InvalidName("version label is empty")
+    text = label[1:] if label[:1] in ("v", "V") else label
+    if len(text) > 100 or not _SEMVER.fullmatch(text):
+        raise InvalidName(
+            f"version label {_shown(label)} is not a full semantic version: use MAJOR.MINOR.PATCH, "
+            "e.g. 2.1.0 or 2.1.0-rc.1 (three numbers; a bare number is a version number)"
+        )
+    return text
+
+
 def check_version_number(number: int) -> int:
     """Return ``number`` if it can be a version number (1 … 2,147,483,647)."""
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_VERSION:
@@ -90,15 +119,19 @@ class ModelRef:
     name: str
     version: int | None = None
     alias: str | None = None
+    label: str | None = None
 
     def __str__(self) -> str:
         if self.version is not None:
             return f"{self.name}@{self.version}"
+        if self.label is not None:
+            return f"{self.name}@{self.label}"
         return f"{self.name}@{self.alias or LATEST}"
 
 
 def parse_ref(text: str) -> ModelRef:
-    """Parse ``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (``NAME`` alone means ``NAME@latest``)."""
+    """Parse ``NAME``, ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL`` (``NAME`` alone means
+    ``NAME@latest``)."""
     if not isinstance(text, str) or not text:
         raise InvalidName("model reference is empty: use NAME, NAME@ALIAS or NAME@VERSION")
     name, sep, selector = text.partition("@")
@@ -111,4 +144,6 @@ def parse_ref(text: str) -> ModelRef:
         if not _VERSION.fullmatch(selector) or int(selector) > MAX_VERSION:
             raise InvalidName(f"reference {_shown(text)}: version numbers run from 1 to {MAX_VERSION:,}")
         return ModelRef(name, version=int(selector))
+    if is_label(selector):
+        return ModelRef(name, label=check_label(selector))
     return ModelRef(name, alias=check_alias_name(selector, settable=False))

@@ -42,6 +42,8 @@ class VersionRecord:
     created_at: datetime
     artifacts: tuple[ArtifactRecord, ...]
     aliases: tuple[str, ...] = ()
+    label: str | None = None  # semantic version label (docs/releases.md)
+    archived_at: datetime | None = None  # set by `modelport gc`: artifacts freed, record kept
 
     @property
     def ref(self) -> str:
@@ -58,6 +60,7 @@ class VersionRecord:
         """A JSON-ready dict. ``full=False`` leaves out the bulky signature and golden cases."""
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
+        data["archived_at"] = None if self.archived_at is None else self.archived_at.isoformat()
         data["formats"] = list(self.formats)
         if not full:
             for bulky in ("signature", "golden", "environment", "conversion"):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -28,20 +29,27 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "alias_history",
+    "alias_releases",
     "aliases",
     "api_keys",
+    "archived_versions",
     "artifacts",
     "audit_log",
     "feedback",
     "metadata",
     "model_versions",
     "models",
+    "pending_changes",
     "prediction_log_policies",
     "protected_aliases",
     "reference_profiles",
     "registry_state",
+    "release_stats",
+    "retention_policies",
     "usage",
     "validation_reports",
+    "version_labels",
 ]
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -203,6 +211,8 @@ protected_aliases = Table(
     Column("alias", String(63), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(200), nullable=False),
+    # Every change of the alias waits for a second admin/publisher key (docs/releases.md).
+    Column("require_approval", Boolean, nullable=False, server_default="0"),
 )
 
 # What the prediction log keeps for a model (docs/monitoring.md): sampling rate, fields to drop,
@@ -239,4 +249,103 @@ feedback = Table(
     Column("label", String(200), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("received_by", String(200), nullable=False),
+)
+
+
+# Releases (docs/releases.md). A row exists while a release runs on the alias: a canary taking
+# ``canary_weight`` percent (optionally sticky by a header or field) and/or a shadow getting a copy.
+alias_releases = Table(
+    "alias_releases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(63), primary_key=True),
+    Column("release_id", String(32), nullable=False, unique=True),
+    Column("canary_version_id", Integer, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=True),
+    Column("canary_weight", Float, nullable=False),
+    Column("sticky_by", String(140), nullable=True),
+    Column("shadow_version_id", Integer, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=True),
+    Column("auto_rollback", JSONDoc, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("started_by", String(200), nullable=False),
+)
+
+# Every state an alias has been in, appended in the same transaction as the change: rollback reads
+# it, retention treats it as intervals. ``version_id`` is the primary (NULL once the alias is removed).
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("alias", String(63), nullable=False),
+    Column("version_id", Integer, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=True),
+    Column("state", JSONDoc, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Index("ix_alias_history_model_id_alias", "model_id", "alias", "id"),
+)
+
+# Changes of an approval-protected alias waiting for a second key.
+pending_changes = Table(
+    "pending_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("alias", String(63), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("payload", JSONDoc, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
+)
+
+# Counts per release, arm and 10-second bucket, added to by every worker about once a second.
+# ``metric``: requests, errors, latency (``key`` = histogram bucket), class (``key`` = predicted
+# label), agree / compared (shadow), dropped (shadow queue full), unkeyed (sticky key missing).
+release_stats = Table(
+    "release_stats",
+    metadata,
+    Column("release_id", String(32), primary_key=True),
+    Column("arm", String(16), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("metric", String(16), primary_key=True),
+    Column("key", String(100), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+# Per-model retention (``modelport retention``, ``modelport gc``).
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("keep_last", Integer, nullable=False),
+    Column("keep_days", Float, nullable=False),
+    Column("legal_hold", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+# Semantic version labels (``credit-rating@2.1.0``), unique within a model.
+version_labels = Table(
+    "version_labels",
+    metadata,
+    Column("version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("model_id", "label", name="uq_version_labels_model_id_label"),
+)
+
+# Versions whose artifacts were freed by ``modelport gc``; their rows, lineage and audit stay.
+archived_versions = Table(
+    "archived_versions",
+    metadata,
+    Column("version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("archived_at", DateTime(timezone=True), nullable=False),
+    Column("archived_by", String(200), nullable=False),
+    Column("freed_bytes", BigInteger, nullable=False),
 )

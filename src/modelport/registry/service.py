@@ -26,6 +26,7 @@ from modelport.errors import (
     NotFound,
     PromotionRefused,
     RuntimeFailure,
+    VersionArchived,
     brief,
 )
 from modelport.registry.artifacts import ArtifactStore
@@ -258,28 +259,42 @@ class Registry:
         (recorded in the audit log)."""
         actor = actor if actor is not None else local_actor()
         number = check_version_number(number)
-        note: dict[str, Any] | None = None
-        if alias in self.store.protected(name):
-            from modelport.environment import fingerprint
-
-            if not self.store.has_passing_report(name, number, fingerprint()):
-                reason = (
-                    f"{name}@{alias} is protected: version {number} has no passing validation report "
-                    f"for this environment (run `modelport validate {name}@{number}`)"
-                )
-                if override_reason is None or not override_reason.strip():
-                    self.store.append_audit(
-                        actor, "alias.refused", f"{name}@{alias}", after={"version": number, "reason": reason}
-                    )
-                    raise PromotionRefused(reason)
-                note = {"override": override_reason.strip()[:500]}
+        note = self.check_gate(name, alias, number, actor=actor, override_reason=override_reason)
         if verify:
-            loaded = self.load(ModelRef(name, version=number))
-            try:
-                loaded.check_golden()
-            finally:
-                loaded.close()
+            self.verify(name, number)
         return self.store.set_alias(name, alias, number, actor=actor, note=note)
+
+    def check_gate(
+        self, name: str, alias: str, number: int, *, actor: str, override_reason: str | None = None
+    ) -> dict[str, Any] | None:
+        """The promotion gate (docs/validation.md): on a protected alias, ``number`` needs a passing
+        validation report for this environment, or an override reason — returned as the audit note.
+        A refusal is audited and raises :class:`PromotionRefused`."""
+        if alias not in self.store.protected(name):
+            return None
+        from modelport.environment import fingerprint
+
+        if self.store.has_passing_report(name, number, fingerprint()):
+            return None
+        reason = (
+            f"{name}@{alias} is protected: version {number} has no passing validation report "
+            f"for this environment (run `modelport validate {name}@{number}`)"
+        )
+        if override_reason is None or not override_reason.strip():
+            self.store.append_audit(
+                actor, "alias.refused", f"{name}@{alias}", after={"version": number, "reason": reason}
+            )
+            raise PromotionRefused(reason)
+        return {"override": override_reason.strip()[:500]}
+
+    def verify(self, name: str, number: int) -> None:
+        """Load ``name@number`` from digest-checked bytes and replay its golden cases (raises if it
+        cannot serve)."""
+        loaded = self.load(ModelRef(name, version=number))
+        try:
+            loaded.check_golden()
+        finally:
+            loaded.close()
 
     def set_policy(self, name: str, on_violation: str, *, actor: str | None = None) -> None:
         """``flag`` (default) or ``reject`` values outside the signature when serving ``name``."""
@@ -311,6 +326,11 @@ class Registry:
     def load(self, ref: str | ModelRef | VersionRecord, *, role: str | None = None) -> LoadedVersion:
         """Load a version's runtime: the serving format by default, or the artifact ``role``."""
         version = ref if isinstance(ref, VersionRecord) else self.get(ref)
+        if version.archived_at is not None:
+            raise VersionArchived(
+                f"{version.ref} was archived on {version.archived_at.date().isoformat()}: its record and "
+                "audit history are kept, its artifacts were freed"
+            )
         if role is None:
             role = "onnx" if version.serving_format == "onnx" else "native"
         artifact = version.artifact(role)

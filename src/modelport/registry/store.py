@@ -17,7 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
 
-from modelport.errors import AliasNotFound, InvalidInput, ModelNotFound, VersionNotFound
+from modelport.errors import (
+    AliasNotFound,
+    Conflict,
+    InvalidInput,
+    ModelNotFound,
+    PromotionRefused,
+    VersionArchived,
+    VersionNotFound,
+)
 from modelport.registry import audit
 from modelport.registry.database import Database
 from modelport.registry.names import (
@@ -29,7 +37,10 @@ from modelport.registry.names import (
 )
 from modelport.registry.records import ArtifactRecord, ModelRecord, VersionRecord
 from modelport.registry.schema import (
+    alias_history,
+    alias_releases,
     aliases,
+    archived_versions,
     artifacts,
     feedback,
     model_versions,
@@ -39,6 +50,7 @@ from modelport.registry.schema import (
     reference_profiles,
     registry_state,
     validation_reports,
+    version_labels,
 )
 
 __all__ = ["POLICIES", "NewVersion", "RegistryStore"]
@@ -85,7 +97,10 @@ class RegistryStore:
     """SQL access for the registry. Every public method is one transaction."""
 
     def __init__(self, database: Database) -> None:
+        from modelport.registry.release_store import ReleaseStore
+
         self.db = database
+        self.releases = ReleaseStore(self)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -165,6 +180,17 @@ class RegistryStore:
                 },
             )
             if alias is not None:
+                self._refuse_if_releasing(conn, model_id, new.model, alias)
+                guarded = conn.execute(
+                    select(protected_aliases.c.alias).where(
+                        protected_aliases.c.model_id == model_id, protected_aliases.c.alias == alias
+                    )
+                ).first()
+                if guarded is not None:  # a new version has no validation report (nor an approval)
+                    raise PromotionRefused(
+                        f"{new.model}@{alias} is protected: register without --alias, validate the new "
+                        f"version, then move the alias (`modelport alias set`)"
+                    )
                 self._point_alias(conn, model_id, alias, version_id, new.creator, now)
                 self._audit(conn, new.creator, "alias.set", f"{new.model}@{alias}", after={"version": number})
             self._bump_generation(conn)
@@ -180,6 +206,7 @@ class RegistryStore:
         with self.db.write() as conn:
             model_id = self._model_id(conn, name)
             version_id = self._version_id(conn, name, number)
+            self._refuse_if_releasing(conn, model_id, name, alias)
             before = self._alias_number(conn, model_id, alias)
             self._point_alias(conn, model_id, alias, version_id, actor, datetime.now(UTC))
             self._audit(
@@ -197,12 +224,14 @@ class RegistryStore:
         check_alias_name(alias)
         with self.db.write() as conn:
             model_id = self._model_id(conn, name)
+            self._refuse_if_releasing(conn, model_id, name, alias)
             before = self._alias_number(conn, model_id, alias)
             removed = conn.execute(
                 delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
             ).rowcount
             if not removed:
                 raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+            self.add_history(conn, model_id, alias, None, {}, "remove", actor, datetime.now(UTC))
             self._audit(conn, actor, "alias.remove", f"{name}@{alias}", before={"version": before})
             self._bump_generation(conn)
 
@@ -563,8 +592,21 @@ class RegistryStore:
             return table
 
     def _point_alias(
-        self, conn: Connection, model_id: int, alias: str, version_id: int, actor: str, now: datetime
+        self,
+        conn: Connection,
+        model_id: int,
+        alias: str,
+        version_id: int,
+        actor: str,
+        now: datetime,
+        action: str = "set",
     ) -> None:
+        """Point the alias and append the new state to its history (the same transaction)."""
+        self._archived_refusal(conn, version_id)
+        number = conn.execute(
+            select(model_versions.c.number).where(model_versions.c.id == version_id)
+        ).scalar_one()
+        self.add_history(conn, model_id, alias, version_id, {"version": number}, action, actor, now)
         conn.execute(
             self.db.upsert(
                 aliases,
@@ -614,6 +656,11 @@ class RegistryStore:
             if ref.version is not None:
                 query = query.where(model_versions.c.number == ref.version)
                 missing = f"model {ref.name!r} has no version {ref.version}"
+            elif ref.label is not None:
+                query = select(version_labels.c.version_id).where(
+                    version_labels.c.model_id == model_id, version_labels.c.label == ref.label
+                )
+                missing = f"model {ref.name!r} has no version labelled {ref.label}"
             elif ref.alias == LATEST:
                 query = query.order_by(model_versions.c.number.desc()).limit(1)
                 missing = f"model {ref.name!r} has no versions"
@@ -624,7 +671,9 @@ class RegistryStore:
                 missing = f"model {ref.name!r} has no alias {ref.alias!r}"
             version_id = conn.execute(query).scalar_one_or_none()
             if version_id is None:
-                raise AliasNotFound(missing) if ref.alias not in (None, LATEST) else VersionNotFound(missing)
+                if ref.alias not in (None, LATEST):
+                    raise AliasNotFound(missing)
+                raise VersionNotFound(missing)
             return self._version_by_id(conn, version_id)
 
     def referenced_digests(self) -> set[str]:
@@ -640,6 +689,58 @@ class RegistryStore:
             )
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def add_history(
+        conn: Connection,
+        model_id: int,
+        alias: str,
+        version_id: int | None,
+        state: dict[str, Any],
+        action: str,
+        actor: str,
+        at: datetime,
+    ) -> None:
+        conn.execute(
+            alias_history.insert().values(
+                model_id=model_id,
+                alias=alias,
+                version_id=version_id,
+                state=state,
+                action=action,
+                at=at,
+                actor=actor[:200] or "unknown",
+            )
+        )
+
+    @staticmethod
+    def _refuse_if_releasing(conn: Connection, model_id: int, name: str, alias: str) -> None:
+        running = conn.execute(
+            select(alias_releases.c.release_id).where(
+                alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
+            )
+        ).first()
+        if running is not None:
+            raise Conflict(
+                f"a release is running on {name}@{alias}: promote it, roll it back or stop it first "
+                f"(`modelport release status {name}@{alias}`)"
+            )
+
+    @staticmethod
+    def _archived_refusal(conn: Connection, version_id: int) -> None:
+        archived = conn.execute(
+            select(archived_versions.c.archived_at).where(archived_versions.c.version_id == version_id)
+        ).scalar_one_or_none()
+        if archived is not None:
+            row = conn.execute(
+                select(models.c.name, model_versions.c.number)
+                .join(models, models.c.id == model_versions.c.model_id)
+                .where(model_versions.c.id == version_id)
+            ).one()
+            raise VersionArchived(
+                f"{row.name}@{row.number} was archived on {_utc(archived).date().isoformat()}: "
+                "its record and audit history are kept, its artifacts were freed"
+            )
 
     def _model_id(self, conn: Connection, name: str) -> int:
         check_model_name(name)
@@ -684,6 +785,12 @@ class RegistryStore:
         alias_names: Iterable[str] = conn.execute(
             select(aliases.c.name).where(aliases.c.version_id == version_id).order_by(aliases.c.name)
         ).scalars()
+        label = conn.execute(
+            select(version_labels.c.label).where(version_labels.c.version_id == version_id)
+        ).scalar_one_or_none()
+        archived = conn.execute(
+            select(archived_versions.c.archived_at).where(archived_versions.c.version_id == version_id)
+        ).scalar_one_or_none()
         return VersionRecord(
             model=row.model_name,
             number=row.number,
@@ -701,4 +808,6 @@ class RegistryStore:
             created_at=_utc(row.created_at),
             artifacts=tuple(ArtifactRecord(b.role, b.format, b.digest, b.size, b.details) for b in blobs),
             aliases=tuple(alias_names),
+            label=label,
+            archived_at=None if archived is None else _utc(archived),
         )

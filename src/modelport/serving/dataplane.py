@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from modelport._version import __version__
 from modelport.errors import InputMismatch, ModelportError
@@ -18,8 +21,11 @@ from modelport.monitoring.metrics import LOCAL, METRICS
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.monitoring.tracing import Timeline
 from modelport.registry.service import LoadedVersion
+from modelport.releases.policy import CANARY, PRIMARY, Release
+from modelport.releases.stats import ReleaseCounters
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
+from modelport.serving.shadow import ShadowMirror
 from modelport.serving.tensors import Tensor, batch_from_tensors, tensors_from_prediction
 
 __all__ = ["DataPlane", "InferenceResult", "ModelStats"]
@@ -58,6 +64,9 @@ class DataPlane:
     predictions: PredictionLog | None = None
     _policy_cache: dict[str, tuple[Any, LogPolicy]] = field(default_factory=dict)
     tracing: bool = False  # batchers stamp the timelines of traced requests (monitoring/tracing.py)
+    release_counts: ReleaseCounters = field(default_factory=ReleaseCounters)
+    shadow_capacity: int = 1024
+    _shadow: ShadowMirror | None = None
 
     # -- health and metadata --------------------------------------------------------------------
 
@@ -75,7 +84,9 @@ class DataPlane:
         return self.pool.resolve(model, selector)
 
     async def loaded(self, model: str, selector: str | None) -> LoadedVersion:
-        number = self.resolve(model, selector)
+        return await self.loaded_number(model, self.resolve(model, selector))
+
+    async def loaded_number(self, model: str, number: int) -> LoadedVersion:
         if self.pool.is_loaded(model, number):
             return self.pool.get(model, number)
         return await asyncio.to_thread(self.pool.get, model, number)
@@ -136,10 +147,17 @@ class DataPlane:
         request_id: str = "",
         key_id: str = "",
         timeline: Timeline | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InferenceResult:
-        loaded = await self.loaded(model, selector)
-        key = (model, loaded.version.number)
+        number, release, arm = self.choose(model, selector, inputs, headers)
         started = time.perf_counter_ns()
+        try:
+            loaded = await self.loaded_number(model, number)
+        except Exception:
+            if release is not None:
+                self.release_counts.request(release.release_id, arm, 0.0, error=True)
+            raise
+        key = (model, loaded.version.number)
         if timeline is not None:
             timeline.validating = started
         stats = self.stats.setdefault(key, ModelStats())
@@ -154,16 +172,26 @@ class DataPlane:
                         + loaded.signature.describe_violations(flags)
                     )
                 stats.flagged_requests += 1
-            prediction = await self._batcher(key, loaded).submit(batch, rows, timeline)
+            prediction = await self.batcher_for(key, loaded).submit(batch, rows, timeline)
         except Exception:
             stats.failure += 1
             stats.failure_ns += time.perf_counter_ns() - started
+            if release is not None:
+                seconds = (time.perf_counter_ns() - started) / 1e9
+                self.release_counts.request(release.release_id, arm, seconds, error=True)
             raise
+        if release is not None:
+            seconds = (time.perf_counter_ns() - started) / 1e9
+            self.release_counts.request(
+                release.release_id, arm, seconds, error=False, labels=prediction.labels
+            )
+            if release.shadow is not None and arm != CANARY:
+                self.shadow.offer(model, release, inputs, prediction, request_id, key_id)
         version = str(loaded.version.number)
         LOCAL.rows(model, version, rows)
         if self.predictions is not None and model in self.pool.log_policies:
             self.predictions.offer(
-                self._log_policy(model),
+                self.log_policy(model),
                 model,
                 loaded.version.number,
                 batch,
@@ -192,7 +220,52 @@ class DataPlane:
             outputs = [t for t in outputs if t.name in requested]
         return InferenceResult(model, loaded.version.number, outputs, flags, rows)
 
-    def _log_policy(self, model: str) -> LogPolicy:
+    def choose(
+        self,
+        model: str,
+        selector: str | None,
+        inputs: list[Tensor] | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[int, Release | None, str]:
+        """The version that answers this request, the release it belongs to (if any) and its arm."""
+        number, release, alias = self.pool.route(model, selector)
+        if release is None:
+            return number, None, PRIMARY
+        key_value = None
+        if release.sticky is not None:
+            key_value = self._sticky_key(release, model, inputs or [], headers)
+        arm = release.arm(model, alias, key_value)
+        return release.version_of(arm), release, arm
+
+    @property
+    def shadow(self) -> ShadowMirror:
+        if self._shadow is None:
+            self._shadow = ShadowMirror(self, self.release_counts, capacity=self.shadow_capacity)
+        return self._shadow
+
+    def _sticky_key(
+        self, release: Release, model: str, inputs: list[Tensor], headers: Mapping[str, str] | None
+    ) -> str | None:
+        """The request's assignment key: a header's value, or a field of its first row (a named input,
+        or the column of a single numeric matrix in the primary's feature order)."""
+        sticky = release.sticky
+        assert sticky is not None
+        if sticky.source == "header":
+            value = None if headers is None else headers.get(sticky.name)
+            return value or None
+        for tensor in inputs:
+            if tensor.name == sticky.name and tensor.data.size:
+                return _text(tensor.data.flat[0])
+        if len(inputs) == 1 and inputs[0].data.ndim == 2 and inputs[0].data.shape[0]:
+            try:
+                names = self.pool.get(model, release.primary).signature.names
+            except ModelportError:
+                return None
+            if sticky.name in names:
+                return _text(inputs[0].data[0, names.index(sticky.name)])
+        return None
+
+    def log_policy(self, model: str) -> LogPolicy:
         document = self.pool.log_policies[model]
         cached = self._policy_cache.get(model)
         if cached is None or cached[0] is not document:
@@ -200,7 +273,7 @@ class DataPlane:
             self._policy_cache[model] = cached
         return cached[1]
 
-    def _batcher(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
+    def batcher_for(self, key: tuple[str, int], loaded: LoadedVersion) -> Batcher:
         entry = self._batchers.get(key)
         if entry is None or entry[0] is not loaded:
             model, version = key[0], str(key[1])
@@ -270,3 +343,11 @@ class DataPlane:
                 }
             )
         return result
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))  # 42.0 sent as a float and 42 sent as an int are the same customer
+    return str(value)

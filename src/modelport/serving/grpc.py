@@ -233,6 +233,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 request_id=request.id[:128],
                 key_id=principal.key_id,
                 timeline=timeline,
+                headers=_metadata(context),
             )
         except ModelportError as exc:
             self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
@@ -352,3 +353,8 @@ class GrpcServer:
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=30)
+
+
+def _metadata(context: Any) -> dict[str, str]:
+    """The call's metadata as lower-case header names (for a release's sticky key)."""
+    return {str(k).lower(): str(v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}

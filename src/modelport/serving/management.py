@@ -18,6 +18,7 @@ import orjson
 
 from modelport.errors import InvalidInput, NotFound
 from modelport.registry.names import check_alias_name, check_version_number
+from modelport.releases.manager import ReleaseManager
 from modelport.security.keys import parse_duration, parse_quota, parse_rate
 from modelport.security.store import KeyStore
 from modelport.serving.http import HTTPError, Request, Response, json_response
@@ -190,24 +191,161 @@ async def set_alias(app: RestApp, request: Request) -> Response:
         raise InvalidInput('"version" must be a version number')
     alias = request.params["alias"]
     check_alias_name(alias)
-    record = await asyncio.to_thread(
-        app.plane.pool.registry.set_alias,
+    result = await asyncio.to_thread(
+        _manager(app).set_alias,
         request.params["name"],
         alias,
         check_version_number(version),
         actor=request.principal.actor,
         override_reason=override,
     )
-    return json_response({"model": record.model, "alias": alias, "version": record.number})
+    return _changed(result, {"model": request.params["name"], "alias": alias})
 
 
 async def remove_alias(app: RestApp, request: Request) -> Response:
     alias = request.params["alias"]
     check_alias_name(alias)
-    await asyncio.to_thread(
-        app.plane.pool.registry.remove_alias, request.params["name"], alias, actor=request.principal.actor
+    result = await asyncio.to_thread(
+        _manager(app).remove_alias, request.params["name"], alias, actor=request.principal.actor
     )
-    return json_response({})
+    return _changed(result, {})
+
+
+def _manager(app: RestApp) -> ReleaseManager:
+    return ReleaseManager(app.plane.pool.registry)
+
+
+def _changed(result: dict[str, Any], applied: dict[str, Any]) -> Response:
+    """200 with the outcome of an applied change; 202 with the pending change when the alias needs a
+    second key's approval."""
+    if result["status"] == "pending":
+        return json_response(result, status=202)
+    return json_response({**applied, **result})
+
+
+def _version_field(document: dict[str, Any], field: str) -> int | None:
+    value = document.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f'"{field}" must be a version number')
+    return check_version_number(value)
+
+
+async def start_release(app: RestApp, request: Request) -> Response:
+    fields = {"canary", "weight", "sticky_by", "shadow", "auto_rollback", "override_reason"}
+    document = _document(request, fields)
+    override = _text(document, "override_reason")
+    if override is not None:
+        request.principal.require("admin")
+    rule = document.get("auto_rollback")
+    if rule is not None and not isinstance(rule, dict):
+        raise InvalidInput('"auto_rollback" must be an object like {"error_rate": 0.05, "window": 60}')
+    alias = check_alias_name(request.params["alias"])
+    result = await asyncio.to_thread(
+        lambda: _manager(app).start(
+            request.params["name"],
+            alias,
+            actor=request.principal.actor,
+            canary=_version_field(document, "canary"),
+            weight=document.get("weight"),
+            sticky_by=_text(document, "sticky_by"),
+            shadow=_version_field(document, "shadow"),
+            auto_rollback=rule,
+            override_reason=override,
+        )
+    )
+    return _changed(result, {"model": request.params["name"], "alias": alias})
+
+
+async def release_status(app: RestApp, request: Request) -> Response:
+    alias = check_alias_name(request.params["alias"])
+    return json_response(await asyncio.to_thread(_manager(app).status, request.params["name"], alias))
+
+
+async def stop_release(app: RestApp, request: Request) -> Response:
+    alias = check_alias_name(request.params["alias"])
+    result = await asyncio.to_thread(
+        _manager(app).stop, request.params["name"], alias, actor=request.principal.actor
+    )
+    return _changed(result, {"model": request.params["name"], "alias": alias})
+
+
+async def promote_release(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"override_reason"})
+    override = _text(document, "override_reason")
+    if override is not None:
+        request.principal.require("admin")
+    alias = check_alias_name(request.params["alias"])
+    result = await asyncio.to_thread(
+        lambda: _manager(app).promote(
+            request.params["name"], alias, actor=request.principal.actor, override_reason=override
+        )
+    )
+    return _changed(result, {"model": request.params["name"], "alias": alias})
+
+
+async def rollback_alias(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"reason"})
+    reason = _text(document, "reason")
+    alias = check_alias_name(request.params["alias"])
+    result = await asyncio.to_thread(
+        lambda: _manager(app).rollback(
+            request.params["name"], alias, actor=request.principal.actor, reason=reason
+        )
+    )
+    return _changed(result, {"model": request.params["name"], "alias": alias})
+
+
+async def alias_history(app: RestApp, request: Request) -> Response:
+    alias = check_alias_name(request.params["alias"])
+    store = app.plane.pool.registry.store.releases
+    entries = await asyncio.to_thread(store.history, request.params["name"], alias)
+    return json_response(
+        {"model": request.params["name"], "alias": alias, "history": [e.to_dict() for e in entries]}
+    )
+
+
+_CHANGE = r"(?P<change>[0-9]{1,9})"
+
+
+async def list_changes(app: RestApp, request: Request) -> Response:
+    status = _one(request, "status")
+    if status is not None and status not in (
+        "pending",
+        "approved",
+        "rejected",
+        "applied",
+        "failed",
+        "expired",
+    ):
+        raise InvalidInput("status is one of pending, approved, rejected, applied, failed, expired")
+    changes = await asyncio.to_thread(app.plane.pool.registry.store.releases.changes, status=status)
+    return json_response({"changes": [c.to_dict() for c in changes if request.principal.sees(c.model)]})
+
+
+async def _visible_change(app: RestApp, request: Request) -> int:
+    change_id = int(request.params["change"])
+    change = await asyncio.to_thread(app.plane.pool.registry.store.releases.change, change_id)
+    if not request.principal.sees(change.model):
+        raise NotFound(f"no change {change_id}")  # like a missing one: scopes reveal nothing
+    return change_id
+
+
+async def approve_change(app: RestApp, request: Request) -> Response:
+    _document(request, set())
+    change_id = await _visible_change(app, request)
+    result = await asyncio.to_thread(_manager(app).approve, change_id, actor=request.principal.actor)
+    return json_response(result)
+
+
+async def reject_change(app: RestApp, request: Request) -> Response:
+    document = _document(request, {"reason"})
+    change_id = await _visible_change(app, request)
+    result = await asyncio.to_thread(
+        _manager(app).reject, change_id, actor=request.principal.actor, reason=_text(document, "reason")
+    )
+    return json_response(result)
 
 
 async def set_policy(app: RestApp, request: Request) -> Response:
@@ -295,4 +433,31 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("PUT", re.compile(rf"/api/v1/models/{_NAME}/policy"), set_policy, False, "publish"),
     ("POST", re.compile(r"/api/v1/feedback"), post_feedback, False, "infer"),
     ("GET", re.compile(rf"/api/v1/models/{_NAME}/drift"), get_drift, False, "read"),
+    ("PUT", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/release"), start_release, False, "publish"),
+    ("GET", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/release"), release_status, False, "read"),
+    (
+        "DELETE",
+        re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/release"),
+        stop_release,
+        False,
+        "publish",
+    ),
+    (
+        "POST",
+        re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/release/promote"),
+        promote_release,
+        False,
+        "publish",
+    ),
+    (
+        "POST",
+        re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/rollback"),
+        rollback_alias,
+        False,
+        "publish",
+    ),
+    ("GET", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}/history"), alias_history, False, "read"),
+    ("GET", re.compile(r"/api/v1/approvals"), list_changes, False, "publish"),
+    ("POST", re.compile(rf"/api/v1/approvals/{_CHANGE}/approve"), approve_change, False, "publish"),
+    ("POST", re.compile(rf"/api/v1/approvals/{_CHANGE}/reject"), reject_change, False, "publish"),
 )

@@ -186,6 +186,60 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         None,
         ("version", "windows"),
     ),
+    "start_release": (
+        "Start or change a release on an alias: a canary with a weight (optionally sticky) and/or a "
+        "shadow (publisher); 202 with a pending change when the alias needs approval",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "canary": {"type": "integer", "minimum": 1},
+                "weight": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 99.99},
+                "sticky_by": {"type": "string", "example": "header:x-customer-id"},
+                "shadow": {"type": "integer", "minimum": 1},
+                "auto_rollback": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "error_rate": {"type": "number"},
+                        "p99_ms": {"type": "number"},
+                        "window": {"type": "number"},
+                        "min_requests": {"type": "integer"},
+                    },
+                },
+                "override_reason": {"type": "string", "description": "admin only; audited"},
+            },
+        },
+        (),
+    ),
+    "release_status": ("The alias's running release and each arm's numbers", None, ()),
+    "stop_release": ("Withdraw the canary and shadow (publisher; never needs approval)", None, ()),
+    "promote_release": (
+        "Move the alias fully to the canary (publisher)",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"override_reason": {"type": "string", "description": "admin only; audited"}},
+        },
+        (),
+    ),
+    "rollback_alias": (
+        "Withdraw the running release, or return the alias to its previous version (publisher; at once)",
+        {"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string"}}},
+        (),
+    ),
+    "alias_history": ("Every state the alias has been in, oldest first", None, ()),
+    "list_changes": ("Changes of approval-protected aliases (publisher)", None, ("status",)),
+    "approve_change": (
+        "Approve and apply another key's change (publisher; never the requester's own)",
+        {"type": "object", "additionalProperties": False, "properties": {}},
+        (),
+    ),
+    "reject_change": (
+        "Reject another key's change (publisher)",
+        {"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string"}}},
+        (),
+    ),
     "openapi": ("This document", None, ()),
     "metrics": ("Prometheus metrics of every worker (a key, unless MODELPORT_METRICS_PUBLIC)", None, ()),
 }

@@ -25,10 +25,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionNotFound
+from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionArchived, VersionNotFound
 from modelport.monitoring.metrics import METRICS
-from modelport.registry.names import LATEST, ModelRef
+from modelport.registry.names import LATEST, ModelRef, check_label, is_label
 from modelport.registry.service import LoadedVersion, Registry
+from modelport.releases.policy import Release
 
 __all__ = ["DEFAULT_ALIAS", "ModelPool"]
 
@@ -60,6 +61,9 @@ class ModelPool:
         self._lock = threading.RLock()
         self._loaded: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._routes: dict[str, dict[str, int]] = {}
+        self._releases: dict[str, dict[str, Release]] = {}
+        self._labels: dict[str, dict[str, int]] = {}
+        self._archived: dict[str, set[int]] = {}
         self._policies: dict[str, str] = {}
         self.log_policies: dict[str, dict[str, Any]] = {}
         self._generation = -1
@@ -81,8 +85,12 @@ class ModelPool:
         table = self.registry.store.routing_table()
         policies = self.registry.store.policies()
         log_policies = self.registry.store.log_policies()
+        releases = self.registry.store.releases.releases_table()
+        labels = self.registry.store.releases.labels_table()
+        archived = self.registry.store.releases.archived()
         with self._lock:
             previous = self._routes
+            previous_releases = self._releases
         routes: dict[str, dict[str, int]] = {}
         for model, aliases in table.items():
             routes[model] = {}
@@ -99,12 +107,64 @@ class ModelPool:
                     routes[model][alias] = old  # keep serving the version that works
                     continue
                 routes[model][alias] = number
+        kept: dict[str, dict[str, Release]] = {}
+        for model, by_alias in releases.items():
+            for alias, release in by_alias.items():
+                chosen = self._warm_release(
+                    model, alias, release, previous_releases.get(model, {}).get(alias)
+                )
+                if chosen is not None:
+                    kept.setdefault(model, {})[alias] = chosen
         with self._lock:
             self._routes = routes
+            self._releases = kept
+            self._labels = labels
+            self._archived = archived
             self._policies = policies
             self.log_policies = log_policies
             self._generation = generation
         return True
+
+    def _warm_release(self, model: str, alias: str, release: Release, old: Release | None) -> Release | None:
+        """The release to apply: ``release`` once its canary and shadow are loaded and warmed — when
+        the alias already takes traffic (else lazily, like aliases) — or, if one fails, the release
+        that was running (None: none)."""
+        if old == release:
+            return release
+        if not self._is_hot(model, release.primary) and (old is None or not self._is_hot(model, old.primary)):
+            return release  # nothing serves through this alias yet
+        for number in (release.canary, release.shadow):
+            if number is None:
+                continue
+            try:
+                self.get(model, number)
+            except ModelportError as exc:
+                self._record_failure(f"{model}@{number}", str(exc))
+                return old if old is not None and old.primary == release.primary else None
+        return release
+
+    def route(self, model: str, selector: str | None) -> tuple[int, Release | None, str]:
+        """Like :meth:`resolve`, plus the release running on the alias the request goes through (only
+        traffic addressed to that alias — or to the default route when it is that alias — is split)
+        and the alias's name ("" for a version number or label)."""
+        with self._lock:
+            routes = self._routes.get(model)
+            releases = self._releases.get(model)
+        if routes is None or not releases or (selector and not selector[0].isalpha()):
+            return self.resolve(model, selector), None, ""
+        alias = selector or (DEFAULT_ALIAS if DEFAULT_ALIAS in routes else "")
+        release = releases.get(alias)
+        if release is None:
+            return self.resolve(model, selector), None, alias
+        return release.primary, release, alias
+
+    def release_of(self, model: str, alias: str) -> Release | None:
+        with self._lock:
+            return self._releases.get(model, {}).get(alias)
+
+    def releases(self) -> dict[str, dict[str, Release]]:
+        with self._lock:
+            return {model: dict(by_alias) for model, by_alias in self._releases.items()}
 
     @property
     def generation(self) -> int:
@@ -133,6 +193,12 @@ class ModelPool:
             if len(selector) > 10 or not 1 <= int(selector) <= latest:
                 raise VersionNotFound(f"model {model!r} has no version {selector[:12]}")
             return int(selector)
+        if is_label(selector):
+            with self._lock:
+                labelled = self._labels.get(model, {}).get(check_label(selector))
+            if labelled is None:
+                raise VersionNotFound(f"model {model!r} has no version labelled {selector[:40]!r}")
+            return labelled
         number = routes.get(selector)
         if number is None:
             raise NotFound(f"model {model!r} has no alias {selector!r}")
@@ -156,6 +222,12 @@ class ModelPool:
     def get(self, model: str, number: int) -> LoadedVersion:
         """The loaded version, loading and warming it on first use."""
         key = (model, number)
+        with self._lock:
+            archived = number in self._archived.get(model, ())
+        if archived:
+            raise VersionArchived(
+                f"{model}@{number} was archived: its record and audit history are kept, its artifacts freed"
+            )
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is not None:
@@ -211,6 +283,8 @@ class ModelPool:
         """Evict least recently used versions beyond the bounds — never ``keep`` (just loaded for a
         request), and versions that routes point at only when nothing else is left."""
         pinned = {(m, n) for m, aliases in self._routes.items() for n in aliases.values()}
+        for m, by_alias in self._releases.items():
+            pinned |= {(m, n) for r in by_alias.values() for n in (r.canary, r.shadow) if n is not None}
 
         def total() -> int:
             return sum(_size(v) for v in self._loaded.values())

@@ -36,6 +36,7 @@ from modelport.errors import (
     RateLimited,
     StoreNotReady,
     Unauthenticated,
+    VersionArchived,
 )
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
@@ -43,6 +44,7 @@ from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, alias_lab
 from modelport.monitoring.monitor import Monitor
 from modelport.monitoring.tracing import Timeline, Tracer
 from modelport.registry.names import is_model_name, parse_ref
+from modelport.releases.manager import ReleaseManager
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 from modelport.serving import management
@@ -111,6 +113,8 @@ def status_for(error: Exception) -> int:
         return 415
     if isinstance(error, InvalidInput | InputMismatch):
         return 400
+    if isinstance(error, VersionArchived):
+        return 410
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, Conflict):
@@ -206,6 +210,7 @@ class RestApp:
             request_id=request.request_id,
             key_id=request.principal.key_id,
             timeline=timeline,
+            headers=request.headers,
         )
         request.rows = result.rows
         parameters: dict[str, Any] = {"model_version": result.version}
@@ -268,18 +273,38 @@ class RestApp:
             if parsed.alias == "latest" and "@" not in ref
             else (str(parsed.version) if parsed.version else parsed.alias)
         )
-        loaded = await self.plane.loaded(parsed.name, selector)
-        frame = decode_frame(
-            request.body,
-            request.headers.get("content-type", "application/json"),
-            loaded.signature,
-            self.limits,
-        )
+        # A release splits MLflow traffic too (sticky by header; a field key is not read here, so such
+        # requests go to the primary); shadows mirror V2 traffic only (docs/releases.md).
+        number, release, arm = self.plane.choose(parsed.name, selector, None, request.headers)
+        started = time.perf_counter()
+        try:
+            loaded = await self.plane.loaded_number(parsed.name, number)
+            frame = decode_frame(
+                request.body,
+                request.headers.get("content-type", "application/json"),
+                loaded.signature,
+                self.limits,
+            )
+        except Exception:
+            if release is not None:
+                self.plane.release_counts.request(release.release_id, arm, 0.0, error=True)
+            raise
         request.version = loaded.version.number
         timeline = request.timeline  # MLflow scoring: parse (checked against the signature), infer, serialise
         if timeline is not None:
             timeline.parsed = timeline.ran = time.perf_counter_ns()
-        prediction = loaded.predict(frame)
+        try:
+            prediction = loaded.predict(frame)
+        except Exception:
+            if release is not None:
+                seconds = time.perf_counter() - started
+                self.plane.release_counts.request(release.release_id, arm, seconds, error=True)
+            raise
+        if release is not None:
+            seconds = time.perf_counter() - started
+            self.plane.release_counts.request(
+                release.release_id, arm, seconds, error=False, labels=prediction.labels
+            )
         if timeline is not None:
             timeline.done = timeline.serialising = time.perf_counter_ns()
         request.rows = len(frame)
@@ -655,6 +680,10 @@ class RestApp:
                     await self._flush_usage()
                 except Exception as exc:
                     log.warning("usage flush failed (%s)", type(exc).__name__)
+                try:
+                    await self._flush_releases()
+                except Exception as exc:
+                    log.warning("release counts not written (%s)", type(exc).__name__)
 
     async def _evaluate(self) -> None:
         """Drift and live accuracy for /metrics, once per interval, by one of the workers."""
@@ -679,6 +708,22 @@ class RestApp:
                 logging.getLogger("modelport.monitoring").warning(
                     "prediction log segment not written (%s)", type(exc).__name__
                 )
+
+    async def _flush_releases(self) -> None:
+        """Add this worker's per-arm counts to the database, then check automatic-rollback bounds."""
+        counts = self.plane.release_counts
+        rows = counts.take()
+        if rows:
+            try:
+                await asyncio.to_thread(self.plane.pool.registry.store.releases.add_stats, rows)
+            except StoreNotReady:
+                counts.restore(rows)  # the database is away: keep them for the next second
+                return
+        releases = self.plane.pool.releases()
+        if any(r.auto_rollback is not None for by_alias in releases.values() for r in by_alias.values()):
+            manager = ReleaseManager(self.plane.pool.registry)
+            for ref in await asyncio.to_thread(manager.check_auto_rollback, releases):
+                log.warning("automatic rollback of %s: the canary broke its bound", ref)
 
     async def _flush_usage(self) -> None:
         rows, unflushed = self.gate.take_pending()

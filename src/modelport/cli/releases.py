@@ -1,0 +1,408 @@
+"""``modelport release``, ``approvals``, ``retention``, ``gc``, ``label`` and ``alias history``: the CLI
+side of docs/releases.md.
+
+The CLI works on the registry database directly. Its changes are recorded under ``local:<OS user>``,
+or — when ``MODELPORT_KEY`` holds a valid publisher or admin key — under that key, so that a second
+person can approve from a terminal with their own key (the same key can never approve its own change).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from modelport.cli.output import console, print_json
+from modelport.errors import InvalidInput
+from modelport.registry.names import check_alias_name, parse_ref
+from modelport.registry.service import Registry, local_actor
+from modelport.releases.manager import ReleaseManager
+from modelport.releases.policy import AutoRollback
+from modelport.releases.retention import RetentionPolicy
+from modelport.security.keys import KeyRing
+from modelport.security.store import KeyStore
+
+__all__ = ["register_commands"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+_open: Callable[[], Registry]
+
+
+class _DefaultStart(TyperGroup):
+    """``modelport release NAME ALIAS --canary …`` is ``modelport release start NAME ALIAS …``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+release_app = typer.Typer(
+    cls=_DefaultStart,
+    help="Canary, A/B and shadow releases on an alias; status, promote, rollback.",
+    no_args_is_help=True,
+)
+approvals_app = typer.Typer(
+    help="Changes of approval-protected aliases: list, approve, reject.", no_args_is_help=True
+)
+
+
+def register_commands(
+    app: typer.Typer, alias_app: typer.Typer, open_registry: Callable[[], Registry]
+) -> None:
+    global _open
+    _open = open_registry
+    app.add_typer(release_app, name="release")
+    app.add_typer(approvals_app, name="approvals")
+    app.command("retention")(retention)
+    app.command("gc")(gc)
+    app.command("label")(label)
+    alias_app.command("history")(alias_history)
+
+
+def actor(registry: Registry) -> str:
+    """``key:<id>`` when ``MODELPORT_KEY`` holds a valid publisher/admin key, else the local actor."""
+    token = os.environ.get("MODELPORT_KEY")
+    if not token:
+        return local_actor()
+    ring = KeyRing(KeyStore(registry.store).list_keys(include_revoked=False))
+    principal = ring.authenticate(token)
+    principal.require("publish")
+    return principal.actor
+
+
+def _alias_ref(ref: str) -> tuple[str, str]:
+    parsed = parse_ref(ref)
+    if parsed.alias is None or "@" not in ref:
+        raise InvalidInput(f"{ref!r}: name an alias, e.g. credit-rating@production")
+    return parsed.name, check_alias_name(parsed.alias)
+
+
+def _show_change(result: dict[str, Any], json_out: bool, done: str) -> None:
+    if json_out:
+        print_json(result)
+    elif result["status"] == "pending":
+        change = result["change"]
+        console.print(
+            f"change {change['id']} ({change['action']} on {change['model']}@{change['alias']}) waits for "
+            f"approval by another admin or publisher: `modelport approvals approve {change['id']}`"
+        )
+    else:
+        console.print(done)
+
+
+def _with(work: Callable[[Registry, str], Any]) -> Any:
+    registry = _open()
+    try:
+        return work(registry, actor(registry))
+    finally:
+        registry.close()
+
+
+@release_app.command("start")
+def start(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. production.")],
+    canary: Annotated[
+        int | None, typer.Option("--canary", help="Version taking a share of the traffic.", min=1)
+    ] = None,
+    weight: Annotated[
+        float | None, typer.Option("--weight", help="Percent of the alias's traffic for the canary.")
+    ] = None,
+    sticky_by: Annotated[
+        str | None,
+        typer.Option("--sticky-by", help="header:NAME or field:NAME: the same key always gets the same arm."),
+    ] = None,
+    shadow: Annotated[
+        int | None, typer.Option("--shadow", help="Version receiving a copy of the traffic.", min=1)
+    ] = None,
+    auto_rollback: Annotated[
+        str | None,
+        typer.Option("--auto-rollback", help="e.g. error_rate=0.05,p99_ms=50,window=60,min_requests=100"),
+    ] = None,
+    override_reason: Annotated[
+        str | None, typer.Option("--override-reason", help="Canary without a passing report (audited).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Start or change a release on NAME@ALIAS: --canary N --weight P, and/or --shadow N."""
+    rule = None if auto_rollback is None else AutoRollback.parse(auto_rollback)
+    result = _with(
+        lambda registry, who: ReleaseManager(registry).start(
+            name,
+            alias,
+            actor=who,
+            canary=canary,
+            weight=weight,
+            sticky_by=sticky_by,
+            shadow=shadow,
+            auto_rollback=rule,
+            override_reason=override_reason,
+        )
+    )
+    parts = []
+    if canary is not None:
+        parts.append(
+            f"canary {canary} takes {weight:g} %" + (f" (sticky by {sticky_by})" if sticky_by else "")
+        )
+    if shadow is not None:
+        parts.append(f"shadow {shadow} gets a copy")
+    _show_change(result, json_out, f"{name}@{alias}: " + ", ".join(parts))
+
+
+@release_app.command("status")
+def status(
+    ref: Annotated[
+        str, typer.Argument(metavar="NAME@ALIAS", help="The alias, e.g. credit-rating@production.")
+    ],
+    json_out: JsonFlag = False,
+) -> None:
+    """Per arm: traffic share, requests, p50/p99, error rate, predictions, shadow agreement, accuracy."""
+    name, alias = _alias_ref(ref)
+    document = _with(lambda registry, _: ReleaseManager(registry).status(name, alias))
+    if json_out:
+        print_json(document)
+        return
+    release = document["release"]
+    if release is None:
+        console.print(f"{name}@{alias} → {document['version']}; no release is running")
+        return
+    table = Table(title=f"{name}@{alias} · release {release['release_id']} since {release['started_at']}")
+    for column in (
+        "arm",
+        "version",
+        "share",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "error rate",
+        "agreement",
+        "accuracy",
+        "top classes",
+    ):
+        table.add_column(column)
+    for arm, numbers in release["arms"].items():
+        classes = sorted(numbers["classes"].items(), key=lambda kv: -kv[1])[:3]
+        accuracy = numbers.get("live_accuracy") or {}
+        table.add_row(
+            arm,
+            str(numbers.get("version")),
+            "—" if numbers.get("share") is None else f"{numbers['share']:.1%}",
+            f"{numbers['requests']:,}",
+            _ms(numbers["p50_ms"]),
+            _ms(numbers["p99_ms"]),
+            "—" if numbers["error_rate"] is None else f"{numbers['error_rate']:.2%}",
+            "—" if numbers.get("agreement") is None else f"{numbers['agreement']:.1%}",
+            "—" if accuracy.get("accuracy") is None else f"{accuracy['accuracy']:.3f}",
+            ", ".join(f"{k} {v:.0%}" for k, v in classes),
+        )
+    console.print(table)
+    if release.get("weight") is not None:
+        console.print(
+            f"canary weight {release['weight']:g} %"
+            + (f", sticky by {release['sticky_by']}" if release["sticky_by"] else "")
+        )
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+@release_app.command("promote")
+def promote(
+    ref: Annotated[
+        str, typer.Argument(metavar="NAME@ALIAS", help="The alias whose canary becomes its version.")
+    ],
+    override_reason: Annotated[str | None, typer.Option("--override-reason", help="Audited.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Move the alias fully to its canary and end the release."""
+    name, alias = _alias_ref(ref)
+    result = _with(
+        lambda registry, who: ReleaseManager(registry).promote(
+            name, alias, actor=who, override_reason=override_reason
+        )
+    )
+    _show_change(result, json_out, f"{name}@{alias} → {result.get('version')} (promoted)")
+
+
+@release_app.command("rollback")
+def rollback(
+    ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The alias to roll back.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Withdraw the running release; with none running, return the alias to its previous version."""
+    name, alias = _alias_ref(ref)
+    result = _with(
+        lambda registry, who: ReleaseManager(registry).rollback(name, alias, actor=who, reason=reason)
+    )
+    _show_change(result, json_out, f"{name}@{alias} → {result.get('version')} ({result.get('action')})")
+
+
+@release_app.command("stop")
+def stop(
+    ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The alias whose release ends.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """End the release: canary and shadow withdrawn, the alias keeps its version."""
+    name, alias = _alias_ref(ref)
+    result = _with(lambda registry, who: ReleaseManager(registry).stop(name, alias, actor=who))
+    _show_change(result, json_out, f"{name}@{alias} → {result.get('version')} (release stopped)")
+
+
+def alias_history(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str | None, typer.Argument(metavar="[ALIAS]", help="One alias (default: all).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Every state of NAME's aliases, oldest first: set, release, promote, rollback, remove."""
+    entries = _with(lambda registry, _: registry.store.releases.history(name, alias))
+    if json_out:
+        print_json([e.to_dict() for e in entries])
+        return
+    table = Table(title=f"{name} alias history")
+    for column in ("#", "at", "alias", "action", "version", "canary", "shadow", "actor"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.alias,
+            e.action,
+            "—" if e.version is None else str(e.version),
+            "—" if e.state.get("canary") is None else f"{e.state['canary']} ({e.state.get('weight'):g} %)",
+            "—" if e.state.get("shadow") is None else str(e.state["shadow"]),
+            e.actor,
+        )
+    console.print(table)
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="pending, applied, rejected …")
+    ] = "pending",
+    json_out: JsonFlag = False,
+) -> None:
+    """Changes waiting for (or decided by) a second key."""
+    changes = _with(lambda registry, _: registry.store.releases.changes(status=status_filter))
+    if json_out:
+        print_json([c.to_dict() for c in changes])
+        return
+    table = Table(title="changes")
+    for column in ("id", "model@alias", "action", "payload", "requested by", "at", "status"):
+        table.add_column(column)
+    for c in changes:
+        table.add_row(
+            str(c.id),
+            f"{c.model}@{c.alias}",
+            c.action,
+            str(c.payload),
+            c.requested_by,
+            f"{c.requested_at:%Y-%m-%d %H:%M}",
+            c.status,
+        )
+    console.print(table)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    change: Annotated[int, typer.Argument(metavar="ID", help="The change's id.", min=1)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Approve another key's change and apply it."""
+    result = _with(lambda registry, who: ReleaseManager(registry).approve(change, actor=who))
+    _show_change(result, json_out, f"change {change} approved and applied")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    change: Annotated[int, typer.Argument(metavar="ID", help="The change's id.", min=1)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Reject another key's change."""
+    result = _with(lambda registry, who: ReleaseManager(registry).reject(change, actor=who, reason=reason))
+    _show_change(result, json_out, f"change {change} rejected")
+
+
+def retention(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    keep_last: Annotated[
+        int | None, typer.Option("--keep-last", help="Always keep the newest N versions.")
+    ] = None,
+    keep_days: Annotated[
+        float | None, typer.Option("--keep-days", help="Keep what an alias pointed at within D days.")
+    ] = None,
+    legal_hold: Annotated[
+        bool | None, typer.Option("--legal-hold/--no-legal-hold", help="Keep every version while held.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show or set NAME's retention policy (what `modelport gc` may archive)."""
+
+    def work(registry: Registry, who: str) -> RetentionPolicy | None:
+        current = registry.store.releases.retention(name)
+        if keep_last is None and keep_days is None and legal_hold is None:
+            return current
+        base = current or RetentionPolicy()
+        policy = RetentionPolicy(
+            keep_last=base.keep_last if keep_last is None else keep_last,
+            keep_days=base.keep_days if keep_days is None else keep_days,
+            legal_hold=base.legal_hold if legal_hold is None else legal_hold,
+        )
+        registry.store.releases.set_retention(name, policy, actor=who)
+        return policy
+
+    policy = _with(work)
+    if json_out:
+        print_json(None if policy is None else policy.to_dict())
+    elif policy is None:
+        console.print(f"{name} has no retention policy: `modelport gc` leaves it alone")
+    else:
+        console.print(
+            f"{name}: keep the newest {policy.keep_last}, anything an alias pointed at within "
+            f"{policy.keep_days:g} days{'; legal hold: nothing is archived' if policy.legal_hold else ''}"
+        )
+
+
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be archived; change nothing.")
+    ] = False,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Archive versions their model's retention policy no longer keeps (artifacts freed, records kept)."""
+    result = _with(lambda registry, who: ReleaseManager(registry).gc(actor=who, dry_run=dry_run, model=model))
+    if json_out:
+        print_json(result)
+        return
+    verb = "would archive" if dry_run else "archived"
+    if not result["models"]:
+        console.print(
+            "no model has a retention policy (`modelport retention NAME --keep-last N --keep-days D`)"
+        )
+    for entry in result["models"]:
+        versions = ", ".join(str(n) for n in entry["archive"]) or "nothing"
+        freed = "" if dry_run or not entry.get("freed_bytes") else f" ({entry['freed_bytes']:,} bytes freed)"
+        console.print(f"{entry['model']}: {verb} {versions}{freed}")
+
+
+def label(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.", min=1)],
+    text: Annotated[str, typer.Argument(metavar="LABEL", help="Semantic version, e.g. 2.1.0.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Give NAME@VERSION a semantic version label; then NAME@LABEL (e.g. credit-rating@2.1.0) refers to it."""
+    result = _with(lambda registry, who: registry.store.releases.set_label(name, version, text, actor=who))
+    if json_out:
+        print_json({"model": name, "version": version, "label": result})
+    else:
+        console.print(f"{name}@{result} → {version}")

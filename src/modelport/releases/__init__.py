@@ -1,0 +1,1 @@
+"""Release management: traffic policies on aliases, their numbers, retention (docs/releases.md)."""

@@ -1,0 +1,166 @@
+"""Numbers per release arm (docs/releases.md): counted in each worker without I/O, added to the
+``release_stats`` table about once a second, summarised for ``release status`` and automatic rollback.
+
+Latency goes into log-spaced buckets 5 % apart (bucket ``i`` holds ``[10 µs × 1.05^i, 10 µs ×
+1.05^(i+1))``), so a percentile read back from the buckets is within 5 % of the true one, and the
+counts of any number of workers and replicas simply add up.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from modelport.releases.policy import CANARY, PRIMARY, SHADOW, UNKEYED
+
+__all__ = ["BUCKET_SECONDS", "ReleaseCounters", "latency_bucket", "summarise"]
+
+BUCKET_SECONDS = 10
+_BASE = 1e-5
+_RATIO = 1.05
+_LOG_RATIO = math.log(_RATIO)
+MAX_CLASS_KEYS = 50  # distinct predicted labels counted per arm and bucket (the rest as "other")
+
+Key = tuple[str, str, int, str, str]
+
+
+def latency_bucket(seconds: float) -> int:
+    return max(0, int(math.log(max(seconds, _BASE) / _BASE) / _LOG_RATIO))
+
+
+def bucket_upper_ms(index: int) -> float:
+    return _BASE * _RATIO ** (index + 1) * 1000
+
+
+class ReleaseCounters:
+    """One worker's counts since the last flush. Appends are plain dict updates (no lock on the event
+    loop's side: ``take`` swaps the dict under a lock the loop never waits on for long)."""
+
+    def __init__(self) -> None:
+        self._counts: defaultdict[Key, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def request(self, release_id: str, arm: str, seconds: float, *, error: bool, labels: Any = None) -> None:
+        bucket = int(time.time()) // BUCKET_SECONDS
+        counts = self._counts
+        counts[(release_id, arm, bucket, "requests", "")] += 1
+        if error:
+            counts[(release_id, arm, bucket, "errors", "")] += 1
+        counts[(release_id, arm, bucket, "latency", str(latency_bucket(seconds)))] += 1
+        if labels is not None:
+            self._classes(release_id, arm, bucket, labels)
+
+    def shadow(
+        self,
+        release_id: str,
+        requests: int,
+        seconds: float,
+        *,
+        error: bool,
+        compared: int = 0,
+        agreed: int = 0,
+        labels: Any = None,
+    ) -> None:
+        """One scored group of mirrored requests (``seconds`` is the group's scoring time, counted for
+        each request in it)."""
+        bucket = int(time.time()) // BUCKET_SECONDS
+        counts = self._counts
+        counts[(release_id, SHADOW, bucket, "requests", "")] += requests
+        if error:
+            counts[(release_id, SHADOW, bucket, "errors", "")] += requests
+        counts[(release_id, SHADOW, bucket, "latency", str(latency_bucket(seconds)))] += requests
+        if compared:
+            counts[(release_id, SHADOW, bucket, "compared", "")] += compared
+            counts[(release_id, SHADOW, bucket, "agreed", "")] += agreed
+        if labels is not None:
+            self._classes(release_id, SHADOW, bucket, labels)
+
+    def dropped(self, release_id: str, count: int = 1) -> None:
+        bucket = int(time.time()) // BUCKET_SECONDS
+        self._counts[(release_id, SHADOW, bucket, "dropped", "")] += count
+
+    def _classes(self, release_id: str, arm: str, bucket: int, labels: Any) -> None:
+        counts = self._counts
+        for label in labels.tolist() if hasattr(labels, "tolist") else labels:
+            text = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+            counts[(release_id, arm, bucket, "class", text[:100])] += 1
+
+    def take(self) -> list[tuple[str, str, int, str, str, int]]:
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(int)
+        return [(*key, value) for key, value in counts.items()]
+
+    def restore(self, rows: list[tuple[str, str, int, str, str, int]]) -> None:
+        """Put counts back after a failed flush (the database was away)."""
+        with self._lock:
+            for release_id, arm, bucket, metric, key, value in rows:
+                self._counts[(release_id, arm, bucket, metric, key)] += value
+
+
+def _percentile(histogram: dict[int, int], q: float) -> float | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            return round(bucket_upper_ms(index), 3)
+    return round(bucket_upper_ms(max(histogram)), 3)
+
+
+def summarise(rows: list[tuple[str, int, str, str, int]]) -> dict[str, dict[str, Any]]:
+    """Per arm: requests, share (of primary + canary + unkeyed traffic), errors, error rate, p50 and
+    p99 in ms, predicted-class shares, and for the shadow its agreement with the primary and drops."""
+    arms: dict[str, dict[str, Any]] = {}
+    for arm, _bucket, metric, key, count in rows:
+        entry = arms.setdefault(
+            arm,
+            {
+                "requests": 0,
+                "errors": 0,
+                "latency": defaultdict(int),
+                "classes": defaultdict(int),
+                "compared": 0,
+                "agreed": 0,
+                "dropped": 0,
+            },
+        )
+        if metric == "latency":
+            entry["latency"][int(key)] += count
+        elif metric == "class":
+            entry["classes"][key] += count
+        elif metric in ("requests", "errors", "compared", "agreed", "dropped"):
+            entry[metric] += count
+    served = sum(arms.get(a, {}).get("requests", 0) for a in (PRIMARY, CANARY, UNKEYED))
+    result: dict[str, dict[str, Any]] = {}
+    for arm in (PRIMARY, CANARY, UNKEYED, SHADOW):
+        found = arms.get(arm)
+        if found is None:
+            continue
+        entry = found
+        requests = entry["requests"]
+        classes = entry["classes"]
+        counted = sum(classes.values())
+        summary: dict[str, Any] = {
+            "requests": requests,
+            "errors": entry["errors"],
+            "error_rate": None if not requests else round(entry["errors"] / requests, 6),
+            "p50_ms": _percentile(entry["latency"], 0.50),
+            "p99_ms": _percentile(entry["latency"], 0.99),
+            "classes": {k: round(v / counted, 6) for k, v in sorted(classes.items())} if counted else {},
+        }
+        if arm != SHADOW:
+            summary["share"] = None if not served else round(requests / served, 6)
+        else:
+            summary["compared"] = entry["compared"]
+            summary["agreement"] = (
+                None if not entry["compared"] else round(entry["agreed"] / entry["compared"], 6)
+            )
+            summary["dropped"] = entry["dropped"]
+        result[arm] = summary
+    return result

@@ -1,0 +1,275 @@
+"""Approvals over `/api/v1` with real keys, version labels, and bad input to every release route and
+command: a precise 4xx or CLI message, nothing changed, the server still serving."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelport.app import open_registry
+from modelport.settings import Settings
+from tests.conftest import run_cli as cli
+from tests.releases.conftest import INFER
+from tests.security.conftest import bearer, make_key
+from tests.serving.conftest import Server, start_server, stop_server
+
+
+@pytest.fixture
+def keyed(home: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    keys = {
+        "admin": make_key(home, "admin"),
+        "alice": make_key(home, "publisher", ["credit*"]),
+        "bob": make_key(home, "publisher", ["credit*"]),
+        "consumer": make_key(home, "consumer", ["credit*"]),
+        "outsider": make_key(home, "publisher", ["fraud*"]),
+    }
+    server = start_server(home, insecure_dev=False, env={"MODELPORT_AUTH_FAILURE_BURST": "100000"})
+    try:
+        yield server, keys
+    finally:
+        stop_server(server)
+
+
+def _audit(home: Path) -> list[tuple[str, str, str]]:
+    registry = open_registry(Settings(home=home))
+    try:
+        return [(r.action, r.actor, r.target) for r in registry.store.audit_records()]
+    finally:
+        registry.close()
+
+
+def _key_id(token: str) -> str:
+    return token.split("_")[1]
+
+
+def test_self_approval_is_refused_and_a_second_key_approves(
+    home: Path, keyed: tuple[Server, dict[str, str]]
+) -> None:
+    server, keys = keyed
+    assert cli(home, "alias", "protect", "credit", "production", "--require-approval").returncode == 0
+    # The gate applies too: give v2 a passing report by overriding as an admin would — here we pass the
+    # override reason, which needs an admin key, so the requester is the admin.
+    api = f"{server.url}/api/v1"
+    asked = httpx.put(
+        f"{api}/models/credit/aliases/production/release",
+        json={"canary": 2, "weight": 25, "override_reason": "validated offline, ticket RISK-12"},
+        headers=bearer(keys["admin"]),
+    )
+    assert asked.status_code == 202, asked.text
+    change = asked.json()["change"]
+    assert change["status"] == "pending" and change["action"] == "release"
+    assert change["requested_by"] == f"key:{_key_id(keys['admin'])}"
+
+    # nothing changed yet
+    status = httpx.get(
+        f"{api}/models/credit/aliases/production/release", headers=bearer(keys["alice"])
+    ).json()
+    assert status["release"] is None
+
+    own = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["admin"]))
+    assert own.status_code == 403 and "another admin or publisher" in own.json()["error"]
+    hidden = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["outsider"]))
+    assert hidden.status_code == 404  # outside its scope the change does not exist
+    consumer = httpx.post(
+        f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["consumer"])
+    )
+    assert consumer.status_code == 403
+
+    listed = httpx.get(f"{api}/approvals", params={"status": "pending"}, headers=bearer(keys["bob"])).json()
+    assert [c["id"] for c in listed["changes"]] == [change["id"]]
+    assert httpx.get(f"{api}/approvals", headers=bearer(keys["outsider"])).json()["changes"] == []
+
+    approved = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["bob"]))
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["change"]["status"] == "applied"
+    status = httpx.get(f"{api}/models/credit/aliases/production/release", headers=bearer(keys["bob"])).json()
+    assert status["release"]["canary"] == 2 and status["release"]["weight"] == 25.0
+    again = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["alice"]))
+    assert again.status_code == 409  # decided already
+
+    # A second change: Alice asks to promote, Bob rejects with a reason; nothing moves.
+    promote = httpx.post(
+        f"{api}/models/credit/aliases/production/release/promote",
+        json={},
+        headers=bearer(keys["alice"]),
+    )
+    assert promote.status_code == 202
+    second = promote.json()["change"]["id"]
+    rejected = httpx.post(
+        f"{api}/approvals/{second}/reject", json={"reason": "wait for month-end"}, headers=bearer(keys["bob"])
+    )
+    assert rejected.status_code == 200 and rejected.json()["change"]["status"] == "rejected"
+    models = httpx.get(f"{api}/models", headers=bearer(keys["bob"])).json()["models"]
+    assert next(m for m in models if m["name"] == "credit")["aliases"]["production"] == 1
+
+    # Rollback never waits: it returns to an approved state at once.
+    rolled = httpx.post(
+        f"{api}/models/credit/aliases/production/rollback",
+        json={"reason": "incident"},
+        headers=bearer(keys["alice"]),
+    )
+    assert rolled.status_code == 200 and rolled.json()["status"] == "applied"
+
+    audit = _audit(home)
+    admin, alice, bob = (f"key:{_key_id(keys[k])}" for k in ("admin", "alice", "bob"))
+    assert ("approval.request", admin, "credit@production") in audit
+    assert ("approval.refused", admin, "credit@production") in audit
+    assert ("approval.approve", bob, "credit@production") in audit
+    assert ("approval.applied", bob, "credit@production") in audit
+    assert ("release.start", f"{admin}+{bob}", "credit@production") in audit
+    assert ("approval.request", alice, "credit@production") in audit
+    assert ("approval.reject", bob, "credit@production") in audit
+    assert ("release.rollback", alice, "credit@production") in audit
+    # the server kept serving through all of it
+    assert (
+        httpx.post(
+            f"{server.url}/v2/models/credit/infer", json=INFER, headers=bearer(keys["consumer"])
+        ).status_code
+        == 200
+    )
+
+
+def test_approvals_from_the_cli_with_two_keys(home: Path) -> None:
+    first, second = make_key(home, "publisher"), make_key(home, "publisher")
+    assert cli(home, "alias", "protect", "credit", "staging", "--require-approval").returncode == 0
+    env_first = {"MODELPORT_KEY": first}
+    asked = cli(home, "alias", "set", "credit", "staging", "2", "--json", env=env_first)
+    assert asked.returncode == 0, asked.stderr
+    change = json.loads(asked.stdout)["change"]["id"]
+    own = cli(home, "approvals", "approve", str(change), env=env_first)
+    assert own.returncode == 1 and "another admin or publisher" in own.stderr
+    done = cli(home, "approvals", "approve", str(change), env={"MODELPORT_KEY": second})
+    # staging is protected now, and v2 has no validation report: the approved change fails at the gate
+    assert done.returncode == 6 and "no passing validation report" in done.stderr
+    listed = json.loads(cli(home, "approvals", "list", "--status", "failed", "--json").stdout)
+    assert [c["id"] for c in listed] == [change]
+    bad_key = cli(home, "approvals", "approve", str(change), env={"MODELPORT_KEY": "mpk_nope_nope"})
+    assert bad_key.returncode == 1 and "nope" not in bad_key.stderr.replace("mpk_nope_nope", "")
+
+
+def test_version_labels(home: Path) -> None:
+    assert cli(home, "label", "credit", "2", "2.1.0").returncode == 0
+    shown = cli(home, "show", "credit@2.1.0", "--json")
+    assert shown.returncode == 0, shown.stderr and json.loads(shown.stdout)["number"] == 2
+    assert json.loads(shown.stdout)["label"] == "2.1.0"
+    assert json.loads(cli(home, "show", "credit@v2.1.0", "--json").stdout)["number"] == 2
+    assert (
+        json.loads(cli(home, "show", "credit@2", "--json").stdout)["number"] == 2
+    )  # always a version number
+    ambiguous = cli(home, "show", "credit@2.1")
+    assert ambiguous.returncode == 2 and "full semantic version" in ambiguous.stderr
+    taken = cli(home, "label", "credit", "3", "2.1.0")
+    assert taken.returncode == 1 and "already has label 2.1.0 on version 2" in taken.stderr
+    assert cli(home, "label", "credit", "3", "banana").returncode == 2
+    assert cli(home, "label", "credit", "3", "3.0.0-rc.1+build.7").returncode == 0
+    server = start_server(home)
+    try:
+        answer = httpx.post(f"{server.url}/v2/models/credit/versions/3.0.0-rc.1+build.7/infer", json=INFER)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "3"
+        missing = httpx.post(f"{server.url}/v2/models/credit/versions/9.9.9/infer", json=INFER)
+        assert missing.status_code == 404 and "labelled" in missing.json()["error"]
+        assert httpx.post(f"{server.url}/v2/models/credit/versions/1.2/infer", json=INFER).status_code in (
+            400,
+            404,
+        )
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--canary", "2"), 2, "needs a weight"),
+        (("--canary", "2", "--weight", "0"), 2, "above 0 and below 100"),
+        (("--canary", "2", "--weight", "100"), 2, "above 0 and below 100"),
+        (("--canary", "2", "--weight", "1.234"), 2, "two decimals"),
+        (("--canary", "2", "--weight", "nan"), 2, "above 0 and below 100"),
+        (("--canary", "1", "--weight", "5"), 2, "must differ"),
+        (("--canary", "9", "--weight", "5"), 3, "no version 9"),
+        (("--weight", "5"), 2, "go with --canary"),
+        ((), 2, "needs a canary"),
+        (("--canary", "2", "--weight", "5", "--sticky-by", "field:nosuch"), 2, "no input named"),
+        (("--canary", "2", "--weight", "5", "--sticky-by", "header:bad header"), 2, "header:NAME"),
+        (("--canary", "2", "--weight", "5", "--auto-rollback", "p99=5"), 2, "error_rate="),
+        (("--canary", "2", "--weight", "5", "--auto-rollback", "window=60"), 2, "needs a bound"),
+        (("--shadow", "1"), 2, "must differ"),
+    ],
+)
+def test_release_bad_input(home: Path, args: tuple[str, ...], code: int, message: str) -> None:
+    done = cli(home, "release", "credit", "production", *args)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(cli(home, "release", "status", "credit@production", "--json").stdout)["release"] is None
+
+
+def test_release_commands_on_missing_things(home: Path) -> None:
+    assert cli(home, "release", "credit", "nosuch", "--canary", "2", "--weight", "5").returncode == 3
+    assert cli(home, "release", "nosuch", "production", "--canary", "2", "--weight", "5").returncode == 3
+    assert cli(home, "release", "promote", "credit@production").returncode == 3  # no release
+    assert cli(home, "release", "stop", "credit@production").returncode == 3
+    assert cli(home, "release", "status", "credit").returncode == 2  # no alias named
+    assert cli(home, "release", "status", "credit@../x").returncode == 2
+    nothing = cli(home, "release", "rollback", "credit@production")
+    assert nothing.returncode == 1 and "nothing to roll back to" in nothing.stderr
+    assert cli(home, "approvals", "approve", "99").returncode == 3
+    assert cli(home, "approvals", "approve", "0").returncode == 2
+    # with a release running, a plain alias move is refused until it ends
+    assert cli(home, "release", "credit", "production", "--canary", "2", "--weight", "5").returncode == 0
+    moved = cli(home, "alias", "set", "credit", "production", "3")
+    assert moved.returncode == 1 and "a release is running" in moved.stderr
+
+
+def test_release_api_bad_input(home: Path, keyed: tuple[Server, dict[str, str]]) -> None:
+    server, keys = keyed
+    url = f"{server.url}/api/v1/models/credit/aliases/production/release"
+    publisher = bearer(keys["alice"])
+    cases = [
+        ({"canary": 2}, 400),
+        ({"canary": "2", "weight": 5}, 400),
+        ({"canary": 2, "weight": True}, 400),
+        ({"canary": 2, "weight": 5, "surprise": 1}, 400),
+        ({"canary": 2, "weight": 5, "auto_rollback": "fast"}, 400),
+        ({"canary": 2, "weight": 5, "auto_rollback": {"error_rate": 5}}, 400),
+        ({"canary": 2, "weight": 5, "override_reason": "x"}, 403),  # overrides are an admin's call
+        ({"canary": 10**12, "weight": 5}, 400),
+        ({"canary": 9, "weight": 5}, 404),
+    ]
+    for body, status in cases:
+        answer = httpx.put(url, json=body, headers=publisher)
+        assert answer.status_code == status, (body, answer.text)
+        assert "Traceback" not in answer.text and "/home" not in answer.text
+    assert (
+        httpx.put(url, content=b"canary=2", headers={**publisher, "content-type": "text/plain"}).status_code
+        == 415
+    )
+    assert (
+        httpx.put(url, content=b"{", headers={**publisher, "content-type": "application/json"}).status_code
+        == 400
+    )
+    assert (
+        httpx.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["consumer"])).status_code == 403
+    )
+    assert httpx.put(url, json={"canary": 2, "weight": 5}).status_code == 401
+    outsider = httpx.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["outsider"]))
+    assert outsider.status_code == 404
+    assert httpx.post(f"{url}/promote", json={}, headers=publisher).status_code == 404
+    assert (
+        httpx.post(f"{server.url}/api/v1/approvals/123/approve", json={}, headers=publisher).status_code
+        == 404
+    )
+    assert (
+        httpx.get(f"{server.url}/api/v1/approvals", params={"status": "x"}, headers=publisher).status_code
+        == 400
+    )
+    history = httpx.get(f"{server.url}/api/v1/models/credit/aliases/production/history", headers=publisher)
+    assert history.status_code == 200 and [e["action"] for e in history.json()["history"]] == ["set"]
+    # nothing changed, and the server still serves
+    assert httpx.get(url, headers=publisher).json()["release"] is None
+    assert (
+        httpx.post(f"{server.url}/v2/models/credit/infer", json=INFER, headers=publisher).status_code == 200
+    )

@@ -1,0 +1,301 @@
+"""Releases on a real `--workers 2` server: canary share, sticky assignment, shadow, promote and rollback
+under load, automatic rollback, and what the status, history and audit trail show."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.app import open_registry
+from modelport.settings import Settings
+from tests.conftest import run_cli as cli
+from tests.releases.conftest import INFER
+from tests.serving.conftest import Server, start_server, stop_server
+
+TWO_WORKERS = ("--workers", "2")
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[Server]:
+    running = start_server(home, *TWO_WORKERS)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def _infer(client: httpx.Client, url: str, headers: dict[str, str] | None = None, body: Any = INFER) -> str:
+    response = client.post(f"{url}/v2/models/credit/infer", json=body, headers=headers or {})
+    assert response.status_code == 200, response.text
+    return str(response.json()["model_version"])
+
+
+def _wait_for_versions(url: str, wanted: set[str], timeout: float = 10.0, header: str | None = None) -> None:
+    """Until the server answers with every version in ``wanted`` (a policy change has propagated);
+    with ``header``, each probe carries a new value of it (a sticky release's key)."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    probe = 0
+    with httpx.Client() as client:
+        while not wanted <= seen:
+            assert time.monotonic() < deadline, f"only saw versions {seen}"
+            probe += 1
+            seen.add(_infer(client, url, {header: f"probe-{probe}"} if header else None))
+
+
+def _status(home: Path) -> dict[str, Any]:
+    shown = cli(home, "release", "status", "credit@production", "--json")
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    return dict(json.loads(shown.stdout))
+
+
+def _wait_for_counts(home: Path, arm: str, expected: int, timeout: float = 15.0) -> dict[str, Any]:
+    """Until every worker has added its counts (they flush once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _status(home)
+        arms = (status["release"] or {}).get("arms", {})
+        if sum(arms.get(a, {}).get("requests", 0) for a in arm.split("+")) >= expected:
+            return status
+        assert time.monotonic() < deadline, f"counts did not arrive: {arms}"
+        time.sleep(0.3)
+
+
+def test_canary_takes_its_weight_over_10000_requests(home: Path, server: Server) -> None:
+    started = cli(home, "release", "credit", "production", "--canary", "2", "--weight", "10")
+    assert started.returncode == 0, started.stderr
+    _wait_for_versions(server.url, {"1", "2"})
+    # Everything counted from here on: a fresh release (a new id) resets the numbers.
+    restarted = cli(home, "release", "stop", "credit@production")
+    assert restarted.returncode == 0, restarted.stderr
+    assert cli(home, "release", "credit", "production", "--canary", "2", "--weight", "10").returncode == 0
+    _wait_for_versions(server.url, {"1", "2"})
+    time.sleep(1.5)  # counts of the probe requests above reach the table before the baseline is read
+    baseline = _status(home)["release"]["arms"]
+    before = sum(baseline.get(a, {}).get("requests", 0) for a in ("primary", "canary"))
+
+    answered: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def send(count: int) -> None:
+        with httpx.Client() as client:
+            for _ in range(count):
+                version = _infer(client, server.url)
+                with lock:
+                    answered[version] += 1
+
+    threads = [threading.Thread(target=send, args=(2500,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(answered.values()) == 10_000 and set(answered) == {"1", "2"}
+    share = answered["2"] / 10_000
+    assert 0.085 <= share <= 0.115, share  # 10 % ± 1.5 %
+
+    # The status table counts exactly what the clients saw, across both workers.
+    status = _wait_for_counts(home, "primary+canary", before + 10_000)
+    arms = status["release"]["arms"]
+    assert arms["canary"]["requests"] - baseline.get("canary", {}).get("requests", 0) == answered["2"]
+    assert arms["primary"]["requests"] - baseline.get("primary", {}).get("requests", 0) == answered["1"]
+    assert arms["canary"]["version"] == 2 and arms["primary"]["version"] == 1
+    assert 0.085 <= arms["canary"]["share"] <= 0.115
+    assert arms["canary"]["p99_ms"] is not None and arms["canary"]["error_rate"] == 0.0
+    assert sum(arms["canary"]["classes"].values()) == pytest.approx(1.0)
+
+
+def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) -> None:
+    assert (
+        cli(
+            home,
+            "release",
+            "credit",
+            "production",
+            "--canary",
+            "2",
+            "--weight",
+            "50",
+            "--sticky-by",
+            "header:X-Customer",
+        ).returncode
+        == 0
+    )
+    _wait_for_versions(server.url, {"1", "2"}, header="X-Customer")
+    arms: dict[str, set[str]] = defaultdict(set)
+    for round_ in range(5):
+        for customer in range(60):
+            # a new connection per request: both workers answer every customer
+            with httpx.Client() as client:
+                arms[f"c{customer}"].add(_infer(client, server.url, {"X-Customer": f"c{customer}"}))
+        del round_
+    assert all(len(seen) == 1 for seen in arms.values()), arms
+    canary_customers = sum(1 for seen in arms.values() if seen == {"2"})
+    assert 15 <= canary_customers <= 45  # about half of 60 (binomial, p = 0.5: 30 ± 15 is > 4 sigma)
+
+    # Requests without the key go to the primary, and are counted apart.
+    with httpx.Client() as client:
+        assert {_infer(client, server.url) for _ in range(30)} == {"1"}
+
+    # By a field of the first row: the same value, the same arm — whichever worker answers.
+    assert cli(home, "release", "stop", "credit@production").returncode == 0
+    assert (
+        cli(
+            home,
+            "release",
+            "credit",
+            "production",
+            "--canary",
+            "2",
+            "--weight",
+            "50",
+            "--sticky-by",
+            "field:f0",
+        ).returncode
+        == 0
+    )
+    by_value: dict[float, set[str]] = defaultdict(set)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(v == {"2"} for v in by_value.values()):
+        for value in range(40):
+            row = [[float(value), 0.2, 0.3, 0.4, 0.5, 0.6]]
+            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
+            with httpx.Client() as client:
+                by_value[float(value)].add(_infer(client, server.url, body=body))
+    for _ in range(2):
+        for value in range(40):
+            row = [[float(value), 0.9, 0.1, 0.4, 0.5, 0.6]]  # other features change, the key does not
+            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
+            with httpx.Client() as client:
+                by_value[float(value)].add(_infer(client, server.url, body=body))
+    assert all(len(seen) == 1 for seen in by_value.values()), by_value
+    assert {next(iter(v)) for v in by_value.values()} == {"1", "2"}
+
+
+def test_shadow_is_scored_and_never_returned(home: Path, server: Server) -> None:
+    assert cli(home, "release", "credit", "production", "--shadow", "3").returncode == 0
+    time.sleep(1.5)  # propagation (the shadow is warmed first)
+    with httpx.Client() as client:
+        answered = Counter(_infer(client, server.url) for _ in range(400))
+    assert answered == Counter({"1": 400})  # the client never sees the shadow
+    status = _wait_for_counts(home, "shadow", 400)
+    shadow = status["release"]["arms"]["shadow"]
+    assert shadow["version"] == 3 and shadow["requests"] == 400 and shadow["errors"] == 0
+    assert shadow["compared"] == 400 and shadow["agreement"] is not None
+    # v3 is heavily regularised: on this row it predicts another class than v1 — and the status says so.
+    primary = status["release"]["arms"]["primary"]
+    assert shadow["classes"] != primary["classes"] and shadow["agreement"] == 0.0
+
+
+def test_rollback_under_load_fails_no_request_and_history_shows_every_step(
+    home: Path, server: Server
+) -> None:
+    failures: list[str] = []
+    versions: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(f"{server.url}/v2/models/credit/infer", json=INFER)
+                except httpx.HTTPError as exc:
+                    failures.append(type(exc).__name__)
+                    continue
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:100]}")
+                else:
+                    versions[str(response.json()["model_version"])] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        steps = [
+            ("release", "credit", "production", "--canary", "2", "--weight", "20"),
+            ("release", "promote", "credit@production"),
+            ("release", "rollback", "credit@production"),
+            ("alias", "set", "credit", "production", "3"),
+            ("release", "rollback", "credit@production"),
+        ]
+        for step in steps:
+            done = cli(home, *step)
+            assert done.returncode == 0, (step, done.stderr)
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert {"1", "2", "3"} <= set(versions)
+    with httpx.Client() as client:
+        assert {_infer(client, server.url) for _ in range(20)} == {"1"}  # rolled back from 3 to 1
+
+    registry = open_registry(Settings(home=home))
+    try:
+        history = registry.store.releases.history("credit", "production")
+        audit = [(r.action, r.target) for r in registry.store.audit_records()]
+    finally:
+        registry.close()
+    assert [(e.action, e.version, e.state.get("canary")) for e in history] == [
+        ("set", 1, None),
+        ("release", 1, 2),
+        ("promote", 2, None),
+        ("rollback", 1, None),  # no release running: back to the version before the last move
+        ("set", 3, None),
+        ("rollback", 1, None),
+    ]
+    actions = [a for a, target in audit if target == "credit@production"]
+    assert actions[-5:] == [
+        "release.start",
+        "release.promote",
+        "alias.rollback",
+        "alias.set",
+        "alias.rollback",
+    ]
+
+
+def test_automatic_rollback_when_the_canary_breaks_its_bound(home: Path, server: Server) -> None:
+    # A p99 bound no real request can meet: the canary is rolled back once 20 requests were seen.
+    assert (
+        cli(
+            home,
+            "release",
+            "credit",
+            "production",
+            "--canary",
+            "2",
+            "--weight",
+            "50",
+            "--auto-rollback",
+            "p99_ms=0.001,window=30,min_requests=20",
+        ).returncode
+        == 0
+    )
+    _wait_for_versions(server.url, {"1", "2"})
+    deadline = time.monotonic() + 20
+    with httpx.Client() as client:
+        while _status(home)["release"] is not None:
+            assert time.monotonic() < deadline, "no automatic rollback"
+            for _ in range(20):
+                _infer(client, server.url)
+            time.sleep(0.2)
+    time.sleep(1.0)  # the workers see the release gone
+    with httpx.Client() as client:
+        assert {_infer(client, server.url) for _ in range(30)} == {"1"}
+    registry = open_registry(Settings(home=home))
+    try:
+        last = registry.store.releases.history("credit", "production")[-1]
+        records = [r for r in registry.store.audit_records() if r.action == "release.auto-rollback"]
+    finally:
+        registry.close()
+    assert (last.action, last.actor, last.version) == ("auto-rollback", "auto-rollback", 1)
+    assert len(records) == 1 and "p99" in str(records[0].after)
