@@ -16,6 +16,7 @@ def test_exports_match_all() -> None:
         "errors",
         "monitoring",
         "registry",
+        "releases",
         "runtimes",
         "security",
         "serving",

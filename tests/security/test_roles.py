@@ -69,7 +69,13 @@ def test_publisher_moves_aliases_within_its_patterns_and_is_the_recorded_actor(
     with keyed.client(keys.publisher) as client:
         moved = client.put("/api/v1/models/credit/aliases/canary", json={"version": 2})
         assert moved.status_code == 200, moved.text
-        assert moved.json() == {"model": "credit", "alias": "canary", "version": 2}
+        assert moved.json() == {
+            "model": "credit",
+            "alias": "canary",
+            "version": 2,
+            "status": "applied",
+            "action": "set",
+        }
         assert client.put("/api/v1/models/fraud/aliases/canary", json={"version": 1}).status_code == 404
         assert client.put("/api/v1/models/credit/policy", json={"on_violation": "reject"}).status_code == 200
         assert client.put("/api/v1/models/credit/policy", json={"on_violation": "flag"}).status_code == 200
