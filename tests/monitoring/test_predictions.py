@@ -24,6 +24,8 @@ def test_prediction_log(served_home: Path) -> None:
     bad = cli(served_home, "log-policy", "credit", "--sample", "1", "--redact", "nosuch")
     assert bad.returncode == 2 and "not features of the model" in bad.stderr
     assert cli(served_home, "log-policy", "credit", "--sample", "2").returncode == 2
+    # a policy can be changed, not only set once (the old one goes into the audit record)
+    assert cli(served_home, "log-policy", "credit", "--sample", "0.5").returncode == 0
     done = cli(
         served_home,
         "log-policy",
@@ -70,7 +72,7 @@ def test_prediction_log(served_home: Path) -> None:
         (record,) = registry.store.audit_records(action="privacy.erase")
         assert record.after == {"model": None, "records_removed": 20}
         assert "1.0" not in record.target  # the subject id itself is not written to the audit log
-        assert [r.action for r in registry.store.audit_records(action="log_policy.set")] == ["log_policy.set"]
+        assert [r.action for r in registry.store.audit_records(action="log_policy.set")] == ["log_policy.set"] * 2
     finally:
         registry.close()
     assert cli(served_home, "privacy", "erase", "--subject", "1.0", "--model", "nosuch").returncode == 3

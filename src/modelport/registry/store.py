@@ -487,7 +487,7 @@ class RegistryStore:
                 actor,
                 "log_policy.set",
                 name,
-                before=None if before is None else _log_policy(before),
+                before=None if before is None else _log_policy(before._mapping),
                 after=_log_policy(values),
             )
             self._bump_generation(conn)
