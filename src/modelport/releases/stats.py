@@ -24,8 +24,6 @@ _RATIO = 1.05
 _LOG_RATIO = math.log(_RATIO)
 MAX_CLASS_KEYS = 50  # distinct predicted labels counted per arm and bucket (the rest as "other")
 
-Key = tuple[str, str, int, str, str]
-
 
 def latency_bucket(seconds: float) -> int:
     return max(0, int(math.log(max(seconds, _BASE) / _BASE) / _LOG_RATIO))
@@ -35,23 +33,46 @@ def bucket_upper_ms(index: int) -> float:
     return _BASE * _RATIO ** (index + 1) * 1000
 
 
-class ReleaseCounters:
-    """One worker's counts since the last flush. Appends are plain dict updates (no lock on the event
-    loop's side: ``take`` swaps the dict under a lock the loop never waits on for long)."""
+class _Arm:
+    """One arm's counts in one 10-second bucket (plain attributes: a request costs a few µs)."""
+
+    __slots__ = ("agreed", "classes", "compared", "dropped", "errors", "latency", "requests")
 
     def __init__(self) -> None:
-        self._counts: defaultdict[Key, int] = defaultdict(int)
+        self.requests = 0
+        self.errors = 0
+        self.compared = 0
+        self.agreed = 0
+        self.dropped = 0
+        self.latency: defaultdict[int, int] = defaultdict(int)
+        self.classes: defaultdict[Any, int] = defaultdict(int)
+
+
+class ReleaseCounters:
+    """One worker's counts since the last flush. Counting is attribute arithmetic on the event loop;
+    :meth:`take` swaps the table out under a lock and turns it into rows for the database."""
+
+    def __init__(self) -> None:
+        self._arms: dict[tuple[str, str, int], _Arm] = {}
         self._lock = threading.Lock()
 
+    def _arm(self, release_id: str, arm: str) -> _Arm:
+        key = (release_id, arm, int(time.time()) // BUCKET_SECONDS)
+        found = self._arms.get(key)
+        if found is None:
+            found = self._arms[key] = _Arm()
+        return found
+
     def request(self, release_id: str, arm: str, seconds: float, *, error: bool, labels: Any = None) -> None:
-        bucket = int(time.time()) // BUCKET_SECONDS
-        counts = self._counts
-        counts[(release_id, arm, bucket, "requests", "")] += 1
+        counts = self._arm(release_id, arm)
+        counts.requests += 1
         if error:
-            counts[(release_id, arm, bucket, "errors", "")] += 1
-        counts[(release_id, arm, bucket, "latency", str(latency_bucket(seconds)))] += 1
+            counts.errors += 1
+        counts.latency[latency_bucket(seconds)] += 1
         if labels is not None:
-            self._classes(release_id, arm, bucket, labels)
+            classes = counts.classes
+            for label in labels.tolist() if hasattr(labels, "tolist") else labels:
+                classes[label] += 1
 
     def shadow(
         self,
@@ -66,38 +87,51 @@ class ReleaseCounters:
     ) -> None:
         """One scored group of mirrored requests (``seconds`` is the group's scoring time, counted for
         each request in it)."""
-        bucket = int(time.time()) // BUCKET_SECONDS
-        counts = self._counts
-        counts[(release_id, SHADOW, bucket, "requests", "")] += requests
+        counts = self._arm(release_id, SHADOW)
+        counts.requests += requests
         if error:
-            counts[(release_id, SHADOW, bucket, "errors", "")] += requests
-        counts[(release_id, SHADOW, bucket, "latency", str(latency_bucket(seconds)))] += requests
-        if compared:
-            counts[(release_id, SHADOW, bucket, "compared", "")] += compared
-            counts[(release_id, SHADOW, bucket, "agreed", "")] += agreed
+            counts.errors += requests
+        counts.latency[latency_bucket(seconds)] += requests
+        counts.compared += compared
+        counts.agreed += agreed
         if labels is not None:
-            self._classes(release_id, SHADOW, bucket, labels)
+            classes = counts.classes
+            for label in labels.tolist() if hasattr(labels, "tolist") else labels:
+                classes[label] += 1
 
     def dropped(self, release_id: str, count: int = 1) -> None:
-        bucket = int(time.time()) // BUCKET_SECONDS
-        self._counts[(release_id, SHADOW, bucket, "dropped", "")] += count
-
-    def _classes(self, release_id: str, arm: str, bucket: int, labels: Any) -> None:
-        counts = self._counts
-        for label in labels.tolist() if hasattr(labels, "tolist") else labels:
-            text = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
-            counts[(release_id, arm, bucket, "class", text[:100])] += 1
+        self._arm(release_id, SHADOW).dropped += count
 
     def take(self) -> list[tuple[str, str, int, str, str, int]]:
         with self._lock:
-            counts, self._counts = self._counts, defaultdict(int)
-        return [(*key, value) for key, value in counts.items()]
+            arms, self._arms = self._arms, {}
+        rows: list[tuple[str, str, int, str, str, int]] = []
+        for (release_id, arm, bucket), counts in arms.items():
+            for metric in ("requests", "errors", "compared", "agreed", "dropped"):
+                value = getattr(counts, metric)
+                if value:
+                    rows.append((release_id, arm, bucket, metric, "", value))
+            for index, value in counts.latency.items():
+                rows.append((release_id, arm, bucket, "latency", str(index), value))
+            classes: dict[str, int] = defaultdict(int)
+            for label, value in counts.classes.items():
+                text = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+                classes[text[:100]] += value
+            for text, value in sorted(classes.items(), key=lambda kv: -kv[1])[:MAX_CLASS_KEYS]:
+                rows.append((release_id, arm, bucket, "class", text, value))
+        return rows
 
     def restore(self, rows: list[tuple[str, str, int, str, str, int]]) -> None:
         """Put counts back after a failed flush (the database was away)."""
         with self._lock:
             for release_id, arm, bucket, metric, key, value in rows:
-                self._counts[(release_id, arm, bucket, metric, key)] += value
+                counts = self._arms.setdefault((release_id, arm, bucket), _Arm())
+                if metric == "latency":
+                    counts.latency[int(key)] += value
+                elif metric == "class":
+                    counts.classes[key] += value
+                else:
+                    setattr(counts, metric, getattr(counts, metric) + value)
 
 
 def _percentile(histogram: dict[int, int], q: float) -> float | None:
