@@ -3,12 +3,13 @@ request path, in bounded memory.
 
 The data plane offers a request after its primary answer is ready; the copy waits in a per-worker queue
 of ``capacity`` requests (a full queue drops the copy and counts it — never blocks, never delays the
-answer). A background task wakes every ``tick`` seconds, takes everything queued and submits it to the
-shadow version's batcher at once, so the copies are scored as one batch: mirroring costs one vectorised
-call per tick, not one per request. When the shadow has the primary's features, the columns the primary already validated are reused. Each copy's answer is compared with the primary's (same label for
-classifiers, |difference| ≤ 1e-6 relative for regressors), counted per release (requests, errors,
-latency of the group, predicted classes, agreements) and, when the model logs predictions, logged under
-the shadow's version with the request's id — so feedback labels score the shadow too.
+answer). A background task wakes every ``tick`` seconds, takes everything queued and scores it as one
+merged batch on the shadow version: mirroring costs one vectorised call per tick, not one per request.
+When the shadow has the primary's features, the columns the primary already validated are reused. Each
+copy's answer is compared with the primary's (same label for classifiers, equal within 1e-6 relative
+for regressors), counted per release (requests, errors, the group's scoring time, predicted classes,
+agreements) and, when the model logs predictions, logged under the shadow's version with the request's
+id — so feedback labels score the shadow too.
 """
 
 from __future__ import annotations
