@@ -72,7 +72,9 @@ def test_prediction_log(served_home: Path) -> None:
         (record,) = registry.store.audit_records(action="privacy.erase")
         assert record.after == {"model": None, "records_removed": 20}
         assert "1.0" not in record.target  # the subject id itself is not written to the audit log
-        assert [r.action for r in registry.store.audit_records(action="log_policy.set")] == ["log_policy.set"] * 2
+        assert [r.action for r in registry.store.audit_records(action="log_policy.set")] == [
+            "log_policy.set"
+        ] * 2
     finally:
         registry.close()
     assert cli(served_home, "privacy", "erase", "--subject", "1.0", "--model", "nosuch").returncode == 3
