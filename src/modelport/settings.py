@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     prediction_log_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
     """Seconds between writes of a worker's sampled requests to Parquet (sooner at 5,000 requests)."""
 
+    release_flush_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Seconds between writes of a worker's per-arm release counts to the database (what `release status`
+    and automatic rollback read). Each write is a database commit; once a second it showed in p99."""
+
     metrics: bool = True
     """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""
 

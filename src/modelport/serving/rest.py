@@ -149,10 +149,12 @@ class RestApp:
         metrics_public: bool = False,
         tracer: Tracer | None = None,
         monitor: Monitor | None = None,
+        release_flush_seconds: float = 5.0,
         prediction_flush_seconds: float = 10.0,
     ) -> None:
         self.gate = gate if gate is not None else Gate(None, insecure=True)
         self.monitor = monitor
+        self.release_flush_seconds = release_flush_seconds
         self._evaluation: asyncio.Task[None] | None = None
         self.prediction_flush_seconds = prediction_flush_seconds
         # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
@@ -624,6 +626,10 @@ class RestApp:
                     poller.cancel()
                 await self._flush_usage()
                 await self._write_predictions(now=True)
+                with contextlib.suppress(
+                    Exception
+                ):  # the counts of the last seconds, if the database is there
+                    await self._flush_releases()
                 ACCESS_LOG.flush()
                 if self.tracer is not None:
                     await asyncio.to_thread(self.tracer.shutdown)
@@ -653,7 +659,7 @@ class RestApp:
         comes, and add usage counts to the database about once a second. Keys are reloaded until a
         reload succeeds for the generation seen: one failed read must not leave a revoked key working."""
         loop = asyncio.get_running_loop()
-        last_flush = loop.time()
+        last_flush = last_release_flush = loop.time()
         keys_generation = self.plane.pool.generation
         while True:
             await asyncio.sleep(self.plane.pool.poll_interval)
@@ -680,6 +686,8 @@ class RestApp:
                     await self._flush_usage()
                 except Exception as exc:
                     log.warning("usage flush failed (%s)", type(exc).__name__)
+            if loop.time() - last_release_flush >= self.release_flush_seconds:
+                last_release_flush = loop.time()
                 try:
                     await self._flush_releases()
                 except Exception as exc:
