@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["APPROVAL_TTL", "HistoryEntry", "PendingChange", "ReleaseStore"]
 
 APPROVAL_TTL = timedelta(days=7)
+_ADD_STATS = (
+    "INSERT INTO release_stats (release_id, arm, bucket, metric, key, count) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (release_id, arm, bucket, metric, key) DO UPDATE SET count = release_stats.count + excluded.count"
+)
 ACTIONS = ("set", "remove", "release", "stop", "promote", "rollback")
 
 
@@ -322,13 +326,8 @@ class ReleaseStore:
         # One driver-level executemany of a plain statement: through SQLAlchemy's compiled upsert the
         # ~40 rows a worker adds each second cost 6-8 ms of CPU holding the GIL, which showed in the
         # serving p99 (docs/performance.md); this costs well under a millisecond.
-        mark = "?" if self.db.engine.dialect.paramstyle == "qmark" else "%s"
-        # Only the driver's placeholder is formatted in; every value is a bound parameter.
-        statement = (  # noqa: S608
-            "INSERT INTO release_stats (release_id, arm, bucket, metric, key, count) "
-            f"VALUES ({', '.join([mark] * 6)}) "
-            "ON CONFLICT (release_id, arm, bucket, metric, key) "
-            "DO UPDATE SET count = release_stats.count + excluded.count"
+        statement = (
+            _ADD_STATS if self.db.engine.dialect.paramstyle == "qmark" else _ADD_STATS.replace("?", "%s")
         )
         values = [(r["release_id"], r["arm"], r["bucket"], r["metric"], r["key"], r["count"]) for r in batch]
         with self.db.write() as conn:
