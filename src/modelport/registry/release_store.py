@@ -40,7 +40,8 @@ __all__ = ["APPROVAL_TTL", "HistoryEntry", "PendingChange", "ReleaseStore"]
 APPROVAL_TTL = timedelta(days=7)
 _ADD_STATS = (
     "INSERT INTO release_stats (release_id, arm, bucket, metric, key, count) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (release_id, arm, bucket, metric, key) DO UPDATE SET count = release_stats.count + excluded.count"
+    "ON CONFLICT (release_id, arm, bucket, metric, key) "
+    "DO UPDATE SET count = release_stats.count + excluded.count"
 )
 ACTIONS = ("set", "remove", "release", "stop", "promote", "rollback")
 
