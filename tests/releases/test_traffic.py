@@ -299,3 +299,38 @@ def test_automatic_rollback_when_the_canary_breaks_its_bound(home: Path, server:
         registry.close()
     assert (last.action, last.actor, last.version) == ("auto-rollback", "auto-rollback", 1)
     assert len(records) == 1 and "p99" in str(records[0].after)
+
+
+def test_status_shows_live_accuracy_per_arm(home: Path) -> None:
+    assert cli(home, "log-policy", "credit", "--sample", "1").returncode == 0
+    assert cli(home, "release", "credit", "production", "--shadow", "3").returncode == 0
+    running = start_server(home, env={"MODELPORT_PREDICTION_LOG_FLUSH_SECONDS": "0.3"})
+    try:
+        with httpx.Client() as client:
+            answers = []
+            for i in range(50):
+                response = client.post(
+                    f"{running.url}/v2/models/credit/infer", json=INFER, headers={"X-Request-ID": f"acc-{i}"}
+                )
+                assert response.status_code == 200
+                answers.append(response.json()["outputs"][0]["data"][0])
+            time.sleep(1.5)  # the shadow's answers are logged after its tick, then flushed
+            labels = [{"request_id": f"acc-{i}", "label": "c1"} for i in range(50)]
+            sent = client.post(f"{running.url}/api/v1/feedback", json={"model": "credit", "labels": labels})
+            assert sent.status_code == 200, sent.text
+            deadline = time.monotonic() + 15
+            while True:
+                arms = _status(home)["release"]["arms"]
+                shadow = arms.get("shadow", {}).get("live_accuracy") or {}
+                primary = arms.get("primary", {}).get("live_accuracy") or {}
+                if shadow.get("rows") == 50 and primary.get("rows") == 50:
+                    break
+                assert time.monotonic() < deadline, arms
+                time.sleep(0.5)
+            with running.client() as admin:
+                over_http = admin.get("/api/v1/models/credit/aliases/production/release").json()
+    finally:
+        stop_server(running)
+    assert primary["accuracy"] == pytest.approx(sum(a == "c1" for a in answers) / 50)
+    assert shadow["accuracy"] == 0.0  # v3 answers c2 for this row: every label says c1
+    assert over_http["release"]["arms"]["shadow"]["live_accuracy"]["rows"] == 50

@@ -300,12 +300,18 @@ class Monitor:
         temporary.write_text(json.dumps({"ts": time.time(), "samples": samples}))
         os.replace(temporary, self.state)
 
-    def report(self, model: str, *, version: int | None = None, windows: int = 1) -> dict[str, Any]:
-        """:func:`drift_report` with the :func:`accuracy_report` under ``accuracy`` — in the child
-        process when there is one (a client asking must not load pandas into a serving worker)."""
+    def report(
+        self, model: str, *, version: int | None = None, windows: int = 1, accuracy_only: bool = False
+    ) -> dict[str, Any]:
+        """:func:`drift_report` with the :func:`accuracy_report` under ``accuracy`` (or, with
+        ``accuracy_only``, just the latter) — in the child process when there is one (a client asking
+        must not load pandas into a serving worker)."""
         if self.database_url is None:
+            if accuracy_only:
+                return accuracy_report(self.home, self.registry, model, settings=self.settings)
             return _both(self.home, self.registry, model, version, windows, self.settings)
-        done = self._run_child({"report": {"model": model, "version": version, "windows": windows}})
+        asked = {"model": model, "version": version, "windows": windows, "accuracy_only": accuracy_only}
+        done = self._run_child({"report": asked})
         answer = json.loads(done.stdout)
         if "error" in answer:
             raise _client_error(answer["error"], answer["message"])
@@ -463,9 +469,12 @@ def _child() -> int:
             if "report" in config:
                 asked = config["report"]
                 try:
-                    answer = _both(
-                        settings.home, registry, asked["model"], asked["version"], asked["windows"], drift
-                    )
+                    if asked.get("accuracy_only"):
+                        answer = accuracy_report(settings.home, registry, asked["model"], settings=drift)
+                    else:
+                        answer = _both(
+                            settings.home, registry, asked["model"], asked["version"], asked["windows"], drift
+                        )
                 except ModelportError as exc:  # a client's mistake, said to the client
                     answer = {"error": type(exc).__name__, "message": str(exc)}
                 sys.stdout.buffer.write(json.dumps(answer).encode())

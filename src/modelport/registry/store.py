@@ -556,6 +556,14 @@ class RegistryStore:
                 )
         return len(latest)
 
+    def has_feedback(self, name: str) -> bool:
+        with self.db.read() as conn:
+            model_id = self._model_id(conn, name)
+            return (
+                conn.execute(select(feedback.c.row).where(feedback.c.model_id == model_id).limit(1)).first()
+                is not None
+            )
+
     def feedback_labels(self, name: str) -> dict[tuple[str, int], str]:
         """Every ground-truth label of ``name`` as ``{(request id, row): label}``."""
         with self.db.read() as conn:

@@ -6,6 +6,7 @@ changes are applied. The CLI and ``/api/v1`` both call this; it knows nothing of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -185,8 +186,12 @@ class ReleaseManager:
 
     # -- status ---------------------------------------------------------------------------------
 
-    def status(self, name: str, alias: str) -> dict[str, Any]:
-        """The alias, its running release and each arm's numbers since the release started."""
+    def status(
+        self, name: str, alias: str, accuracy: Callable[[str], dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The alias, its running release and each arm's numbers since the release started. Live
+        accuracy per version comes from ``accuracy`` (an accuracy report of the model; by default
+        computed here — a server passes its monitor's child process)."""
         check_alias_name(alias)
         model = self.registry.store.get_model(name)
         if alias not in model.aliases:
@@ -203,19 +208,22 @@ class ReleaseManager:
         arms = summarise(self.releases.stats(release.release_id))
         versions = {"primary": release.primary, "canary": release.canary, "unkeyed": release.primary}
         versions["shadow"] = release.shadow
-        accuracy = self._accuracy(name)
+        by_version = self._accuracy(name, accuracy)
         for arm, numbers in arms.items():
             numbers["version"] = versions.get(arm)
-            numbers["live_accuracy"] = accuracy.get(numbers["version"])
+            numbers["live_accuracy"] = by_version.get(numbers["version"])
         document["release"] = {**release.state(), "arms": arms}
         return document
 
-    def _accuracy(self, name: str) -> dict[int, Any]:
+    def _accuracy(self, name: str, accuracy: Callable[[str], dict[str, Any]] | None) -> dict[int, Any]:
         """Live accuracy per version from feedback (when the model logs predictions and labels came)."""
         try:
-            from modelport.monitoring.monitor import accuracy_report
+            if accuracy is not None:
+                report = accuracy(name)
+            else:
+                from modelport.monitoring.monitor import accuracy_report
 
-            report = accuracy_report(self.registry.settings.home.resolve(), self.registry, name)
+                report = accuracy_report(self.registry.settings.home.resolve(), self.registry, name)
         except Exception:  # no log, no labels, or no pyarrow: no accuracy, not a failed status
             return {}
         return {

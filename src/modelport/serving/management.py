@@ -260,7 +260,18 @@ async def start_release(app: RestApp, request: Request) -> Response:
 
 async def release_status(app: RestApp, request: Request) -> Response:
     alias = check_alias_name(request.params["alias"])
-    return json_response(await asyncio.to_thread(_manager(app).status, request.params["name"], alias))
+    monitor = app.monitor
+
+    def accuracy(name: str) -> dict[str, Any]:
+        # through the monitor's child process (no pandas in a serving worker), and only when labels
+        # have come at all; no monitor, no accuracy
+        if monitor is None or not app.plane.pool.registry.store.has_feedback(name):
+            return {}
+        return monitor.report(name, accuracy_only=True)
+
+    return json_response(
+        await asyncio.to_thread(_manager(app).status, request.params["name"], alias, accuracy)
+    )
 
 
 async def stop_release(app: RestApp, request: Request) -> Response:
