@@ -20,11 +20,12 @@ from tests.releases.conftest import INFER
 from tests.serving.conftest import Server, start_server, stop_server
 
 TWO_WORKERS = ("--workers", "2")
+FAST = {"MODELPORT_RELEASE_FLUSH_SECONDS": "0.5"}  # per-arm counts reach the database twice a second
 
 
 @pytest.fixture
 def server(home: Path) -> Iterator[Server]:
-    running = start_server(home, *TWO_WORKERS)
+    running = start_server(home, *TWO_WORKERS, env=FAST)
     try:
         yield running
     finally:
@@ -304,7 +305,7 @@ def test_automatic_rollback_when_the_canary_breaks_its_bound(home: Path, server:
 def test_status_shows_live_accuracy_per_arm(home: Path) -> None:
     assert cli(home, "log-policy", "credit", "--sample", "1").returncode == 0
     assert cli(home, "release", "credit", "production", "--shadow", "3").returncode == 0
-    running = start_server(home, env={"MODELPORT_PREDICTION_LOG_FLUSH_SECONDS": "0.3"})
+    running = start_server(home, env={**FAST, "MODELPORT_PREDICTION_LOG_FLUSH_SECONDS": "0.3"})
     try:
         with httpx.Client() as client:
             answers = []
