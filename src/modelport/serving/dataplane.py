@@ -25,7 +25,7 @@ from modelport.releases.policy import CANARY, PRIMARY, Release
 from modelport.releases.stats import ReleaseCounters
 from modelport.serving.batching import Batcher
 from modelport.serving.pool import ModelPool
-from modelport.serving.shadow import Copy, ShadowMirror
+from modelport.serving.shadow import ShadowMirror
 from modelport.serving.tensors import Tensor, batch_from_tensors, tensors_from_prediction
 
 __all__ = ["DataPlane", "InferenceResult", "ModelStats"]
@@ -187,11 +187,7 @@ class DataPlane:
             )
             if release.shadow is not None and arm != CANARY:
                 self.shadow.offer(
-                    model,
-                    release,
-                    Copy(
-                        model, release, inputs, batch, loaded.signature, rows, prediction, request_id, key_id
-                    ),
+                    model, release, inputs, batch, loaded.signature, rows, prediction, request_id, key_id
                 )
         version = str(loaded.version.number)
         LOCAL.rows(model, version, rows)
