@@ -79,7 +79,7 @@ def test_gc_never_archives_what_an_alias_points_to_or_pointed_to_within_the_wind
             or version in pinned
             or version in newest
             or pointed_within(version, history, horizon)
-        )
+        ), (version, policy, pinned, history)
 
 
 def test_a_pointer_set_long_ago_and_moved_away_yesterday_counts() -> None:

@@ -33,7 +33,8 @@ class RetentionPolicy:
 @dataclass(frozen=True, slots=True)
 class AliasState:
     """One row of an alias's history: from ``at`` (Unix seconds) until the alias's next row, it
-    pointed at ``versions`` (primary, canary, shadow; empty once removed)."""
+    pointed at ``versions`` (primary, canary, shadow; empty once removed) — a half-open interval: a
+    row replaced exactly at the window's start did not point into the window."""
 
     alias: str
     at: float
@@ -64,6 +65,8 @@ def archivable(
         rows.sort(key=lambda r: r.at)
         for index, row in enumerate(rows):
             until = rows[index + 1].at if index + 1 < len(rows) else math.inf
-            if until >= horizon:  # the interval reaches into the window (or has not ended)
+            # [at, until) reaches into the window (or has not ended); a row replaced at the very
+            # instant it was written never pointed anywhere
+            if until > horizon and until > row.at:
                 keep |= row.versions
     return sorted(set(versions) - keep)
