@@ -154,7 +154,8 @@ def test_approvals_from_the_cli_with_two_keys(home: Path) -> None:
 def test_version_labels(home: Path) -> None:
     assert cli(home, "label", "credit", "2", "2.1.0").returncode == 0
     shown = cli(home, "show", "credit@2.1.0", "--json")
-    assert shown.returncode == 0, shown.stderr and json.loads(shown.stdout)["number"] == 2
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["number"] == 2
     assert json.loads(shown.stdout)["label"] == "2.1.0"
     assert json.loads(cli(home, "show", "credit@v2.1.0", "--json").stdout)["number"] == 2
     assert (

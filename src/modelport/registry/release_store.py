@@ -239,13 +239,13 @@ class ReleaseStore:
             self.store._bump_generation(conn)
             return release
 
-    def stop(self, name: str, alias: str, *, actor: str, action: str = "stop", note: Any = None) -> Release:
-        """End the running release; the alias keeps its primary. ``action`` is ``stop`` or ``rollback``."""
+    def stop(self, name: str, alias: str, *, actor: str) -> Release:
+        """End the running release; the alias keeps its primary."""
         now = datetime.now(UTC)
         with self.db.write() as conn:
             model_id = self.store._model_id(conn, name)
             current = self._require_release(conn, model_id, name, alias)
-            self._end(conn, model_id, name, alias, current, action, actor, now, note)
+            self._end(conn, model_id, name, alias, current, "stop", actor, now, None)
             return current
 
     def promote(self, name: str, alias: str, *, actor: str) -> Release:

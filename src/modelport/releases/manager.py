@@ -107,13 +107,13 @@ class ReleaseManager:
     ) -> dict[str, Any]:
         check_alias_name(alias)
         if self.releases.requires_approval(name, alias):
-            self._check(name, alias, action, payload, actor)  # refuse now what approval could never apply
+            self._check(name, alias, action, payload)  # refuse now what approval could never apply
             change = self.releases.request(name, alias, action, _stored(payload), actor=actor)
             return {"status": "pending", "change": change.to_dict()}
         self._apply(name, alias, action, payload, actor)
         return {"status": "applied", "action": action, "version": self._primary(name, alias)}
 
-    def _check(self, name: str, alias: str, action: str, payload: dict[str, Any], actor: str) -> None:
+    def _check(self, name: str, alias: str, action: str, payload: dict[str, Any]) -> None:
         """Cheap checks before a change waits for approval: the versions exist and are not archived."""
         for key in ("version", "canary", "shadow"):
             number = payload.get(key)

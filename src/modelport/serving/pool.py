@@ -158,10 +158,6 @@ class ModelPool:
             return self.resolve(model, selector), None, alias
         return release.primary, release, alias
 
-    def release_of(self, model: str, alias: str) -> Release | None:
-        with self._lock:
-            return self._releases.get(model, {}).get(alias)
-
     def releases(self) -> dict[str, dict[str, Release]]:
         with self._lock:
             return {model: dict(by_alias) for model, by_alias in self._releases.items()}
