@@ -81,6 +81,13 @@ def create_app(settings: Settings | None = None) -> RestApp:
             else None
         ),
         tracing=tracer is not None,
+        shadow_capacity=settings.shadow_queue,
+        shadow_config={
+            "home": str(settings.home.resolve()),
+            "database_url": settings.resolved_database_url,
+            "artifact_url": settings.resolved_artifact_url,
+            "log": settings.prediction_log,
+        },
     )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
     gate = create_gate(settings, registry)

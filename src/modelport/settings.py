@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     """Seconds between writes of a worker's per-arm release counts to the database (what `release status`
     and automatic rollback read). Each write is a database commit; once a second it showed in p99."""
 
+    shadow_queue: int = Field(default=1024, ge=1, le=1_000_000)
+    """Copies of requests a worker keeps for its shadow scorer (waiting or being scored); beyond it a copy
+    is dropped and counted, never delaying an answer."""
+
     metrics: bool = True
     """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""
 

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from modelport.releases.policy import CANARY, PRIMARY, SHADOW, UNKEYED
@@ -83,10 +84,10 @@ class ReleaseCounters:
         error: bool,
         compared: int = 0,
         agreed: int = 0,
-        labels: Any = None,
+        classes: Iterable[tuple[str, int]] = (),
     ) -> None:
         """One scored group of mirrored requests (``seconds`` is the group's scoring time, counted for
-        each request in it)."""
+        each request in it; ``classes`` the shadow's predicted labels and their counts)."""
         counts = self._arm(release_id, SHADOW)
         counts.requests += requests
         if error:
@@ -94,10 +95,8 @@ class ReleaseCounters:
         counts.latency[latency_bucket(seconds)] += requests
         counts.compared += compared
         counts.agreed += agreed
-        if labels is not None:
-            classes = counts.classes
-            for label in labels.tolist() if hasattr(labels, "tolist") else labels:
-                classes[label] += 1
+        for label, count in classes:
+            counts.classes[label] += count
 
     def dropped(self, release_id: str, count: int = 1) -> None:
         self._arm(release_id, SHADOW).dropped += count

@@ -66,6 +66,7 @@ class DataPlane:
     tracing: bool = False  # batchers stamp the timelines of traced requests (monitoring/tracing.py)
     release_counts: ReleaseCounters = field(default_factory=ReleaseCounters)
     shadow_capacity: int = 1024
+    shadow_config: dict[str, Any] | None = None  # the shadow scorer's registry (serving/shadow_scorer.py)
     _shadow: ShadowMirror | None = None
 
     # -- health and metadata --------------------------------------------------------------------
@@ -186,9 +187,7 @@ class DataPlane:
                 release.release_id, arm, seconds, error=False, labels=prediction.labels
             )
             if release.shadow is not None and arm != CANARY:
-                self.shadow.offer(
-                    model, release, inputs, batch, loaded.signature, rows, prediction, request_id, key_id
-                )
+                self.shadow.offer(model, release, inputs, rows, prediction, request_id, key_id)
         version = str(loaded.version.number)
         LOCAL.rows(model, version, rows)
         if self.predictions is not None and model in self.pool.log_policies:
@@ -242,8 +241,20 @@ class DataPlane:
     @property
     def shadow(self) -> ShadowMirror:
         if self._shadow is None:
-            self._shadow = ShadowMirror(self, self.release_counts, capacity=self.shadow_capacity)
+            self._shadow = ShadowMirror(
+                self, self.release_counts, self.shadow_config, capacity=self.shadow_capacity
+            )
         return self._shadow
+
+    def sync_shadows(self) -> None:
+        """Start, warm or stop the shadow scorer for the releases in force (on the event loop)."""
+        releases = [(m, r) for m, by_alias in self.pool.releases().items() for r in by_alias.values()]
+        if self._shadow is not None or any(r.shadow is not None for _, r in releases):
+            self.shadow.sync(releases)
+
+    async def close_shadows(self) -> None:
+        if self._shadow is not None:
+            await self._shadow.close()
 
     def _sticky_key(
         self, release: Release, model: str, inputs: list[Tensor], headers: Mapping[str, str] | None

@@ -126,20 +126,18 @@ class ModelPool:
         return True
 
     def _warm_release(self, model: str, alias: str, release: Release, old: Release | None) -> Release | None:
-        """The release to apply: ``release`` once its canary and shadow are loaded and warmed — when
-        the alias already takes traffic (else lazily, like aliases) — or, if one fails, the release
-        that was running (None: none)."""
+        """The release to apply: ``release`` once its canary is loaded and warmed — when the alias
+        already takes traffic (else lazily, like aliases) — or, if that fails, the release that was
+        running (None: none). A shadow is loaded by the worker's shadow scorer, not here."""
         if old == release:
             return release
         if not self._is_hot(model, release.primary) and (old is None or not self._is_hot(model, old.primary)):
             return release  # nothing serves through this alias yet
-        for number in (release.canary, release.shadow):
-            if number is None:
-                continue
+        if release.canary is not None:
             try:
-                self.get(model, number)
+                self.get(model, release.canary)
             except ModelportError as exc:
-                self._record_failure(f"{model}@{number}", str(exc))
+                self._record_failure(f"{model}@{release.canary}", str(exc))
                 return old if old is not None and old.primary == release.primary else None
         return release
 
@@ -280,7 +278,7 @@ class ModelPool:
         request), and versions that routes point at only when nothing else is left."""
         pinned = {(m, n) for m, aliases in self._routes.items() for n in aliases.values()}
         for m, by_alias in self._releases.items():
-            pinned |= {(m, n) for r in by_alias.values() for n in (r.canary, r.shadow) if n is not None}
+            pinned |= {(m, r.canary) for r in by_alias.values() if r.canary is not None}
 
         def total() -> int:
             return sum(_size(v) for v in self._loaded.values())

@@ -609,6 +609,7 @@ class RestApp:
                     p.get("sample_rate", 0) > 0 for p in self.plane.pool.log_policies.values()
                 ):
                     self.plane.predictions.prepare()
+                self.plane.sync_shadows()
                 poller = asyncio.create_task(self._poll())
                 for companion in self.companions:
                     await companion.start()
@@ -626,6 +627,7 @@ class RestApp:
                     poller.cancel()
                 await self._flush_usage()
                 await self._write_predictions(now=True)
+                await self.plane.close_shadows()  # its last answers are counted before the flush
                 with contextlib.suppress(
                     Exception
                 ):  # the counts of the last seconds, if the database is there
@@ -672,7 +674,8 @@ class RestApp:
             if idle and self.monitor is not None and self.monitor.due(time.monotonic()):
                 self._evaluation = asyncio.create_task(self._evaluate())
             try:
-                await asyncio.to_thread(self.plane.pool.refresh_if_changed)
+                if await asyncio.to_thread(self.plane.pool.refresh_if_changed):
+                    self.plane.sync_shadows()
                 generation = self.plane.pool.generation
                 if generation != keys_generation:
                     await asyncio.to_thread(self.gate.reload)

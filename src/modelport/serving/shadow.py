@@ -1,116 +1,122 @@
-"""Shadow traffic (docs/releases.md): copies of answered requests scored on the shadow version, off the
-request path, in bounded memory.
+"""Shadow traffic (docs/releases.md): copies of answered requests, scored on the shadow version by an
+idle-priority child process (``serving/shadow_scorer.py``), in bounded memory.
 
-The data plane offers a request after its primary answer is ready; the copy waits in a per-worker queue
-of ``capacity`` requests (a full queue drops the copy and counts it — never blocks, never delays the
-answer). A background task wakes every ``tick`` seconds, takes everything queued and scores it as one
-merged batch on the shadow version: mirroring costs one vectorised call per tick, not one per request.
-When the shadow has the primary's features, the columns the primary already validated are reused:
-they are appended to per-group column lists at once, so nothing per request outlives the request but
-numpy arrays, which the garbage collector does not track (holding a few objects per copy for 50 ms
-tripled the collections and caused 75 ms full collections — docs/performance.md). Each
-copy's answer is compared with the primary's (same label for classifiers, equal within 1e-6 relative
-for regressors), counted per release (requests, errors, the group's scoring time, predicted classes,
-agreements) and, when the model logs predictions, logged under the shadow's version with the request's
-id — so feedback labels score the shadow too.
+The data plane offers a request after its primary answer is ready. The copy — references to the
+request's tensors and the primary's answer — joins its group (release and tensor layout) at once, so
+nothing per request outlives the request but numpy arrays, which the garbage collector does not track
+(holding a few objects per copy for 50 ms had tripled the collections and caused 75 ms full ones). At
+most ``capacity`` copies wait or are being scored; beyond that a copy is dropped and counted, never
+blocking and never delaying an answer. Every ``tick`` seconds a task concatenates each group's tensors
+and writes them to the scorer as one frame; the scorer replies with counts (scored, failed, scoring
+time, predicted classes, agreement with the primary), which go into the release's counters like the
+primary's. The scorer also logs the shadow's answers under the shadow's version and the request's id
+when the model logs predictions, so feedback labels score the shadow too.
+
+The scorer starts when a release with a shadow is first seen (or a copy arrives), gets ``warm`` for
+each shadow version so the first copies do not wait for a load, and ends when no release has a shadow
+or the worker stops. If it dies, the copies it held are counted as dropped and it is started again at
+most every ``RESTART_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import time
-from typing import TYPE_CHECKING
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelport.errors import ModelportError
 from modelport.releases.policy import Release
 from modelport.releases.stats import ReleaseCounters
 from modelport.runtimes.base import Prediction
-from modelport.serving.tensors import Tensor, batch_from_tensors
-from modelport.signature import Batch, Signature
+from modelport.serving.shadow_scorer import FRAME, MAX_HEADER, encode
+from modelport.serving.tensors import Tensor
 
 if TYPE_CHECKING:
-    from modelport.registry.service import LoadedVersion
     from modelport.serving.dataplane import DataPlane
 
 __all__ = ["ShadowMirror"]
 
 log = logging.getLogger("modelport.serving")
 
+RESTART_SECONDS = 5.0
+CLOSE_SECONDS = 10.0  # how long a stopping worker waits for the scorer's last replies
+
 
 class _Group:
-    """The copies of one tick for one release and primary signature, as columns. ``inputs`` holds
-    each copy's request tensors only when the shadow's columns differ from the primary's."""
+    """The copies of one tick for one release and tensor layout, as per-tensor lists of arrays."""
 
-    __slots__ = (
-        "columns",
-        "inputs",
-        "key_ids",
-        "labels",
-        "model",
-        "release",
-        "request_ids",
-        "rows",
-        "signature",
-        "values",
-    )
+    __slots__ = ("key_ids", "labels", "model", "parts", "release", "request_ids", "rows", "specs", "values")
 
-    def __init__(self, model: str, release: Release, signature: Signature, keep_inputs: bool) -> None:
+    def __init__(self, model: str, release: Release, inputs: list[Tensor]) -> None:
         self.model = model
         self.release = release
-        self.signature = signature
-        self.columns: dict[str, list[np.ndarray]] = {name: [] for name in signature.names}
+        self.specs = [(t.name, t.datatype) for t in inputs]
+        self.parts: list[list[np.ndarray]] = [[] for _ in inputs]
         self.labels: list[np.ndarray] = []
         self.values: list[np.ndarray] = []
         self.rows: list[int] = []
         self.request_ids: list[str] = []
         self.key_ids: list[str] = []
-        self.inputs: list[list[Tensor]] | None = [] if keep_inputs else None
 
 
 class ShadowMirror:
     def __init__(
-        self, plane: DataPlane, counters: ReleaseCounters, *, capacity: int = 1024, tick: float = 0.05
+        self,
+        plane: DataPlane,
+        counters: ReleaseCounters,
+        config: dict[str, Any] | None = None,
+        *,
+        capacity: int = 1024,
+        tick: float = 0.05,
     ) -> None:
         self.plane = plane
         self.counters = counters
+        self.config = config
         self.capacity = capacity
         self.tick = tick
         self.dropped = 0
-        self._groups: dict[tuple[str, int, str, int], _Group] = {}
-        self._queued = 0
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._held = 0  # copies gathered for the next frame
+        self._sent: defaultdict[str, int] = defaultdict(int)  # copies with the scorer, per release
+        self._outstanding = 0
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._same: dict[tuple[int, str, int], bool] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._warmed: set[tuple[str, int]] = set()
+        self._restart_after = 0.0
+        self._starting: asyncio.Lock | None = None
+
+    # -- on the request path ----------------------------------------------------------------------
 
     def offer(
         self,
         model: str,
         release: Release,
         inputs: list[Tensor],
-        batch: Batch,
-        signature: Signature,
         rows: int,
         primary: Prediction,
         request_id: str,
         key_id: str,
     ) -> None:
-        """Queue a copy of an answered request (never blocks; a full queue drops and counts)."""
-        if self._queued >= self.capacity:
+        """Keep a copy of an answered request for the next tick (never blocks; when ``capacity``
+        copies are already waiting or being scored, drops it and counts the drop)."""
+        if self._held + self._outstanding >= self.capacity:
             self.dropped += 1
             self.counters.dropped(release.release_id)
             return
-        shadow = release.shadow
-        assert shadow is not None
-        key = (model, shadow, release.release_id, id(signature))
+        key = (model, release.release_id, *[(t.name, t.datatype, t.data.shape[1:]) for t in inputs])
         group = self._groups.get(key)
         if group is None:
-            same = self._same_as_shadow(signature, model, shadow)
-            group = self._groups[key] = _Group(model, release, signature, keep_inputs=not same)
-        for name, column in group.columns.items():
-            column.append(batch[name])
+            group = self._groups[key] = _Group(model, release, inputs)
+        for parts, tensor in zip(group.parts, inputs, strict=True):
+            parts.append(tensor.data)
         if primary.labels is not None:
             group.labels.append(primary.labels)
         if primary.values is not None:
@@ -118,161 +124,208 @@ class ShadowMirror:
         group.rows.append(rows)
         group.request_ids.append(request_id)
         group.key_ids.append(key_id)
-        if group.inputs is not None:
-            group.inputs.append(inputs)
-        self._queued += 1
+        self._held += 1
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         elif self._wake is not None and not self._wake.is_set():
             self._wake.set()
 
-    def _same_as_shadow(self, signature: Signature, model: str, shadow: int) -> bool:
-        """Whether the primary's converted columns suit the shadow (cached; False until the shadow is
-        loaded, so the first copies keep their tensors)."""
-        key = (id(signature), model, shadow)
-        same = self._same.get(key)
-        if same is None:
-            if not self.plane.pool.is_loaded(model, shadow):
-                return False
-            try:
-                loaded = self.plane.pool.get(model, shadow)
-            except ModelportError:
-                return False
-            if len(self._same) > 256:
-                self._same.clear()
-            same = self._same[key] = _same_columns(signature, loaded.signature)
-        return same
+    # -- the tick -----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            if not self._queued:
+            if not self._held:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(self.tick)  # let copies gather: one batch per tick
-            groups, self._groups, self._queued = self._groups, {}, 0
-            for group in groups.values():
-                try:
-                    await self._score(group)
-                except Exception as exc:  # the shadow must never take the worker down
-                    log.warning("shadow scoring failed (%s)", type(exc).__name__)
-                    self.counters.shadow(group.release.release_id, len(group.rows), 0.0, error=True)
+            await asyncio.sleep(self.tick)  # let copies gather: one frame per group and tick
+            await self._send_all()
 
-    async def _score(self, group: _Group) -> None:
-        """Score a group as one batch, then compare, count and log."""
-        plane = self.plane
-        release_id = group.release.release_id
-        number = group.release.shadow
-        assert number is not None
-        started = time.perf_counter()
-        try:
-            if plane.pool.is_loaded(group.model, number):
-                loaded = plane.pool.get(group.model, number)
-            else:
-                loaded = await asyncio.to_thread(plane.pool.get, group.model, number)
-        except ModelportError:
-            self.counters.shadow(release_id, len(group.rows), time.perf_counter() - started, error=True)
+    async def _send_all(self) -> None:
+        groups, self._groups, self._held = self._groups, {}, 0
+        if not groups:
             return
-        keep, merged = self._merged(group, loaded)
-        failed = len(group.rows) - len(keep)
-        result = None
-        if keep:
+        process = await self._scorer()
+        for group in groups.values():
+            release_id = group.release.release_id
+            copies = len(group.rows)
+            if process is None or process.stdin is None or process.stdin.is_closing():
+                self.dropped += copies
+                self.counters.dropped(release_id, copies)
+                continue
             try:
-                # On the event loop, like the primary's batches: one call of ~0.1-1 ms per tick. In a
-                # thread it cost the primary more — the runtime wrapper's Python work held the GIL
-                # for up to a switch interval (5 ms) while requests waited (docs/performance.md).
-                result = loaded.predict_batch(merged)
-            except Exception:
-                failed, keep = len(group.rows), []
-        seconds = time.perf_counter() - started
-        if keep and result is not None:
-            primary = Prediction(labels=_joined(group.labels, keep), values=_joined(group.values, keep))
-            agreed, compared = _agreement(primary, result)
+                frame = self._frame(group)
+            except Exception as exc:  # an unusual tensor layout must not take the worker down
+                log.warning("shadow copy not sent (%s)", type(exc).__name__)
+                self.counters.shadow(release_id, copies, 0.0, error=True)
+                continue
+            self._sent[release_id] += copies
+            self._outstanding += copies
+            process.stdin.write(frame)
+
+    def _frame(self, group: _Group) -> bytes:
+        model = group.model
+        arrays = [np.concatenate(parts) for parts in group.parts]
+        header: dict[str, Any] = {
+            "op": "score",
+            "model": model,
+            "version": group.release.shadow,
+            "release_id": group.release.release_id,
+            "tensors": [{"name": name, "datatype": datatype} for name, datatype in group.specs],
+            "rows": group.rows,
+        }
+        if len(group.labels) == len(group.rows):
+            header["labels"] = True
+            arrays.append(np.concatenate(group.labels))
+        if len(group.values) == len(group.rows):
+            header["values"] = True
+            arrays.append(np.concatenate(group.values))
+        document = self.plane.pool.log_policies.get(model) if self.plane.predictions is not None else None
+        if document is not None and document.get("sample_rate", 0) > 0:
+            header.update(log=document, request_ids=group.request_ids, key_ids=group.key_ids)
+        return encode(header, arrays)
+
+    # -- the scorer process ---------------------------------------------------------------------------
+
+    def sync(self, releases: Iterable[tuple[str, Release]]) -> None:
+        """Follow the releases in force (called after each routing refresh): start the scorer and warm
+        every new shadow version; stop the scorer when no release has a shadow any more."""
+        shadows = {(model, release.shadow) for model, release in releases if release.shadow is not None}
+        if shadows and not shadows <= self._warmed:
+            asyncio.get_running_loop().create_task(self._warm(shadows))
+        elif not shadows and self._process is not None and not self._held and not self._outstanding:
+            self._warmed.clear()
+            asyncio.get_running_loop().create_task(self.close())
+
+    async def _warm(self, shadows: set[tuple[str, int]]) -> None:
+        process = await self._scorer()
+        if process is None or process.stdin is None:
+            return
+        for model, number in sorted(shadows - self._warmed):
+            process.stdin.write(encode({"op": "warm", "model": model, "version": number}, []))
+            self._warmed.add((model, number))
+
+    async def _scorer(self) -> asyncio.subprocess.Process | None:
+        """The running scorer, started if needed (None while a failed one waits to be restarted)."""
+        if self._process is not None and self._process.returncode is None:
+            return self._process
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._process is not None and self._process.returncode is None:
+                return self._process
+            if time.monotonic() < self._restart_after:
+                return None
+            self._restart_after = time.monotonic() + RESTART_SECONDS
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "modelport.serving.shadow_scorer",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                log.warning("shadow scorer not started (%s)", type(exc).__name__)
+                return None
+            assert process.stdin is not None and process.stdout is not None
+            # the configuration (database URL included) goes through the pipe, never argv
+            process.stdin.write(encode({"op": "config", **self._config()}, []))
+            self._process = process
+            self._warmed.clear()
+            self._reader = asyncio.get_running_loop().create_task(self._read(process))
+            return process
+
+    def _config(self) -> dict[str, Any]:
+        if self.config is not None:
+            return self.config
+        from modelport.settings import Settings
+
+        settings = Settings()
+        return {
+            "home": str(settings.home.resolve()),
+            "database_url": settings.resolved_database_url,
+            "artifact_url": settings.resolved_artifact_url,
+            "log": self.plane.predictions is not None,
+        }
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        """Fold the scorer's replies into the release counters until its output ends."""
+        stdout = process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                head = await stdout.readexactly(FRAME.size)
+                size, length = FRAME.unpack(head)
+                if size > MAX_HEADER:
+                    raise ValueError("reply too large")
+                reply = _json(await stdout.readexactly(size))
+                if length:
+                    await stdout.readexactly(length)
+                self._replied(reply)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            try:  # its output ended: it has exited or is exiting
+                await asyncio.wait_for(process.wait(), CLOSE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            for release_id, copies in self._sent.items():
+                if copies:
+                    self.dropped += copies
+                    self.counters.dropped(release_id, copies)
+            self._sent.clear()
+            self._outstanding = 0
+            if self._process is process:
+                self._process = None
+                self._warmed.clear()
+
+    def _replied(self, reply: dict[str, Any]) -> None:
+        release_id = str(reply["release_id"])
+        copies = int(reply["copies"])
+        self._sent[release_id] = max(0, self._sent[release_id] - copies)
+        self._outstanding = max(0, self._outstanding - copies)
+        seconds = float(reply.get("seconds", 0.0))
+        scored = int(reply.get("scored", 0))
+        if scored:
             self.counters.shadow(
                 release_id,
-                len(keep),
+                scored,
                 seconds,
                 error=False,
-                compared=compared,
-                agreed=agreed,
-                labels=result.labels,
+                compared=int(reply.get("compared", 0)),
+                agreed=int(reply.get("agreed", 0)),
+                classes=[(str(label), int(count)) for label, count in reply.get("classes", [])],
             )
-            if plane.predictions is not None and group.model in plane.pool.log_policies:
-                self._log(group, keep, merged, result, number, seconds)
+        failed = int(reply.get("failed", 0))
         if failed:
             self.counters.shadow(release_id, failed, seconds, error=True)
 
-    def _merged(self, group: _Group, loaded: LoadedVersion) -> tuple[list[int], Batch]:
-        """The copies that can be scored (indices) and their rows as one batch."""
-        if group.inputs is None or _same_columns(group.signature, loaded.signature):
-            merged = {name: np.concatenate(parts) for name, parts in group.columns.items() if parts}
-            return list(range(len(group.rows))), merged
-        keep: list[int] = []
-        batches: list[Batch] = []
-        for index, inputs in enumerate(group.inputs):
+    async def close(self) -> None:
+        """Send what was gathered, let the scorer answer it and write its log, and stop it."""
+        if self._groups and self._process is not None:
+            await self._send_all()
+        process, reader = self._process, self._reader
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()
+        if reader is not None:
             try:
-                batch, _, _ = batch_from_tensors(inputs, loaded.signature)
-            except ModelportError:
-                continue  # the shadow's signature refuses what the primary accepted: a shadow error
-            keep.append(index)
-            batches.append(batch)
-        if not batches:
-            return [], {}
-        return keep, {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-
-    def _log(
-        self, group: _Group, keep: list[int], merged: Batch, result: Prediction, number: int, seconds: float
-    ) -> None:
-        plane = self.plane
-        assert plane.predictions is not None
-        policy = plane.log_policy(group.model)
-        offset = 0
-        for index in keep:
-            rows = group.rows[index]
-            part = _slice(result, offset, offset + rows)
-            batch = {name: column[offset : offset + rows] for name, column in merged.items()}
-            offset += rows
-            plane.predictions.offer(
-                policy,
-                group.model,
-                number,
-                batch,
-                part,
-                request_id=group.request_ids[index],
-                key_id=group.key_ids[index],
-                latency_ms=seconds * 1000,
-                flags={},
-            )
+                await asyncio.wait_for(asyncio.shield(reader), CLOSE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                with contextlib.suppress(Exception):
+                    await reader
 
 
-def _same_columns(a: Signature, b: Signature) -> bool:
-    """Whether columns converted for ``a`` are what ``b`` would convert (names, types, categories;
-    value ranges only decide flags)."""
-    return a is b or [(f.name, f.dtype, f.categories) for f in a.features] == [
-        (f.name, f.dtype, f.categories) for f in b.features
-    ]
+def _json(text: bytes) -> dict[str, Any]:
+    import json
 
-
-def _joined(parts: list[np.ndarray], keep: list[int]) -> np.ndarray | None:
-    if not parts or len(parts) < len(keep):
-        return None
-    return np.concatenate([parts[i] for i in keep])
-
-
-def _slice(prediction: Prediction, start: int, end: int) -> Prediction:
-    return Prediction(
-        labels=None if prediction.labels is None else prediction.labels[start:end],
-        probabilities=None if prediction.probabilities is None else prediction.probabilities[start:end],
-        values=None if prediction.values is None else prediction.values[start:end],
-    )
-
-
-def _agreement(primary: Prediction, shadow: Prediction) -> tuple[int, int]:
-    """Rows on which the shadow agrees with the primary, and rows compared."""
-    if primary.labels is not None and shadow.labels is not None and len(primary.labels) == len(shadow.labels):
-        return int(np.sum(primary.labels == shadow.labels)), len(primary.labels)
-    if primary.values is not None and shadow.values is not None and len(primary.values) == len(shadow.values):
-        close = np.isclose(primary.values, shadow.values, rtol=1e-6, atol=1e-9)
-        return int(np.sum(close)), len(primary.values)
-    return 0, 0
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("a reply is an object")
+    return value
