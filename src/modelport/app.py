@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
             "database_url": settings.resolved_database_url,
             "artifact_url": settings.resolved_artifact_url,
             "log": settings.prediction_log,
+            "priority": settings.shadow_priority,
         },
     )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)

@@ -8,6 +8,7 @@ else reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,11 @@ class Settings(BaseSettings):
     shadow_queue: int = Field(default=1024, ge=1, le=1_000_000)
     """Copies of requests a worker keeps for its shadow scorer (waiting or being scored); beyond it a copy
     is dropped and counted, never delaying an answer."""
+
+    shadow_priority: Literal["idle", "nice"] = "idle"
+    """CPU priority of the shadow scorers: ``idle`` (Linux ``SCHED_IDLE``: a core only when no serving
+    process wants one — the primary is never slowed, but a saturated server drops most copies) or
+    ``nice`` (nice 19: a small share of a busy core, so the shadow sees traffic even at saturation)."""
 
     metrics: bool = True
     """Count Prometheus metrics (``/metrics``). Off only to measure what they cost."""

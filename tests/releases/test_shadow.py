@@ -75,8 +75,8 @@ def _score_frame(version: int, rows: list[list[float]], labels: list[str], *, wi
     return encode(header, [matrix, np.array(labels, dtype=object)])
 
 
-@pytest.fixture
-def scorer(home: Path) -> Iterator[subprocess.Popen[bytes]]:
+@pytest.fixture(params=["idle"])
+def scorer(home: Path, request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[bytes]]:
     settings = Settings(home=home)
     child = subprocess.Popen(
         [sys.executable, "-m", "modelport.serving.shadow_scorer"],
@@ -91,6 +91,7 @@ def scorer(home: Path) -> Iterator[subprocess.Popen[bytes]]:
         "database_url": settings.resolved_database_url,
         "artifact_url": settings.resolved_artifact_url,
         "log": False,
+        "priority": request.param,
     }
     child.stdin.write(encode(config, []))
     child.stdin.flush()
@@ -141,6 +142,13 @@ def test_the_scorer_runs_at_idle_priority_counts_and_refuses_per_copy(
     assert scorer.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("scorer", ["nice"], indirect=True)
+def test_a_nice_scorer_takes_a_small_share_instead(scorer: subprocess.Popen[bytes]) -> None:
+    assert _ask(scorer, _score_frame(3, [ROW], ["c2"]))["scored"] == 1
+    assert os.sched_getscheduler(scorer.pid) == os.SCHED_OTHER
+    assert psutil.Process(scorer.pid).nice() == 19
+
+
 def _scorers(server: Server) -> list[psutil.Process]:
     return [
         p
@@ -170,7 +178,8 @@ def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(hom
     server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"})
     try:
         first = _until(lambda: _scorers(server))  # started with the release, before any request
-        assert len(first) == 1 and os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE
+        assert len(first) == 1
+        _until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE)  # set as it starts
         with httpx.Client() as client:
             for _ in range(50):
                 assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from modelport.app import open_registry
+from modelport.releases.policy import CANARY, Release, Sticky
 from modelport.settings import Settings
 from tests.conftest import run_cli as cli
 from tests.releases.conftest import INFER
@@ -335,3 +336,75 @@ def test_status_shows_live_accuracy_per_arm(home: Path) -> None:
     assert primary["accuracy"] == pytest.approx(sum(a == "c1" for a in answers) / 50)
     assert shadow["accuracy"] == 0.0  # v3 answers c2 for this row: every label says c1
     assert over_http["release"]["arms"]["shadow"]["live_accuracy"]["rows"] == 50
+
+
+class _Prober:
+    """Requests sent without pause on a new connection each (so both workers answer), with the wall
+    time of each answer and the version that gave it."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers
+        self.answers: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with httpx.Client() as client:
+                version = _infer(client, self.url, self.headers)
+            self.answers.append((time.time(), version))
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _propagation(home: Path, prober: _Prober, old: str) -> float:
+    """Seconds from the last change's commit (its alias-history time) to the last answer by ``old``."""
+    registry = open_registry(Settings(home=home))
+    try:
+        committed = registry.store.releases.history("credit", "production")[-1].at.timestamp()
+    finally:
+        registry.close()
+    late = [at for at, version in prober.answers if version == old and at > committed]
+    assert any(at > committed + 1.0 for at, _ in prober.answers), "the probe stopped too early"
+    return max(late, default=committed) - committed
+
+
+def _changed(home: Path, url: str, old: str, *step: str, headers: dict[str, str] | None = None) -> float:
+    with _Prober(url, headers) as prober:
+        time.sleep(0.3)
+        done = cli(home, *step)
+        assert done.returncode == 0, done.stderr
+        time.sleep(1.5)
+    return _propagation(home, prober, old)
+
+
+def test_policy_changes_reach_both_workers_within_a_second(home: Path, server: Server) -> None:
+    """From each change's commit to the last answer of the old policy, on either worker."""
+    assert cli(home, "release", "credit", "production", "--canary", "2", "--weight", "50").returncode == 0
+    _wait_for_versions(server.url, {"1", "2"})
+    seconds = [_changed(home, server.url, "1", "release", "promote", "credit@production")]  # all to v2
+    seconds.append(_changed(home, server.url, "2", "release", "rollback", "credit@production"))  # all on v1
+    # A sticky canary: a customer the release sends to v2 is answered by v2 on every worker.
+    planned = Release("planned", 1, canary=2, weight=50.0, sticky=Sticky("header", "X-Customer"))
+    customer = next(f"c{i}" for i in range(1000) if planned.arm("credit", "production", f"c{i}") == CANARY)
+    sticky = ("--canary", "2", "--weight", "50", "--sticky-by", "header:X-Customer")
+    seconds.append(
+        _changed(
+            home,
+            server.url,
+            "1",
+            "release",
+            "credit",
+            "production",
+            *sticky,
+            headers={"X-Customer": customer},
+        )
+    )
+    assert max(seconds) < 1.0, seconds

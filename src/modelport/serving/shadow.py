@@ -248,6 +248,7 @@ class ShadowMirror:
             "database_url": settings.resolved_database_url,
             "artifact_url": settings.resolved_artifact_url,
             "log": self.plane.predictions is not None,
+            "priority": settings.shadow_priority,
         }
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:

@@ -323,19 +323,22 @@ def _agreement(labels: np.ndarray | None, values: np.ndarray | None, shadow: Pre
     return 0, 0
 
 
-def _idle_priority() -> None:
-    """Run only when no serving process wants the core (``SCHED_IDLE``); else as nice as allowed."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(19)
+def _lower_priority(priority: str) -> None:
+    """``idle``: run only when no serving process wants the core (``SCHED_IDLE``; where that is not
+    available, nice 19). ``nice``: nice 19, a small share of a busy core."""
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+            return
+        except (AttributeError, OSError):
+            pass
+    with contextlib.suppress(OSError):
+        os.nice(19 - os.nice(0))
 
 
 def _child() -> int:
     """Entry of the scorer process. Frames come on standard input, replies go to standard output;
     it ends when its worker closes the pipe (or dies), writing its last prediction-log segment."""
-    _idle_priority()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s shadow scorer: %(message)s")
     with open(0, "rb", buffering=0, closefd=False) as source:  # unbuffered: select() sees every byte
         return _serve(source, sys.stdout.buffer)
@@ -347,6 +350,7 @@ def _serve(source: BinaryIO, sink: BinaryIO) -> int:
         print("ValueError", file=sys.stderr)
         return 1
     config = first[0]
+    _lower_priority(str(config.get("priority", "idle")))
     from modelport.monitoring.metrics import disable
     from modelport.monitoring.predictions import PredictionLog
     from modelport.registry.artifacts import open_artifact_store
