@@ -65,6 +65,24 @@ class _Group:
         self.key_ids: list[str] = []
 
 
+class _Ledger:
+    """The copies one scorer process holds (sent, not yet answered), per release."""
+
+    __slots__ = ("by_release", "total")
+
+    def __init__(self) -> None:
+        self.by_release: defaultdict[str, int] = defaultdict(int)
+        self.total = 0
+
+    def sent(self, release_id: str, copies: int) -> None:
+        self.by_release[release_id] += copies
+        self.total += copies
+
+    def answered(self, release_id: str, copies: int) -> None:
+        self.by_release[release_id] = max(0, self.by_release[release_id] - copies)
+        self.total = max(0, self.total - copies)
+
+
 class ShadowMirror:
     def __init__(
         self,
@@ -83,8 +101,7 @@ class ShadowMirror:
         self.dropped = 0
         self._groups: dict[tuple[Any, ...], _Group] = {}
         self._held = 0  # copies gathered for the next frame
-        self._sent: defaultdict[str, int] = defaultdict(int)  # copies with the scorer, per release
-        self._outstanding = 0
+        self._ledger = _Ledger()  # copies with the running scorer
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -107,7 +124,7 @@ class ShadowMirror:
     ) -> None:
         """Keep a copy of an answered request for the next tick (never blocks; when ``capacity``
         copies are already waiting or being scored, drops it and counts the drop)."""
-        if self._held + self._outstanding >= self.capacity:
+        if self._held + self._ledger.total >= self.capacity:
             self.dropped += 1
             self.counters.dropped(release.release_id)
             return
@@ -160,8 +177,7 @@ class ShadowMirror:
                 log.warning("shadow copy not sent (%s)", type(exc).__name__)
                 self.counters.shadow(release_id, copies, 0.0, error=True)
                 continue
-            self._sent[release_id] += copies
-            self._outstanding += copies
+            self._ledger.sent(release_id, copies)
             process.stdin.write(frame)
 
     def _frame(self, group: _Group) -> bytes:
@@ -194,7 +210,7 @@ class ShadowMirror:
         shadows = {(model, release.shadow) for model, release in releases if release.shadow is not None}
         if shadows and not shadows <= self._warmed:
             asyncio.get_running_loop().create_task(self._warm(shadows))
-        elif not shadows and self._process is not None and not self._held and not self._outstanding:
+        elif not shadows and self._process is not None and not self._held and not self._ledger.total:
             self._warmed.clear()
             asyncio.get_running_loop().create_task(self.close())
 
@@ -206,15 +222,25 @@ class ShadowMirror:
             process.stdin.write(encode({"op": "warm", "model": model, "version": number}, []))
             self._warmed.add((model, number))
 
+    def _running(self) -> asyncio.subprocess.Process | None:
+        """The scorer taking frames: started, not exited, its input not being closed."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return None
+        if process.stdin is None or process.stdin.is_closing():
+            return None
+        return process
+
     async def _scorer(self) -> asyncio.subprocess.Process | None:
-        """The running scorer, started if needed (None while a failed one waits to be restarted)."""
-        if self._process is not None and self._process.returncode is None:
-            return self._process
+        """The running scorer, started if needed (None while a failed one waits to be restarted). A
+        scorer being stopped finishes on its own: its replies go to its own ledger."""
+        if (running := self._running()) is not None:
+            return running
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._process is not None and self._process.returncode is None:
-                return self._process
+            if (running := self._running()) is not None:
+                return running
             if time.monotonic() < self._restart_after:
                 return None
             self._restart_after = time.monotonic() + RESTART_SECONDS
@@ -234,7 +260,8 @@ class ShadowMirror:
             process.stdin.write(encode({"op": "config", **self._config()}, []))
             self._process = process
             self._warmed.clear()
-            self._reader = asyncio.get_running_loop().create_task(self._read(process))
+            self._ledger = _Ledger()
+            self._reader = asyncio.get_running_loop().create_task(self._read(process, self._ledger))
             return process
 
     def _config(self) -> dict[str, Any]:
@@ -251,8 +278,9 @@ class ShadowMirror:
             "priority": settings.shadow_priority,
         }
 
-    async def _read(self, process: asyncio.subprocess.Process) -> None:
-        """Fold the scorer's replies into the release counters until its output ends."""
+    async def _read(self, process: asyncio.subprocess.Process, ledger: _Ledger) -> None:
+        """Fold the scorer's replies into the release counters until its output ends; then count what
+        it still held as dropped."""
         stdout = process.stdout
         assert stdout is not None
         try:
@@ -264,7 +292,7 @@ class ShadowMirror:
                 reply = _json(await stdout.readexactly(size))
                 if length:
                     await stdout.readexactly(length)
-                self._replied(reply)
+                self._replied(reply, ledger)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
@@ -273,21 +301,19 @@ class ShadowMirror:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-            for release_id, copies in self._sent.items():
+            for release_id, copies in ledger.by_release.items():
                 if copies:
                     self.dropped += copies
                     self.counters.dropped(release_id, copies)
-            self._sent.clear()
-            self._outstanding = 0
+            ledger.by_release.clear()
+            ledger.total = 0
             if self._process is process:
                 self._process = None
                 self._warmed.clear()
 
-    def _replied(self, reply: dict[str, Any]) -> None:
+    def _replied(self, reply: dict[str, Any], ledger: _Ledger) -> None:
         release_id = str(reply["release_id"])
-        copies = int(reply["copies"])
-        self._sent[release_id] = max(0, self._sent[release_id] - copies)
-        self._outstanding = max(0, self._outstanding - copies)
+        ledger.answered(release_id, int(reply["copies"]))
         seconds = float(reply.get("seconds", 0.0))
         scored = int(reply.get("scored", 0))
         if scored:
@@ -306,8 +332,13 @@ class ShadowMirror:
 
     async def close(self) -> None:
         """Send what was gathered, let the scorer answer it and write its log, and stop it."""
-        if self._groups and self._process is not None:
+        if self._running() is not None:
             await self._send_all()
+        else:  # no scorer to take them (none is started just to be stopped)
+            for group in self._groups.values():
+                self.dropped += len(group.rows)
+                self.counters.dropped(group.release.release_id, len(group.rows))
+            self._groups, self._held = {}, 0
         process, reader = self._process, self._reader
         if process is None:
             return
