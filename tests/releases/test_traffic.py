@@ -172,9 +172,14 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
             body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
             with httpx.Client() as client:
                 by_value[float(value)].add(_infer(client, server.url, body=body))
-    for _ in range(2):
+    # Answers until here may predate the release on the other worker: from the first v2, within 1 s
+    # every worker has it (test_policy_changes_reach_both_workers_within_a_second). Count afresh.
+    time.sleep(1.0)
+    by_value.clear()
+    for round_ in range(3):
         for value in range(40):
-            row = [[float(value), 0.9, 0.1, 0.4, 0.5, 0.6]]  # other features change, the key does not
+            other = [0.2, 0.3] if round_ == 0 else [0.9, 0.1]  # other features change, the key does not
+            row = [[float(value), *other, 0.4, 0.5, 0.6]]
             body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
             with httpx.Client() as client:
                 by_value[float(value)].add(_infer(client, server.url, body=body))
