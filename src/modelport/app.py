@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
         poll_interval=settings.route_poll_seconds,
     )
     from modelport.monitoring.predictions import PredictionLog
+    from modelport.serving.shadow_scorer import scorer_config
 
     plane = DataPlane(
         pool,
@@ -82,13 +83,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
         ),
         tracing=tracer is not None,
         shadow_capacity=settings.shadow_queue,
-        shadow_config={
-            "home": str(settings.home.resolve()),
-            "database_url": settings.resolved_database_url,
-            "artifact_url": settings.resolved_artifact_url,
-            "log": settings.prediction_log,
-            "priority": settings.shadow_priority,
-        },
+        shadow_config=scorer_config(settings, log=settings.prediction_log),
     )
     limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
     gate = create_gate(settings, registry)

@@ -34,7 +34,7 @@ import numpy as np
 from modelport.releases.policy import Release
 from modelport.releases.stats import ReleaseCounters
 from modelport.runtimes.base import Prediction
-from modelport.serving.shadow_scorer import FRAME, MAX_HEADER, encode
+from modelport.serving.shadow_scorer import FRAME, MAX_HEADER, encode, scorer_config
 from modelport.serving.tensors import Tensor
 
 if TYPE_CHECKING:
@@ -269,14 +269,7 @@ class ShadowMirror:
             return self.config
         from modelport.settings import Settings
 
-        settings = Settings()
-        return {
-            "home": str(settings.home.resolve()),
-            "database_url": settings.resolved_database_url,
-            "artifact_url": settings.resolved_artifact_url,
-            "log": self.plane.predictions is not None,
-            "priority": settings.shadow_priority,
-        }
+        return scorer_config(Settings(), log=self.plane.predictions is not None)
 
     async def _read(self, process: asyncio.subprocess.Process, ledger: _Ledger) -> None:
         """Fold the scorer's replies into the release counters until its output ends; then count what

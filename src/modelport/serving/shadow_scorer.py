@@ -26,7 +26,6 @@ import select
 import struct
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -37,8 +36,9 @@ if TYPE_CHECKING:
     from modelport.monitoring.predictions import LogPolicy, PredictionLog
     from modelport.registry.service import LoadedVersion, Registry
     from modelport.runtimes.base import Prediction
+    from modelport.settings import Settings
 
-__all__ = ["decode_arrays", "encode", "read_frame"]
+__all__ = ["decode_arrays", "encode", "read_frame", "scorer_config"]
 
 FRAME = struct.Struct(">II")
 MAX_HEADER = 16 << 20
@@ -129,6 +129,18 @@ def _exactly(read: Callable[[int], bytes | None], size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def scorer_config(settings: Settings, *, log: bool) -> dict[str, Any]:
+    """What a worker tells its scorer first: where the registry is, whether predictions are logged,
+    and at which priority to run."""
+    return {
+        "home": str(settings.home.resolve()),
+        "database_url": settings.resolved_database_url,
+        "artifact_url": settings.resolved_artifact_url,
+        "log": log,
+        "priority": settings.shadow_priority,
+    }
+
+
 # -- the child -----------------------------------------------------------------------------------
 
 
@@ -136,30 +148,16 @@ class Scorer:
     """The child's state: the registry, the shadow versions it has loaded and its prediction log."""
 
     def __init__(self, registry: Registry, predictions: PredictionLog | None) -> None:
-        self.registry = registry
+        from modelport.serving.pool import ModelPool
+
+        # the worker's own loading path: verified, warmed on golden rows, archived versions refused
+        self.pool = ModelPool(registry, max_models=MAX_LOADED)
         self.predictions = predictions
-        self._loaded: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._policies: dict[str, tuple[str, LogPolicy]] = {}
 
     def version(self, model: str, number: int) -> LoadedVersion:
-        """The shadow version, loaded, verified and warmed (golden rows) on first use."""
-        from modelport.registry.names import ModelRef
-
-        key = (model, number)
-        loaded = self._loaded.get(key)
-        if loaded is None:
-            loaded = self.registry.load(ModelRef(model, version=number))
-            try:
-                loaded.check_golden()
-            except Exception:
-                loaded.close()
-                raise
-            self._loaded[key] = loaded
-            while len(self._loaded) > MAX_LOADED:
-                _, old = self._loaded.popitem(last=False)
-                old.close()
-        self._loaded.move_to_end(key)
-        return loaded
+        """The shadow version, loaded, verified and warmed on first use."""
+        return self.pool.get(model, number)
 
     def score(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
         """Score one group of copies; the reply holds counts only."""
@@ -262,9 +260,8 @@ class Scorer:
             log_.lost(taken)
 
     def close(self) -> None:
-        for loaded in self._loaded.values():
-            loaded.close()
-        self._loaded.clear()
+        for model, number in self.pool.loaded():
+            self.pool.unload(model, number)
 
 
 def _converted(
