@@ -7,7 +7,10 @@ round). Rounds swap the ports. Prints p50/p99/p99.9 per server and round and the
 median ratio of p99 (B / A).
 
     .venv/bin/python bench/paired_latency.py --a HOME_A --b HOME_B --model small --body body.json \
-        [--rate 400] [--seconds 20] [--rounds 4]
+        [--rate 400] [--seconds 20] [--rounds 4] [--a-source OLD_CHECKOUT/src]
+
+``--a-source`` runs server A from another checkout's ``src`` (the same virtualenv otherwise): a change
+to the hot path measured against the commit before it, at the same moment.
 
 Standard library only; talks only to 127.0.0.1.
 """
@@ -108,6 +111,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--port", type=int, default=9340)
+    parser.add_argument("--a-source", type=Path, help="run server A from this src directory (baseline code)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the client on CPU 1, the servers on CPU 0
     modelport = str(Path(sys.executable).with_name("modelport"))
@@ -118,9 +122,13 @@ def main() -> int:
         servers = []
         for name, home in (("A", args.a), ("B", args.b)):
             env = {**os.environ, "MODELPORT_HOME": str(home), "MODELPORT_ACCESS_LOG": "false"}
+            command = [modelport]
+            if name == "A" and args.a_source is not None:
+                env["PYTHONPATH"] = str(args.a_source.resolve())
+                command = [sys.executable, "-m", "modelport.cli.main"]
             servers.append(
                 subprocess.Popen(
-                    ["taskset", "-c", "0", modelport, "serve", "--port", str(ports[name]), "--insecure-dev"],
+                    ["taskset", "-c", "0", *command, "serve", "--port", str(ports[name]), "--insecure-dev"],
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -6,6 +6,7 @@ The CLI, the Python API and the tests all build the registry here; the HTTP appl
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -20,13 +21,16 @@ from modelport.security.store import KeyStore
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.pool import ModelPool
 from modelport.serving.rest import RestApp
+from modelport.serving.scoring import ScoringLimits
 from modelport.serving.v2 import Limits
 from modelport.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env", "drift_settings", "open_registry"]
 
 
-def open_registry(settings: Settings | None = None, *, create: bool = False) -> Registry:
+def open_registry(
+    settings: Settings | None = None, *, create: bool = False, lock_timeout: float | None = None
+) -> Registry:
     """Open the registry described by ``settings``.
 
     ``create=True`` creates the home directory and database if needed and migrates the schema to the
@@ -36,9 +40,21 @@ def open_registry(settings: Settings | None = None, *, create: bool = False) -> 
     """
     settings = settings if settings is not None else Settings()
     if create and settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.resolved_database_url)
+        # The home holds key digests, the audit log and logged inputs: a new one is owner-only, an
+        # existing one loses other users' access (docs/security.md, "Files").
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = settings.home.stat().st_mode & 0o7777
+        if mode & 0o007:
+            with contextlib.suppress(PermissionError):  # not ours to change: its owner decides
+                settings.home.chmod(mode & ~0o007)  # the group's access stays the operator's choice
+    database = (
+        Database(settings.resolved_database_url)
+        if lock_timeout is None
+        else Database(settings.resolved_database_url, lock_timeout=lock_timeout)
+    )
     try:
+        if create:
+            database.make_private()
         if create and database.current_revision() != database.head_revision():
             database.migrate()
         database.check_schema()
@@ -63,7 +79,8 @@ def create_app(settings: Settings | None = None) -> RestApp:
         from modelport.monitoring.tracing import Tracer
 
         tracer = Tracer(settings.tracing_endpoint, settings.tracing_sample_rate)
-    registry = open_registry(settings)
+    # A change waits this long for a lock, then fails with nothing applied: never 504-then-commit.
+    registry = open_registry(settings, lock_timeout=settings.database_lock_timeout_seconds)
     pool = ModelPool(
         registry,
         max_models=settings.max_loaded_models,
@@ -84,8 +101,18 @@ def create_app(settings: Settings | None = None) -> RestApp:
         tracing=tracer is not None,
         shadow_capacity=settings.shadow_queue,
         shadow_config=scorer_config(settings, log=settings.prediction_log),
+        scoring_limits=ScoringLimits(
+            timeout=settings.request_timeout_seconds,
+            inline_seconds=settings.inline_scoring_seconds,
+            hang_limit=settings.scoring_hang_limit,
+            failing_seconds=settings.scoring_rest_seconds,
+        ),
     )
-    limits = Limits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements)
+    limits = Limits(
+        max_body_bytes=settings.max_body_bytes,
+        max_elements=settings.max_elements,
+        max_bytes_elements=settings.max_bytes_elements,
+    )
     gate = create_gate(settings, registry)
     tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     companions: tuple[Any, ...] = ()
@@ -93,7 +120,16 @@ def create_app(settings: Settings | None = None) -> RestApp:
         from modelport.serving.grpc import GrpcServer
 
         companions = (
-            GrpcServer(plane, limits, settings.host, settings.grpc_port, gate=gate, tls=tls, tracer=tracer),
+            GrpcServer(
+                plane,
+                limits,
+                settings.host,
+                settings.grpc_port,
+                gate=gate,
+                tls=tls,
+                tracer=tracer,
+                handshake_timeout=settings.header_timeout_seconds,
+            ),
         )
     monitor = None
     if settings.metrics:
@@ -116,6 +152,7 @@ def create_app(settings: Settings | None = None) -> RestApp:
         default_model=settings.default_model,
         companions=companions,
         timeout=settings.request_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
         drain_seconds=settings.drain_seconds,
         gate=gate,
         hsts=tls is not None,
@@ -151,7 +188,7 @@ def create_gate(settings: Settings, registry: Registry) -> Gate:
     if settings.redis_url:
         from modelport.security.ratelimit import RedisBuckets
 
-        shared, fallback = RedisBuckets(settings.redis_url), local
+        shared, fallback = RedisBuckets(settings.redis_url, timeout=settings.redis_timeout_seconds), local
     return Gate(
         KeyStore(registry.store),
         shared,
@@ -167,8 +204,37 @@ def create_app_from_env() -> RestApp:
 
     settings = Settings()
     configure(access_log=settings.access_log, level=settings.log_level)
+    _enter_empty_directory(settings)
     # Background threads (usage and release counts, prediction-log segments, the monitor's wait) run
     # Python code; with the interpreter's default 5 ms switch interval each of their bursts could hold
     # the event loop for up to 5 ms and showed in p99. 0.5 ms bounds that (docs/performance.md).
     sys.setswitchinterval(0.0005)
     return create_app(settings)
+
+
+def _enter_empty_directory(settings: Settings) -> None:
+    """Run the worker in an empty directory (``home/run/cwd``, mode 0700). Model formats resolve some
+    paths against the working directory (ONNX external data); a model file is data, and whatever path
+    it names must find nothing of the host's. Skipped, with a warning, when the settings themselves
+    use a relative path (a relative SQLite URL or artifact directory would move with the directory)."""
+    import logging
+    import os
+
+    urls = (settings.resolved_database_url, settings.resolved_artifact_url)
+    if any(u.startswith("sqlite:///") and not u.startswith("sqlite:////") for u in urls) or any(
+        u.startswith("file:") and not u.startswith("file:///") for u in urls
+    ):
+        logging.getLogger("modelport.serving").warning(
+            "serving from the current directory: the database or artifact URL is a relative path"
+        )
+        return
+    empty = settings.home.resolve() / "run" / "cwd"
+    empty.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stray in empty.iterdir():  # nothing may be there, not even from an earlier run
+        if stray.is_dir() and not stray.is_symlink():
+            import shutil
+
+            shutil.rmtree(stray, ignore_errors=True)
+        else:
+            stray.unlink(missing_ok=True)
+    os.chdir(empty)

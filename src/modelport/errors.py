@@ -18,6 +18,8 @@
      ├── IntegrityFailure             a stored artifact no longer matches its recorded digest
      ├── ConversionFailed             a model could not be converted or proven equivalent
      ├── RuntimeFailure               a runtime failed to load or to predict
+ ├── ScoringTimeout               a runtime call passed its deadline and was stopped
+ ├── VersionFailing               a version missed its deadline repeatedly and is rested for a while
      ├── StorageFailure               the database refused an operation (reported without its SQL)
      ├── StoreNotReady                the registry database is missing, unreachable or needs a migration
      ├── Unauthenticated              no key, or a key that is unknown, wrong, expired or revoked
@@ -51,12 +53,14 @@ __all__ = [
     "RateLimited",
     "RuntimeFailure",
     "SampleMismatch",
+    "ScoringTimeout",
     "StorageFailure",
     "StoreNotReady",
     "Unauthenticated",
     "UnknownFormat",
     "UnsafeFormat",
     "VersionArchived",
+    "VersionFailing",
     "VersionNotFound",
     "brief",
 ]
@@ -98,6 +102,8 @@ class SampleMismatch(InvalidInput):
 class InputMismatch(InvalidInput):
     """Prediction input does not match the version's signature."""
 
+    rejected = False  # True: the values broke the model's "reject" policy (counted per version)
+
 
 class NotFound(ModelportError):
     """The thing named does not exist."""
@@ -137,6 +143,14 @@ class ConversionFailed(ModelportError):
 
 class RuntimeFailure(ModelportError):
     """A runtime failed to load an artifact or to compute a prediction."""
+
+
+class ScoringTimeout(ModelportError):
+    """A runtime call passed its deadline and was stopped (serving/scoring.py)."""
+
+
+class VersionFailing(ModelportError):
+    """A version missed its scoring deadline repeatedly: it answers nothing until its rest is over."""
 
 
 class StorageFailure(ModelportError):

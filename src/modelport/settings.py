@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     max_elements: int = Field(default=16_000_000, ge=1)
     """Largest number of tensor elements one request may declare (checked before allocating)."""
 
+    max_bytes_elements: int = Field(default=1_000_000, ge=1)
+    """Largest number of BYTES (text) elements in one request, over all its inputs: text is decoded
+    element by element, so it has its own, smaller bound (about 0.3 s of decoding at the default)."""
+
     max_loaded_models: int = Field(default=64, ge=1)
     """Loaded versions kept per worker (least recently used are evicted first)."""
 
@@ -79,8 +83,46 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=256, ge=1)
     """Largest micro-batch handed to a runtime in one call."""
 
+    inline_scoring_seconds: float = Field(default=0.1, gt=0, le=5)
+    """Longest an ONNX call may run on a worker's event loop before a watchdog stops it and it is run
+    again on a scoring thread (so probes and other models wait at most this long). Every runtime
+    call ends at `request_timeout_seconds`: ONNX calls are stopped, other runtimes score in a child
+    process that is killed and replaced (docs/serving.md, "Scoring isolation")."""
+
+    scoring_hang_limit: int = Field(default=3, ge=1, le=1000)
+    """Runtime calls of one version stopped at the request timeout within 10 minutes that mark the
+    version failing: its requests then answer 503 at once for `scoring_rest_seconds`."""
+
+    scoring_rest_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    """How long a version marked failing after repeated hangs answers 503 before it is tried again."""
+
     request_timeout_seconds: float = Field(default=30.0, gt=0)
-    """A request not answered within this time gets 504 (the worker keeps serving others)."""
+    """A request not answered within this time gets 504 (the worker keeps serving others). Changes
+    under `/api/v1` are not cut off by it: they are bounded by `database_lock_timeout_seconds`
+    instead, so a change is either committed before its answer or not at all."""
+
+    database_lock_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """In `modelport serve`: how long a registry change waits for a lock that another writer holds
+    before it fails (503, nothing applied). The CLI waits up to 60 s."""
+
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A request whose headers are not complete this long after the connection opened (or after its
+    first byte, on a kept-alive connection) gets 408 and the connection is closed (slowloris)."""
+
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """Longest wait for the next piece of a request body; a body that stops gets 408 and the connection
+    is closed. The whole body must also arrive within ``request_timeout_seconds``."""
+
+    max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20)
+    """Largest request line plus headers accepted; more gets 431 as soon as the limit is passed (the
+    rest is never read)."""
+
+    max_headers: int = Field(default=100, ge=16, le=10_000)
+    """Most header fields a request may carry; more gets 431."""
+
+    max_connections_per_address: int = Field(default=256, ge=1, le=1_000_000)
+    """Open connections one client address (IPv4 address, or IPv6 /64) may hold in each worker; more
+    get 503 and are closed. Behind a proxy every client shares the proxy's address: raise it there."""
 
     drain_seconds: float = Field(default=5.0, ge=0, le=300)
     """After SIGTERM: readiness reports 503 and requests are still served for this long (so a load
@@ -159,6 +201,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are
     shared by the workers of one server through a file under ``home/run``."""
+
+    redis_timeout_seconds: float = Field(default=0.1, gt=0, le=10)
+    """Longest a request waits for Redis. A Redis that is down or slower than this is skipped for 5 s
+    at a time: rate limits then hold per server (the local buckets) until it answers again."""
 
     auth_failure_rate: float = Field(default=5.0, gt=0)
     """Failed authentications allowed per client address and second (after a burst of

@@ -133,3 +133,34 @@ def test_doctor_fix_remakes_a_drifting_twin_from_the_native_model(
     finally:
         registry.close()
     assert _doctor(home, "credit").returncode == 0
+
+
+def test_doctor_names_a_version_whose_blob_became_a_directory(
+    tmp_path: Path, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    """Attack from issue 19: a blob file replaced by a directory crashed doctor (IsADirectoryError)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.conftest import FEATURES
+
+    home = tmp_path / "home"
+    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
+    try:
+        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
+        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
+        damaged = registry.register(other, name="other", sample=data, target="label")
+        native = damaged.artifact("native")
+        assert native is not None
+        blob = registry.artifacts.path_for(native.digest)  # type: ignore[attr-defined]
+    finally:
+        registry.close()
+    blob.unlink()
+    blob.mkdir()
+    result = _doctor(home, "--json")
+    assert "Traceback" not in result.stderr and "IsADirectoryError" not in result.stderr, result.stderr
+    rows = {(r["ref"], r["role"]): r for r in json.loads(result.stdout)["versions"]}
+    assert rows[("other@1", "native")]["verdict"] == "fails"
+    assert native.digest in rows[("other@1", "native")]["reason"]
+    assert str(home) not in rows[("other@1", "native")]["reason"]
+    assert {rows[key]["verdict"] for key in rows if key != ("other@1", "native")} == {"ok"}
+    assert result.returncode == 0  # the production version is healthy

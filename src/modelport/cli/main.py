@@ -18,10 +18,12 @@ import typer
 from modelport.app import open_registry
 from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
+    Table,
     console,
     error_console,
     models_table,
     print_json,
+    styled,
     version_detail,
     versions_table,
 )
@@ -374,6 +376,35 @@ def policy(
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_CERT_WARN_DAYS = 14
+
+
+def certificate_warning(path: Path, now: float | None = None) -> str | None:
+    """What an operator should hear about a TLS certificate's validity at start: expired, not yet
+    valid, or expiring within 14 days; ``None`` when it is fine. The server still starts (it may have
+    to, while a new certificate is on its way); clients will refuse an expired one."""
+    import ssl
+    import time
+
+    # The standard library's own decoder: the server needs no X.509 package for this one check
+    # (``cryptography`` is not a core dependency). It reads the first certificate of the PEM file.
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
+        return f"could not read the validity of TLS certificate {path} ({type(exc).__name__})"
+    now = time.time() if now is None else now
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(not_after))
+    if now >= not_after:
+        return f"TLS certificate {path} EXPIRED on {until}: clients will refuse it. Renew it."
+    if now < not_before:
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(not_before))
+        return f"TLS certificate {path} is NOT YET VALID (from {since}): clients will refuse it."
+    days = (not_after - now) / 86_400
+    if days < _CERT_WARN_DAYS:
+        return f"TLS certificate {path} expires in {days:.1f} days ({until}). Renew it."
+    return None
 
 
 @app.command()
@@ -398,9 +429,13 @@ def serve(
 ) -> None:
     """Serve every registered model over the Open Inference Protocol (REST, gRPC) and MLflow scoring.
     Every route needs an API key except the liveness/readiness probes."""
+    import asyncio
     import os
+    from typing import cast
 
     import uvicorn
+
+    from modelport.serving.connections import ConnectionGuard, ConnectionLimits
 
     settings = _settings()
     # TLS from the command line or from the settings (MODELPORT_TLS_CERT/KEY): one source for the
@@ -452,9 +487,27 @@ def serve(
         )
     elif keys == 0:
         error_console.print("no API keys exist yet: create one with `modelport keys create`")
+    if tls_cert is not None:
+        warning = certificate_warning(tls_cert)
+        if warning is not None:
+            error_console.print(f"WARNING: {warning}", style="bold red")
+    # Limits on what a client holds before it is authenticated (serving/connections.py). The guard
+    # travels to --workers processes inside uvicorn's pickled config; each worker counts its own.
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout_seconds=settings.header_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            max_connections_per_address=settings.max_connections_per_address,
+        )
+    )
     uvicorn.run(
         "modelport.app:create_app_from_env",
         factory=True,
+        # uvicorn calls its ``http`` protocol class with keyword arguments only; the guard is such a
+        # callable, not a class, which its annotation does not foresee
+        http=cast("type[asyncio.Protocol]", guard),
         host=host,
         port=port,
         workers=workers,
@@ -506,13 +559,11 @@ def validate(
     if json_out:
         print_json(result.to_dict() | {"report_id": report_id, "report_file": str(path)})
     else:
-        from rich.table import Table
-
         table = Table(title=f"validation of {result.ref}: {'PASSED' if result.passed else 'FAILED'}")
         for column in ("check", "verdict", "cases", "detail"):
             table.add_column(column, overflow="fold")
         for check in result.checks:
-            verdict = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
+            verdict = styled("pass", "green") if check.passed else styled("FAIL", "red")
             detail = check.detail if check.passed else "; ".join(check.failures[:3])
             table.add_row(check.name, verdict, str(check.cases), detail)
         console.print(table)
@@ -591,14 +642,12 @@ def predictions(
     if json_out:
         print_json(found)
     elif csv_out:
-        import csv
+        from modelport.tables import write_csv
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(
-            ["ts", "model", "version", "request_id", "key_id", "row", "label", "outputs", "inputs"]
-        )
-        for r in found:
-            writer.writerow(
+        write_csv(
+            sys.stdout,
+            ["ts", "model", "version", "request_id", "key_id", "row", "label", "outputs", "inputs"],
+            (
                 [
                     r["ts"],
                     r["model"],
@@ -610,10 +659,10 @@ def predictions(
                     json.dumps(r["outputs"]),
                     json.dumps(r["inputs"]),
                 ]
-            )
+                for r in found
+            ),
+        )
     else:
-        from rich.table import Table
-
         table = Table(title=f"logged predictions of {ref}")
         for column in ("time (UTC)", "version", "request", "key", "label", "inputs"):
             table.add_column(column, overflow="fold")
@@ -668,8 +717,6 @@ def reports(
     json_out: JsonFlag = False,
 ) -> None:
     """The validation reports stored with a version, newest first."""
-    from rich.table import Table
-
     registry = _open()
     try:
         version = registry.get(ref)
@@ -705,8 +752,6 @@ def doctor(
 ) -> None:
     """Reload every stored version under the current libraries, replay its golden cases and compare
     with the recorded ground truth. Exit 1 when a version a `production` alias points at fails."""
-    from rich.table import Table
-
     from modelport.validation.doctor import diagnose
     from modelport.validation.doctor import fix as fix_versions
 
@@ -739,7 +784,7 @@ def doctor(
             colour = {"ok": "green", "drift": "yellow", "fails": "red"}[r.verdict]
             deviation = "—" if r.max_deviation is None else f"{r.max_deviation:.1e}"
             artifact = f"{r.format}{' (serving)' if r.serving else ''}"
-            verdict = f"[{colour}]{r.verdict}[/{colour}]" + (f": {r.reason}" if r.reason else "")
+            verdict = styled(r.verdict + (f": {r.reason}" if r.reason else ""), colour)
             table.add_row(
                 r.ref, artifact, ", ".join(r.aliases), r.recorded or "unchanged", deviation, verdict
             )
@@ -762,7 +807,7 @@ def predict(
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of JSON.")] = False,
 ) -> None:
     """Score rows locally, in this process, with the version's serving runtime."""
-    from modelport.tables import read_table, write_table  # pandas: not for `serve`
+    from modelport.tables import read_table, spreadsheet_frame, write_table  # pandas: not for `serve`
 
     frame = read_table(input_path)
     registry = _open()
@@ -774,7 +819,7 @@ def predict(
         write_table(result, output)
         console.print(f"wrote {len(result)} prediction(s) to {output}")
     elif csv_out:
-        sys.stdout.write(result.to_csv(index=False))
+        sys.stdout.write(spreadsheet_frame(result).to_csv(index=False))
     else:
         sys.stdout.write(json.dumps(json.loads(result.to_json(orient="records")), indent=2) + "\n")
 

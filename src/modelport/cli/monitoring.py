@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from modelport.cli.output import console, print_json
+from modelport.cli.output import Table, console, print_json
 from modelport.errors import InvalidInput
 from modelport.registry.service import Registry, local_actor
 from modelport.settings import Settings

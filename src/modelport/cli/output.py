@@ -1,4 +1,11 @@
-"""How the CLI shows things: rich tables for people, JSON for scripts, errors on stderr."""
+"""How the CLI shows things: rich tables for people, JSON for scripts, errors on stderr.
+
+Everything printed here may hold text a client chose (a request path in the audit log, a request id, a
+key's name): the consoles never read rich markup or emoji codes in it, and show control characters as
+escapes (``\\x1b``), so no record can break ``modelport audit`` or drive the reader's terminal. Table
+cells are one line each (a newline in a cell shows as ``\\n``); colour comes from :func:`styled`, never
+from markup. JSON output is ``json.dumps``'s, which escapes control characters itself.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,71 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+import rich.table
+from rich.console import Console, HighlighterType, JustifyMethod, OverflowMethod, RenderableType
+from rich.style import Style
+from rich.text import Text
 
 from modelport.registry.records import ModelRecord, VersionRecord
+from modelport.tables import escape_controls
 
-__all__ = ["console", "error_console", "models_table", "print_json", "version_detail", "versions_table"]
+__all__ = [
+    "Table",
+    "console",
+    "error_console",
+    "models_table",
+    "print_json",
+    "styled",
+    "version_detail",
+    "versions_table",
+]
 
-console = Console(soft_wrap=True)
-error_console = Console(stderr=True, soft_wrap=True)
+
+class _TextConsole(Console):
+    """A console that renders every string as plain text: no markup, no emoji codes, control
+    characters escaped. Tables, titles and messages all pass through :meth:`render_str`."""
+
+    def render_str(
+        self,
+        text: str,
+        *,
+        style: str | Style = "",
+        justify: JustifyMethod | None = None,
+        overflow: OverflowMethod | None = None,
+        emoji: bool | None = None,
+        markup: bool | None = None,
+        highlight: bool | None = None,
+        highlighter: HighlighterType | None = None,
+    ) -> Text:
+        return super().render_str(
+            escape_controls(text, keep_lines=True),
+            style=style,
+            justify=justify,
+            overflow=overflow,
+            emoji=False,
+            markup=False,
+            highlight=highlight,
+            highlighter=highlighter,
+        )
+
+
+class Table(rich.table.Table):
+    """A rich table whose text cells stay on one line: newlines and tabs in a value show as escapes,
+    so a value cannot pose as further rows."""
+
+    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
+        super().add_row(
+            *(escape_controls(cell) if isinstance(cell, str) else cell for cell in renderables), **options
+        )
+
+
+def styled(text: str, style: str) -> Text:
+    """Coloured text for a table cell or message (instead of markup, which the consoles do not read)."""
+    return Text(escape_controls(text), style=style)
+
+
+console = _TextConsole(soft_wrap=True, markup=False, emoji=False)
+error_console = _TextConsole(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
 def print_json(data: Any) -> None:

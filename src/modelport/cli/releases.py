@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
-from modelport.cli.output import console, print_json
+from modelport.cli.output import Table, console, print_json
 from modelport.errors import InvalidInput
 from modelport.registry.names import check_alias_name, parse_ref
 from modelport.registry.service import Registry, local_actor

@@ -6,20 +6,19 @@ The CLI works on the registry database directly, as its operator; changes are au
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from modelport.cli.output import console, error_console, print_json
+from modelport.cli.output import Table, console, error_console, print_json
 from modelport.errors import AuditFailure, InvalidInput
 from modelport.registry.service import Registry, local_actor
 from modelport.security.keys import KeyRecord, parse_duration, parse_quota, parse_rate
 from modelport.security.store import KeyStore
+from modelport.tables import write_csv
 
 __all__ = ["audit_app", "keys_app", "register_commands"]
 
@@ -215,10 +214,11 @@ def usage(
         print_json([row.to_dict() for row in rows])
         return
     if csv_out:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["day", "key_id", "model", "requests", "rows", "errors", "bytes_in", "bytes_out"])
-        for r in rows:
-            writer.writerow([r.day, r.key_id, r.model, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out])
+        write_csv(
+            sys.stdout,
+            ["day", "key_id", "model", "requests", "rows", "errors", "bytes_in", "bytes_out"],
+            ([r.day, r.key_id, r.model, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out] for r in rows),
+        )
         return
     table = Table(title="usage")
     for column in ("day", "key", "model", "requests", "rows", "errors", "bytes in", "bytes out"):

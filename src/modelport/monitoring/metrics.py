@@ -15,12 +15,19 @@ Label values are bounded: model and version are only ever those of registered ve
 an unknown model is counted under ``model=""``), alias is the alias asked for (``""`` for a number,
 ``"default"`` for none) only when it exists, outcome is one of a fixed set. No request id, key id or
 secret is ever a label.
+
+A key scoped to some models reads a :func:`scoped` exposition: only the series of models it sees, plus
+the server-wide ones that carry no ``model`` label (docs/security.md: a model's existence is not
+revealed outside a key's patterns). Every other label naming something of a model — ``feature``,
+``class`` — sits on series that also carry its ``model`` label, so filtering by ``model`` hides them too.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +44,7 @@ __all__ = [
     "exported_names",
     "outcome_of",
     "render",
+    "scoped",
 ]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -344,3 +352,43 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
+
+
+# One label of a sample line, as prometheus-client and the monitor write it: name="value" with \\, \"
+# and \n escaped inside the value.
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _model_label(line: str) -> str | None:
+    """The ``model`` label's value of one sample line; ``None`` when it has none (or is unreadable)."""
+    start = line.find("{")
+    if start < 0:
+        return None
+    position = start + 1
+    while True:
+        found = _LABEL.match(line, position)
+        if found is None:
+            return None
+        if found.group(1) == "model":
+            return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), found.group(2))
+        position = found.end()
+
+
+def scoped(body: bytes, sees: Callable[[str], bool]) -> bytes:
+    """The exposition ``body`` without the series of models ``sees`` rejects. ``# HELP``/``# TYPE`` lines
+    and series without a ``model`` label (server-wide numbers) stay. A series whose labels cannot be read
+    goes if ``model="`` appears in it at all: when in doubt, a model's name is not shown."""
+    kept: list[str] = []
+    for line in body.decode("utf-8").split("\n"):
+        if line.startswith("#") or "{" not in line:
+            kept.append(line)
+            continue
+        model = _model_label(line)
+        if model is None:
+            if 'model="' not in line:
+                kept.append(line)
+            continue
+        if sees(model):
+            kept.append(line)
+    return "\n".join(kept).encode("utf-8")

@@ -19,6 +19,7 @@ from numpy buffers without ``pa.array``, which would import pandas into the serv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -84,15 +85,40 @@ def _secret(home: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(path.parent)
         key = secrets.token_bytes(32)
         try:
-            with open(path, "xb") as handle:  # first writer wins; the others read its key
+            # first writer wins (the others read its key); owner-only before a byte is written
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
                 handle.write(key)
-            os.chmod(path, 0o600)
         except FileExistsError:
             return path.read_bytes()
         return key
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents readable by their owner only (0700): the log holds
+    inputs, key ids and request ids. (``mkdir(parents=True, mode=…)`` would give the parents the
+    umask's mode.) Existing folders are left as they are."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+
+
+def _write_private(table: Any, path: Path) -> None:
+    """Write ``table`` as Parquet to a new file that is owner-only (0600) from its creation, whatever
+    the umask; a leftover of a killed writer at ``path`` is replaced."""
+    import pyarrow.parquet as pq
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+        pq.write_table(table, handle)
 
 
 def subject_key(secret: bytes, value: Any) -> str:
@@ -286,8 +312,6 @@ class PredictionLog:
         request), without per-row Python work but hashing distinct values. Returns the rows written."""
         if not taken:
             return 0
-        import pyarrow.parquet as pq
-
         if self._secret is None:
             self._secret = _secret(self._home)
         written = 0
@@ -297,9 +321,9 @@ class PredictionLog:
             table = self._table(model, version, pending, self._secret)
             day = datetime.fromtimestamp(pending.ts[0], UTC).date().isoformat()
             folder = self.directory / f"model={model}" / f"date={day}"
-            folder.mkdir(parents=True, exist_ok=True)
+            _private_dir(folder)
             name = f"part-{os.getpid()}-{time.time_ns()}-v{version}.parquet"
-            pq.write_table(table, folder / (name + ".tmp"))
+            _write_private(table, folder / (name + ".tmp"))
             os.replace(folder / (name + ".tmp"), folder / name)  # readers never see half a segment
             written += table.num_rows
         return written
@@ -487,7 +511,7 @@ def erase(home: Path, subject: str, model: str | None = None) -> tuple[int, int]
         kept = table.filter(pc.invert(pc.fill_null(hits, False)))
         after += kept.num_rows
         if kept.num_rows:
-            pq.write_table(kept, segment.with_suffix(".tmp"))
+            _write_private(kept, segment.with_suffix(".tmp"))
             os.replace(segment.with_suffix(".tmp"), segment)
         else:
             segment.unlink()

@@ -187,6 +187,13 @@ class LocalArtifactStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"artifact sha256:{digest} is missing from the artifact store") from None
+        except OSError as exc:
+            # A directory or an unreadable file where the blob should be: damaged, like a changed
+            # file. Named by digest only: the store's paths are no business of the caller's.
+            raise IntegrityFailure(
+                f"artifact sha256:{digest} cannot be read from the artifact store "
+                f"({type(exc).__name__}: {exc.strerror or 'unreadable'})"
+            ) from None
         actual = sha256_bytes(data)
         if actual != digest:
             raise IntegrityFailure(

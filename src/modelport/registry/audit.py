@@ -6,12 +6,17 @@ transaction of the change it describes, so a change whose record cannot be writt
 Appends are serialised: SQLite's ``BEGIN IMMEDIATE`` does it already, PostgreSQL locks the one
 ``registry_state`` row, which also holds the chain's head (so deleting the newest records is detected
 too). :func:`verify` recomputes everything and names the first record that does not match.
+
+When a record cannot be written, the change fails with :data:`NOT_WRITTEN`, a fixed message: the
+database's own words (a trigger's text, a table name, a lock) go to the operator's log only, never into
+the error a client or an approver reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +27,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from modelport.errors import AuditFailure, brief
 from modelport.registry.schema import audit_log, registry_state
 
-__all__ = ["GENESIS", "AuditRecord", "Verification", "append", "records", "verify"]
+__all__ = ["GENESIS", "NOT_WRITTEN", "AuditRecord", "Verification", "append", "records", "verify"]
 
 GENESIS = "0" * 64
+NOT_WRITTEN = "the change was not applied: its audit record could not be written"
+
+log = logging.getLogger("modelport.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +124,8 @@ def append(
         _write(conn, seq, at, actor, action, target, before, after, prev_hash, digest)
     except SQLAlchemyError as exc:
         cause = brief(getattr(exc, "orig", None) or exc)
-        raise AuditFailure(
-            f"the change was not made: its audit record could not be written ({cause})"
-        ) from None
+        log.error("audit record %d (%s on %r) could not be written: %s", seq, action, target[:100], cause)
+        raise AuditFailure(NOT_WRITTEN) from None
     return AuditRecord(seq, at, actor, action, target, before, after, prev_hash, digest)
 
 

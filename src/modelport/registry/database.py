@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,8 +79,13 @@ def _normalise_url(url: str) -> str:
 class Database:
     """An engine plus the transaction discipline the registry relies on."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_timeout: float = _SQLITE_BUSY_SECONDS) -> None:
+        """``lock_timeout``: how long a transaction waits for a lock another writer holds before it
+        fails with :class:`StoreNotReady` and nothing applied (SQLite's busy timeout and this process's
+        writer lock; PostgreSQL's ``lock_timeout``). Servers use a short one so that a change either
+        commits before its answer or fails cleanly (docs/security.md)."""
         self.url = _normalise_url(url)
+        self.lock_timeout = lock_timeout
         backend = make_url(self.url).get_backend_name()
         self.is_sqlite = backend == "sqlite"
         self._writer = threading.Lock() if self.is_sqlite else None
@@ -91,10 +96,19 @@ class Database:
 
     def _create_engine(self) -> Engine:
         if not self.is_sqlite:
-            return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            lock_ms = max(1, int(self.lock_timeout * 1000))
+
+            @event.listens_for(engine, "connect")
+            def _on_pg_connect(dbapi_connection: Any, _record: Any) -> None:
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute(f"SET lock_timeout = {lock_ms}")  # an int: nothing to quote
+                dbapi_connection.commit()
+
+            return engine
         # NullPool: a connection per transaction is cheap for SQLite and makes the file safe to
         # delete or move between tests; WAL keeps readers off the writer's back.
-        engine = create_engine(self.url, poolclass=NullPool, connect_args={"timeout": _SQLITE_BUSY_SECONDS})
+        engine = create_engine(self.url, poolclass=NullPool, connect_args={"timeout": self.lock_timeout})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -142,8 +156,15 @@ class Database:
         if self._writer is None:
             yield
             return
-        with self._writer:
+        if not self._writer.acquire(timeout=self.lock_timeout):
+            raise StoreNotReady(
+                f"the registry database is busy: another change held it for {self.lock_timeout:g} s; "
+                "nothing was changed"
+            )
+        try:
             yield
+        finally:
+            self._writer.release()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -219,6 +240,24 @@ class Database:
     def sqlite_path_exists(self) -> bool:
         database = make_url(self.url).database
         return database in (None, "", ":memory:") or Path(database).is_file()
+
+    def make_private(self) -> None:
+        """SQLite: create the database file owner-only (0600) before SQLite would create it under the
+        umask (its -wal and -shm files copy the database file's mode), and take other users' access
+        away from an existing one: it holds key digests and the audit log. Nothing for PostgreSQL."""
+        database = make_url(self.url).database
+        if not self.is_sqlite or database in (None, "", ":memory:"):
+            return
+        path = Path(database)
+        with suppress(FileExistsError, FileNotFoundError):  # exists already; no folder (SQLite says so)
+            path.touch(mode=0o600, exist_ok=False)  # an empty file is an empty SQLite database
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                mode = file.stat().st_mode & 0o777
+                if mode & 0o007:
+                    file.chmod(mode & ~0o007)  # the group's access stays the operator's choice
+            except OSError:  # absent, or owned by another user
+                pass
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest revision. Idempotent, and safe when several

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelport.errors import FileMissing, InvalidInput, UnknownFormat, UnsafeFormat, brief
 
-__all__ = ["INPUT_FORMATS", "NativeModel", "detect_format", "from_file", "from_object"]
+__all__ = ["INPUT_FORMATS", "NativeModel", "detect_format", "from_file", "from_object", "read_bytes"]
 
 INPUT_FORMATS = ("onnx", "skops", "xgboost-json", "xgboost-ubj", "lightgbm-text", "pickle")
 _BY_SUFFIX = {
@@ -65,7 +65,9 @@ def detect_format(path: Path, declared: str | None) -> str:
 
 
 def from_file(path: Path, fmt: str | None = None, *, trust_pickle: bool = False) -> NativeModel:
-    """Read a model file. Pickles are refused unless ``trust_pickle``."""
+    """Read a model file. Pickles are refused unless ``trust_pickle``. Any other file is first read,
+    converted and scored in a child process with CPU, memory and time limits (``preflight.py``), so
+    a file that crashes or hangs its library is refused instead of taking this process down."""
     if not path.is_file():
         raise FileMissing(f"model file {str(path)!r} does not exist or is not a regular file")
     fmt = detect_format(path, fmt)
@@ -77,9 +79,20 @@ def from_file(path: Path, fmt: str | None = None, *, trust_pickle: bool = False)
     if path.stat().st_size > _MAX_FILE_BYTES:
         raise InvalidInput(f"model file {path.name!r} is larger than 2 GiB")
     data = path.read_bytes()
+    if fmt != "pickle":
+        from modelport.registry.preflight import check_in_child
+
+        # The bytes read once are the bytes checked: the child gets them on stdin, not the path.
+        check_in_child(data, fmt, path.name)
+    return read_bytes(data, path, fmt)
+
+
+def read_bytes(data: bytes, path: Path, fmt: str) -> NativeModel:
+    """Read a model file's bytes with the reader of ``fmt`` (``path`` names it in messages; only a
+    pickle is read from it). Every tree in the model is checked before anything scores with it."""
     try:
         native = _READERS[fmt](data, path, fmt)
-    except (InvalidInput, UnsafeFormat):
+    except (InvalidInput, UnsafeFormat, MemoryError):  # a preflight child reports MemoryError itself
         raise
     except Exception as exc:
         raise UnknownFormat(f"{path.name!r} is not a readable {fmt} model: {brief(exc)}") from None
@@ -120,7 +133,7 @@ def _read_xgboost(data: bytes, path: Path, fmt: str) -> NativeModel:
 
     if fmt == "xgboost-json":
         json.loads(data)  # a clear error for a file that is not JSON at all
-    return _xgboost_booster(xgb_runtime.load_booster(data), fmt, data)
+    return _xgboost_booster(xgb_runtime.load_booster(data, fmt), fmt, data)
 
 
 def _read_lightgbm(data: bytes, path: Path, fmt: str) -> NativeModel:
@@ -164,9 +177,12 @@ def _sklearn(estimator: Any, blob: bytes | None = None) -> NativeModel:
     from sklearn.base import is_classifier
 
     from modelport.runtimes import skops
+    from modelport.runtimes.trees import check_estimator_trees
 
     if not hasattr(estimator, "n_features_in_"):
         raise InvalidInput(f"the {type(estimator).__name__} is not fitted: train it before registering")
+    # Objects and trusted pickles too: their trees are scored below (golden cases) and at serving.
+    check_estimator_trees(estimator)
     details: dict[str, Any] = {}
     if blob is None:
         try:

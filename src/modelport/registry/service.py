@@ -67,10 +67,15 @@ class LoadedVersion:
         which some runtimes answer with NaN instead of an error — raises :class:`InputMismatch`."""
         return self.predict_batch(self.signature.batch(frame))
 
-    def predict_batch(self, batch: Batch) -> Prediction:
-        """Score columns already converted by the signature (the serving hot path)."""
+    def predict_batch(self, batch: Batch, options: Any = None) -> Prediction:
+        """Score columns already converted by the signature (the serving hot path). ``options`` are
+        the call's run options for a runtime that can be stopped (serving/scoring.py)."""
         try:
-            prediction = self.runtime.predict(batch)
+            if options is None:
+                prediction = self.runtime.predict(batch)
+            else:  # a cancellable runtime (OnnxRuntime): predict(batch, run_options)
+                cancellable: Any = self.runtime
+                prediction = cancellable.predict(batch, options)
         except ModelportError:
             raise
         except Exception as exc:

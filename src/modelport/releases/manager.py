@@ -10,7 +10,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelport.errors import AliasNotFound, Conflict, InvalidInput, NotFound, VersionArchived
+from modelport.errors import (
+    AliasNotFound,
+    Conflict,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    StorageFailure,
+    StoreNotReady,
+    VersionArchived,
+)
 from modelport.registry.names import check_alias_name, check_version_number
 from modelport.releases.policy import CANARY, AutoRollback, Release, Sticky, parse_weight
 from modelport.releases.retention import RetentionPolicy, archivable
@@ -174,7 +183,14 @@ class ReleaseManager:
                 change.model, change.alias, change.action, change.payload, f"{change.requested_by}+{actor}"
             )
         except Exception as exc:
-            detail = str(exc) if hasattr(exc, "args") else type(exc).__name__
+            # Publishers read this detail: a database failure's text names the database (host,
+            # file), so it is stored as what a client may be told, never as the raw message.
+            if isinstance(exc, StoreNotReady | StorageFailure):
+                detail = "the registry database was unavailable or refused the change"
+            elif isinstance(exc, ModelportError):
+                detail = str(exc)
+            else:
+                detail = f"internal error ({type(exc).__name__})"
             self.releases.finish(change_id, applied=False, detail=detail, actor=actor)
             raise
         self.releases.finish(change_id, applied=True, detail="", actor=actor)

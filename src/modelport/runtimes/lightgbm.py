@@ -8,13 +8,17 @@ import lightgbm as lgb
 import numpy as np
 
 from modelport.runtimes.base import Prediction, prediction_from_scores, register_loader
+from modelport.runtimes.trees import check_lightgbm_text
 from modelport.signature import Batch, Signature
 
 __all__ = ["LightGBMRuntime", "load_booster", "objective"]
 
 
 def load_booster(blob: bytes) -> lgb.Booster:
-    return lgb.Booster(model_str=blob.decode("utf-8"))
+    """Parse a text model whose trees were checked first: LightGBM trusts its child indices."""
+    text = blob.decode("utf-8")
+    check_lightgbm_text(text)
+    return lgb.Booster(model_str=text)
 
 
 def objective(booster: lgb.Booster) -> str:

@@ -33,51 +33,97 @@ _NUMPY_TYPES = {
 }
 
 
-def _tensors(graph: Any) -> Iterator[Any]:
-    """Every tensor stored in a graph, its nodes' attributes and nested subgraphs."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+def _attribute_tensors(attribute: Any, where: str) -> Iterator[tuple[str, Any]]:
+    where = f"{where} attribute {attribute.name!r}"
+    if attribute.HasField("t"):
+        yield where, attribute.t
+    for tensor in attribute.tensors:
+        yield where, tensor
+    sparse = [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []
+    for tensor in [*sparse, *attribute.sparse_tensors]:
+        yield f"{where} (sparse values)", tensor.values
+        yield f"{where} (sparse indices)", tensor.indices
+    if attribute.HasField("g"):
+        yield from _graph_tensors(attribute.g, f"{where} subgraph")
+    for index, subgraph in enumerate(attribute.graphs):
+        yield from _graph_tensors(subgraph, f"{where} subgraph {index}")
+
+
+def _node_tensors(nodes: Any, where: str) -> Iterator[tuple[str, Any]]:
+    for index, node in enumerate(nodes):
+        label = f"{where} node {node.name or index!r} ({node.op_type})"
         for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+            yield from _attribute_tensors(attribute, label)
+
+
+def _graph_tensors(graph: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every tensor stored in a graph: initializers (dense and sparse), its nodes' attributes (dense,
+    sparse, lists of either) and, recursively, the subgraphs of Loop/If/Scan bodies."""
+    for tensor in graph.initializer:
+        yield f"{where} initializer", tensor
+    for sparse in graph.sparse_initializer:
+        yield f"{where} sparse initializer (values)", sparse.values
+        yield f"{where} sparse initializer (indices)", sparse.indices
+    yield from _node_tensors(graph.node, where)
+
+
+def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """Every tensor of a model, with where it sits: the main graph, model-local functions (their
+    nodes and default attribute values) and training graphs, which onnxruntime may also read."""
+    yield from _graph_tensors(model.graph, "graph")
+    for function in model.functions:
+        label = f"function {function.name!r}"
+        yield from _node_tensors(function.node, label)
+        for attribute in function.attribute_proto:
+            yield from _attribute_tensors(attribute, label)
+    for index, training in enumerate(model.training_info):
+        yield from _graph_tensors(training.initialization, f"training {index} initialization")
+        yield from _graph_tensors(training.algorithm, f"training {index} algorithm")
 
 
 def check_self_contained(blob: bytes) -> onnx.ModelProto:
-    """Parse an ONNX model and refuse one whose tensors live in external files: their paths come from
-    the file's author and would be resolved against the server's working directory.
+    """Parse an ONNX model and refuse one with any tensor in an external file: its path comes from
+    the file's author and would be resolved against the server's working directory (attack: a sparse
+    constant naming ``registry.db``, multiplied by one-hot inputs, returned the database's bytes).
 
     Registration calls this on every ONNX file it accepts; a stored blob is verified against its digest
-    before it is loaded, so serving does not parse it again (nor import ``onnx``, ~20 MB)."""
+    before it is loaded, so serving does not parse it again (nor import ``onnx``, ~20 MB). Sessions are
+    also built so that external data cannot resolve at all (:func:`session_options`)."""
     import onnx
 
     model = onnx.load_from_string(blob)
-    for tensor in _tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+    for where, tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             raise UnsafeFormat(
-                f"the ONNX model keeps tensor {tensor.name!r} in an external file; "
+                f"the ONNX model keeps tensor {tensor.name!r} ({where}) in an external file; "
                 "only self-contained ONNX models are accepted"
             )
     return model
 
 
+# onnxruntime resolves external-data locations of a model loaded from bytes against the process's
+# working directory (the registry's home in practice), and for sparse constants without its
+# "escapes the model directory" check. Pointing the folder at /dev/null, which is not a directory,
+# makes every location unresolvable: relative names fail to open, "../" names fail ORT's escape
+# check, absolute names are refused outright. Proven in tests/registry/test_hostile_models.py.
+_NO_EXTERNAL_DATA = "/dev/null"
+
+
 def session_options(threads: int = 1) -> ort.SessionOptions:
+    """The one place onnxruntime sessions get their options."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: shape warnings from converted models are noise
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", _NO_EXTERNAL_DATA
+    )
     return options
 
 
 class OnnxRuntime:
     format = "onnx"
+    cancellable = True  # a call can be stopped from another thread: ``predict(batch, run_options)``
 
     def __init__(
         self, blob: bytes, signature: Signature, threads: int = 1, label_index: bool = False
@@ -121,9 +167,9 @@ class OnnxRuntime:
             feeds[name] = column.astype(dtype).reshape(-1, 1)
         return feeds
 
-    def predict(self, batch: Batch) -> Prediction:
+    def predict(self, batch: Batch, run_options: ort.RunOptions | None = None) -> Prediction:
         wanted = [n for n in (self._label_output, self._score_output) if n is not None]
-        results = dict(zip(wanted, self._session.run(wanted, self.feeds(batch)), strict=True))
+        results = dict(zip(wanted, self._session.run(wanted, self.feeds(batch), run_options), strict=True))
         scores = results[self._score_output]
         if isinstance(scores, list):  # ZipMap: one {class: probability} dict per row
             classes = self._signature.outputs.classes

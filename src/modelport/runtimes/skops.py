@@ -2,7 +2,8 @@
 
 The types skops would not trust by default are listed when the version is registered and recorded in
 the artifact's details; a load trusts exactly those and nothing else, and the blob's digest is checked
-before, so a changed list or a changed file cannot smuggle in new code.
+before, so a changed list or a changed file cannot smuggle in new code. Trusted types can still carry
+hostile data: every decision tree is checked (``trees.py``) before the estimator is used.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import skops.io as sio
 
 from modelport.errors import UnsafeFormat
 from modelport.runtimes.base import Prediction, register_loader
+from modelport.runtimes.trees import check_estimator_trees
 from modelport.signature import Batch, Signature
 
-__all__ = ["SAFE_MODULE_PREFIXES", "SkopsRuntime", "dump", "untrusted_types"]
+__all__ = ["SAFE_MODULE_PREFIXES", "SkopsRuntime", "dump", "load_estimator", "untrusted_types"]
 
 # What a skops file may ask us to rebuild beyond skops' own defaults: *classes* from these libraries
 # (estimators, transformers, array and scalar types) and numpy ufuncs (pure element-wise maths).
@@ -92,7 +94,11 @@ class SkopsRuntime:
 
 
 def load_estimator(blob: bytes, trusted: list[str]) -> Any:
-    return sio.loads(blob, trusted=trusted)
+    """Rebuild the estimator and check its trees (a trusted ``Tree`` may hold crafted node arrays)
+    before anything can ask it to predict."""
+    estimator = sio.loads(blob, trusted=trusted)
+    check_estimator_trees(estimator)
+    return estimator
 
 
 @register_loader("skops")

@@ -9,9 +9,10 @@ import numpy as np
 import xgboost as xgb
 
 from modelport.runtimes.base import Prediction, prediction_from_scores, register_loader
+from modelport.runtimes.trees import check_xgboost_json
 from modelport.signature import Batch, Signature
 
-__all__ = ["XGBoostRuntime", "objective", "save"]
+__all__ = ["XGBoostRuntime", "load_booster", "objective", "save"]
 
 
 def objective(booster: xgb.Booster) -> str:
@@ -22,10 +23,17 @@ def save(booster: xgb.Booster, fmt: str) -> bytes:
     return bytes(booster.save_raw(raw_format="ubj" if fmt == "xgboost-ubj" else "json"))
 
 
-def load_booster(blob: bytes) -> xgb.Booster:
+def load_booster(blob: bytes, fmt: str) -> xgb.Booster:
+    """Load a booster whose trees were checked: JSON before XGBoost parses it; UBJSON (which we do
+    not decode ourselves) right after, on XGBoost's JSON rendering, before it predicts anything.
+    XGBoost trusts its node arrays: a cycle or an out-of-range child crashes it (SIGSEGV)."""
+    if fmt == "xgboost-json":
+        check_xgboost_json(blob)
     booster = xgb.Booster()
     booster.load_model(bytearray(blob))
     booster.set_param({"nthread": 1})
+    if fmt != "xgboost-json":
+        check_xgboost_json(bytes(booster.save_raw(raw_format="json")))
     return booster
 
 
@@ -51,7 +59,7 @@ class XGBoostRuntime:
 
 def _loader(fmt: str) -> Any:
     def load(blob: bytes, details: dict[str, Any], signature: Signature) -> XGBoostRuntime:
-        return XGBoostRuntime(load_booster(blob), signature, fmt)
+        return XGBoostRuntime(load_booster(blob, fmt), signature, fmt)
 
     return load
 

@@ -65,6 +65,8 @@ class Gate:
         self.insecure = insecure
         self.buckets: Buckets = buckets if buckets is not None else LocalBuckets()
         self._fallback = fallback
+        self.breaker_seconds = 5.0
+        self._shared_down_until = 0.0
         self.failure_rate, self.failure_burst = failure_rate, failure_burst
         self.ring = KeyRing()
         self._month_totals: dict[str, int] = {}
@@ -129,12 +131,24 @@ class Gate:
                 )
 
     async def _take(self, bucket: str, rate: float, burst: float) -> float:
+        """Take a token from the shared buckets — or, while they are away, from this server's own.
+
+        A circuit breaker: after a failure (unreachable, or slower than its timeout) the shared store
+        is not asked again for ``breaker_seconds``, so a hung Redis costs one request its timeout per
+        period instead of every request a second. Limits hold per server meanwhile."""
+        if self._fallback is not None and time.monotonic() < self._shared_down_until:
+            return await self._fallback.take(bucket, rate, burst)
         try:
             return await self.buckets.take(bucket, rate, burst)
-        except Exception as exc:  # Redis unreachable: keep limiting, per server
+        except Exception as exc:  # Redis unreachable or hung: keep limiting, per server
             if self._fallback is None:
                 raise
-            log.warning("shared rate limiter unavailable (%s); limiting per server", type(exc).__name__)
+            self._shared_down_until = time.monotonic() + self.breaker_seconds
+            log.warning(
+                "shared rate limiter unavailable (%s); limiting per server for %g s",
+                type(exc).__name__,
+                self.breaker_seconds,
+            )
             return await self._fallback.take(bucket, rate, burst)
 
     # -- usage ----------------------------------------------------------------------------------

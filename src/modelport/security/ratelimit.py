@@ -141,10 +141,14 @@ return tostring(wait)
 class RedisBuckets:
     """The same buckets in Redis, for replicas (``MODELPORT_REDIS_URL``)."""
 
-    def __init__(self, url: str, prefix: str = "modelport:bucket:") -> None:
+    def __init__(self, url: str, prefix: str = "modelport:bucket:", timeout: float = 0.1) -> None:
+        """``timeout``: longest wait for Redis per request (connect or answer); past it the gate falls
+        back to this server's buckets (security/gate.py)."""
         import redis.asyncio as aioredis
 
-        self._client: Any = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._client: Any = aioredis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
         self._script = self._client.register_script(_LUA)
         self._prefix = prefix
 

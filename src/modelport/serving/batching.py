@@ -6,8 +6,10 @@ one — is scored in one runtime call. With no concurrency a request waits for n
 iteration (microseconds); under a burst, batches grow by themselves up to ``max_rows``. If a merged
 batch fails, its requests are retried one by one so one bad request cannot fail its neighbours.
 
-Scoring runs inline on the event loop: converted tabular models answer in microseconds, far below the
-cost of handing work to a thread.
+Where each runtime call runs is decided by the version's :class:`~modelport.serving.scoring.VersionScoring`:
+inline on the event loop under a watchdog (converted tabular models answer in microseconds, far below
+the cost of handing work to a thread), on a scoring thread, or in the scoring process — so a runaway
+model costs a request its timeout, never the worker.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from modelport.errors import ScoringTimeout, VersionFailing
 from modelport.monitoring.tracing import Timeline
 from modelport.runtimes.base import Prediction
+from modelport.serving.scoring import VersionScoring, overran
 from modelport.signature import Batch
 
 __all__ = ["Batcher"]
@@ -32,13 +36,14 @@ BatchObserver = Callable[[int, float], None]
 class Batcher:
     def __init__(
         self,
-        predict: Callable[[Batch], Prediction],
+        scoring: VersionScoring,
         max_rows: int = 256,
         observe: BatchObserver | None = None,
         *,
         timed: bool = False,
     ) -> None:
-        self._predict = predict
+        self.scoring = scoring
+        self._tasks: set[asyncio.Task[None]] = set()  # off-loop calls in progress (kept referenced)
         self._observe = observe
         self.timed = timed  # stamp traced requests' timelines with their runtime call (tracing on)
         self.max_rows = max_rows
@@ -48,6 +53,7 @@ class Batcher:
         self.rows = 0
 
     async def submit(self, batch: Batch, rows: int, timeline: Timeline | None = None) -> Prediction:
+        self.scoring.check()  # a version resting after repeated hangs answers at once
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         self._queue.append((batch, rows, future, time.perf_counter_ns(), timeline))
@@ -73,34 +79,38 @@ class Batcher:
         if not live:
             return
         ran = time.perf_counter_ns()
+        rows = sum(item[1] for item in live)
         if self._observe is not None:
-            self._observe(sum(item[1] for item in live), (ran - live[0][3]) / 1e9)
+            self._observe(rows, (ran - live[0][3]) / 1e9)
+        if not self.scoring.inline(rows):
+            self._off_loop(live)
+            return
         if len(live) == 1:
             self._score_one(live[0], ran)
             return
-        names = list(live[0][0])
-        merged = {name: np.concatenate([item[0][name] for item in live]) for name in names}
+        merged = _merge(live)
         try:
-            prediction = self._predict(merged)
-        except Exception:
+            prediction = self.scoring.run_inline(merged, rows)
+        except Exception as exc:
+            if overran(exc):
+                self._off_loop(live)
+                return
             for item in live:
                 self._score_one(item, time.perf_counter_ns())
             return
         if self.timed:
             _stamp(live, ran)
-        self.batches += 1
-        self.rows += sum(item[1] for item in live)
-        offset = 0
-        for _batch, rows, future, _queued, _timeline in live:
-            future.set_result(_slice(prediction, offset, offset + rows))
-            offset += rows
+        self._deliver(live, prediction)
 
     def _score_one(self, item: Item, ran: int) -> None:
         batch, rows, future, _queued, _timeline = item
         try:
-            prediction = self._predict(batch)
+            prediction = self.scoring.run_inline(batch, rows)
         except Exception as exc:
-            future.set_exception(exc)
+            if overran(exc):
+                self._off_loop([item])
+            else:
+                future.set_exception(exc)
             return
         finally:
             if self.timed:
@@ -108,6 +118,55 @@ class Batcher:
         self.batches += 1
         self.rows += rows
         future.set_result(prediction)
+
+    def _off_loop(self, items: list[Item]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_off_loop(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_off_loop(self, items: list[Item]) -> None:
+        """One call on the scoring thread or in the scoring process; a merged call that fails for a
+        reason other than the deadline is retried one request at a time, as inline."""
+        ran = time.perf_counter_ns()
+        rows = sum(item[1] for item in items)
+        try:
+            prediction = await self.scoring.run_off_loop(_merge(items), rows)
+        except (ScoringTimeout, VersionFailing) as exc:
+            for item in items:
+                if not item[2].done():
+                    item[2].set_exception(exc)
+            return
+        except Exception as exc:
+            if len(items) == 1:
+                if not items[0][2].done():
+                    items[0][2].set_exception(exc)
+                return
+            for item in items:
+                await self._run_off_loop([item])
+            return
+        if self.timed:
+            _stamp(items, ran)
+        self._deliver(items, prediction)
+
+    def _deliver(self, items: list[Item], prediction: Prediction) -> None:
+        self.batches += 1
+        self.rows += sum(item[1] for item in items)
+        if len(items) == 1:
+            if not items[0][2].done():
+                items[0][2].set_result(prediction)
+            return
+        offset = 0
+        for _batch, rows, future, _queued, _timeline in items:
+            if not future.done():
+                future.set_result(_slice(prediction, offset, offset + rows))
+            offset += rows
+
+
+def _merge(items: Sequence[Item]) -> Batch:
+    if len(items) == 1:
+        return items[0][0]
+    names = list(items[0][0])
+    return {name: np.concatenate([item[0][name] for item in items]) for name in names}
 
 
 def _stamp(items: Sequence[Item], ran: int) -> None:

@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from modelport._version import __version__
-from modelport.errors import InputMismatch, ModelportError
+from modelport.errors import InputMismatch, InvalidInput, ModelportError
 from modelport.monitoring.metrics import LOCAL, METRICS
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.monitoring.tracing import Timeline
 from modelport.registry.service import LoadedVersion
 from modelport.releases.policy import CANARY, PRIMARY, Release
 from modelport.releases.stats import ReleaseCounters
+from modelport.runtimes.base import Prediction
 from modelport.serving.batching import Batcher
+from modelport.serving.isolated import ScoringProcess
 from modelport.serving.pool import ModelPool
+from modelport.serving.scoring import Hangs, ScoringLimits, ScoringThreads, VersionScoring
 from modelport.serving.shadow import ShadowMirror
 from modelport.serving.tensors import Tensor, batch_from_tensors, tensors_from_prediction
+from modelport.signature import Batch
 
 __all__ = ["DataPlane", "InferenceResult", "ModelStats"]
 
@@ -68,6 +72,10 @@ class DataPlane:
     shadow_capacity: int = 1024
     shadow_config: dict[str, Any] | None = None  # the shadow scorer's registry (serving/shadow_scorer.py)
     _shadow: ShadowMirror | None = None
+    scoring_limits: ScoringLimits = field(default_factory=ScoringLimits)
+    _threads: ScoringThreads = field(default_factory=ScoringThreads)
+    _process: ScoringProcess | None = None
+    _hangs: Hangs | None = None
 
     # -- health and metadata --------------------------------------------------------------------
 
@@ -131,7 +139,10 @@ class DataPlane:
 
     async def model_ready(self, model: str, selector: str | None) -> bool:
         try:
-            await self.loaded(model, selector)
+            loaded = await self.loaded(model, selector)
+            scoring = self.batcher_for((model, loaded.version.number), loaded).scoring
+            if scoring.isolated:  # ready means loaded where it scores: in the scoring process
+                await asyncio.shield(self.scoring_process().prepare(loaded))
         except ModelportError:
             return False
         return not self.draining
@@ -154,32 +165,29 @@ class DataPlane:
         started = time.perf_counter_ns()
         try:
             loaded = await self.loaded_number(model, number)
-        except Exception:
+        except Exception as exc:
             if release is not None:
-                self.release_counts.request(release.release_id, arm, 0.0, error=True)
+                self.count_failure(release, model, arm, exc, 0.0)
             raise
         key = (model, loaded.version.number)
         if timeline is not None:
             timeline.validating = started
         stats = self.stats.setdefault(key, ModelStats())
         try:
-            batch, rows, matrix = batch_from_tensors(inputs, loaded.signature)
-            flags = loaded.signature.violations(batch, matrix)
+            batch, rows, flags = self.validate(model, loaded, inputs)
             if flags:
-                if self.pool.policy(model) == "reject":
-                    stats.rejected_requests += 1
-                    raise InputMismatch(
-                        f"values outside what {loaded.version.ref} was trained on: "
-                        + loaded.signature.describe_violations(flags)
-                    )
                 stats.flagged_requests += 1
             prediction = await self.batcher_for(key, loaded).submit(batch, rows, timeline)
-        except Exception:
+        except Exception as exc:
             stats.failure += 1
             stats.failure_ns += time.perf_counter_ns() - started
+            if isinstance(exc, InputMismatch) and exc.rejected:
+                stats.rejected_requests += 1
             if release is not None:
                 seconds = (time.perf_counter_ns() - started) / 1e9
-                self.release_counts.request(release.release_id, arm, seconds, error=True)
+                self.count_failure(
+                    release, model, arm, exc, seconds, lambda primary: self.validate(model, primary, inputs)
+                )
             raise
         if release is not None:
             seconds = (time.perf_counter_ns() - started) / 1e9
@@ -220,6 +228,62 @@ class DataPlane:
                 )
             outputs = [t for t in outputs if t.name in requested]
         return InferenceResult(model, loaded.version.number, outputs, flags, rows)
+
+    def validate(
+        self, model: str, loaded: LoadedVersion, inputs: list[Tensor]
+    ) -> tuple[Batch, int, dict[str, dict[str, int]]]:
+        """The request's columns for ``loaded``, its rows and its value flags — or InputMismatch when
+        the tensors do not fit the signature or the model's policy rejects the values."""
+        batch, rows, matrix = batch_from_tensors(inputs, loaded.signature)
+        flags = loaded.signature.violations(batch, matrix)
+        if flags and self.pool.policy(model) == "reject":
+            refusal = InputMismatch(
+                f"values outside what {loaded.version.ref} was trained on: "
+                + loaded.signature.describe_violations(flags)
+            )
+            refusal.rejected = True
+            raise refusal
+        return batch, rows, flags
+
+    def count_failure(
+        self,
+        release: Release,
+        model: str,
+        arm: str,
+        error: BaseException,
+        seconds: float,
+        primary_accepts: Callable[[LoadedVersion], object] | None = None,
+    ) -> None:
+        """Count a failed request of a release's arm. Only failures that are the arm's fault count as
+        errors — they drive automatic rollback, which a client must not be able to trigger: a refusal
+        of the request itself (400) is the client's, unless the canary refused what the primary
+        accepts (its signature or checks are narrower). Timeouts and model failures always count."""
+        self.release_counts.request(
+            release.release_id,
+            arm,
+            seconds,
+            error=self._arm_fault(release, model, arm, error, primary_accepts),
+        )
+
+    def _arm_fault(
+        self,
+        release: Release,
+        model: str,
+        arm: str,
+        error: BaseException,
+        primary_accepts: Callable[[LoadedVersion], object] | None,
+    ) -> bool:
+        if not isinstance(error, InvalidInput):
+            return True
+        if arm != CANARY or primary_accepts is None or not self.pool.is_loaded(model, release.primary):
+            return False
+        try:
+            primary_accepts(self.pool.get(model, release.primary))
+        except InvalidInput:
+            return False  # the primary refuses it too: the request's fault
+        except ModelportError:
+            return True
+        return True
 
     def choose(
         self,
@@ -294,13 +358,47 @@ class DataPlane:
             def observe(rows: int, waited: float) -> None:
                 LOCAL.batch(model, version, rows, waited)
 
-            entry = (loaded, Batcher(loaded.predict_batch, self.max_batch_rows, observe, timed=self.tracing))
+            scoring = VersionScoring(
+                loaded, self.scoring_limits, self.hangs, self._threads, process=self.scoring_process
+            )
+            if scoring.isolated:
+                self.scoring_process().prepare(loaded)  # its first request should not wait for it
+            entry = (loaded, Batcher(scoring, self.max_batch_rows, observe, timed=self.tracing))
             self._batchers[key] = entry
             # Drop batchers of versions the pool has evicted: they would keep their runtimes alive.
             live = set(self.pool.loaded())
             for stale in [k for k in self._batchers if k not in live and k != key]:
                 del self._batchers[stale]
         return entry[1]
+
+    async def score(self, loaded: LoadedVersion, batch: Batch, rows: int) -> Prediction:
+        """Score columns already converted by ``loaded``'s signature through its batcher: the one path
+        of every runtime call of the server (deadline, isolation, batching)."""
+        key = (loaded.version.model, loaded.version.number)
+        return await self.batcher_for(key, loaded).submit(batch, rows)
+
+    @property
+    def hangs(self) -> Hangs:
+        if self._hangs is None:
+            self._hangs = Hangs(self.scoring_limits, self.pool.record_failure)
+        return self._hangs
+
+    def scoring_process(self) -> ScoringProcess:
+        """The worker's scoring process for runtimes that cannot be stopped (serving/isolated.py)."""
+        if self._process is None:
+            config = self.shadow_config
+            if config is None:
+                from modelport.serving.shadow_scorer import scorer_config
+                from modelport.settings import Settings
+
+                config = scorer_config(Settings(), log=False)
+            self._process = ScoringProcess(config)
+        return self._process
+
+    async def close_scoring(self) -> None:
+        self._threads.close()
+        if self._process is not None:
+            await self._process.close()
 
     # -- repository -----------------------------------------------------------------------------
 

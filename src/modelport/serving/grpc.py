@@ -26,8 +26,10 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     RateLimited,
+    ScoringTimeout,
     StoreNotReady,
     Unauthenticated,
+    VersionFailing,
 )
 from modelport.monitoring.metrics import LOCAL, alias_label, outcome_of
 from modelport.monitoring.tracing import Timeline, Tracer
@@ -37,8 +39,14 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.http import public_message
 from modelport.serving.protocol import inference_pb2 as pb
 from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
-from modelport.serving.tensors import DATATYPES, Tensor
-from modelport.serving.v2 import Limits, check_shape, tensor_bytes, tensor_from_bytes
+from modelport.serving.tensors import DATATYPES, Tensor, numbers_as
+from modelport.serving.v2 import (
+    Limits,
+    check_bytes_elements,
+    check_shape,
+    tensor_bytes,
+    tensor_from_bytes,
+)
 
 __all__ = ["GrpcServer"]
 
@@ -69,8 +77,10 @@ def _code(error: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND
-    if isinstance(error, StoreNotReady):
+    if isinstance(error, StoreNotReady | VersionFailing):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, ScoringTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.INTERNAL
 
 
@@ -84,7 +94,7 @@ def _inputs(request: Any, limits: Limits) -> list[Tensor]:
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput("raw_input_contents must hold one entry per input")
     tensors = []
-    total = 0
+    total = texts = 0
     for index, item in enumerate(request.inputs):
         if item.datatype not in DATATYPES:
             raise InvalidInput(f"input {item.name!r}: unknown datatype {item.datatype[:20]!r}")
@@ -93,6 +103,9 @@ def _inputs(request: Any, limits: Limits) -> list[Tensor]:
         total += count
         if total > limits.max_elements:
             raise InvalidInput(f"the request holds more than {limits.max_elements:,} elements")
+        if item.datatype == "BYTES":
+            texts += count
+            check_bytes_elements(texts, limits)
         if raw:
             array = tensor_from_bytes(raw[index], item.datatype, count, item.name)
         else:
@@ -101,16 +114,17 @@ def _inputs(request: Any, limits: Limits) -> list[Tensor]:
                 raise InvalidInput(
                     f"input {item.name!r}: {item.datatype} has no typed contents: send raw bytes"
                 )
-            values = list(getattr(item.contents, field))
-            if len(values) != count:
+            contents = getattr(item.contents, field)
+            if len(contents) != count:  # before any copy: the field may hold millions of values
                 raise InvalidInput(
-                    f"input {item.name!r}: {len(values)} value(s) given for a shape holding {count}"
+                    f"input {item.name!r}: {len(contents)} value(s) given for a shape holding {count}"
                 )
-            dtype = DATATYPES[item.datatype]
+            # The typed fields are wider than the small types they carry (uint_contents holds UINT8
+            # as uint32): 300 must be refused for UINT8, not wrapped or raised as a 500.
             array = (
-                np.array(values, dtype=object)
+                np.array(list(contents), dtype=object)
                 if item.datatype == "BYTES"
-                else np.asarray(values, dtype=dtype)
+                else numbers_as(np.array(contents), item.datatype, item.name)
             )
         tensors.append(
             Tensor(
@@ -121,14 +135,23 @@ def _inputs(request: Any, limits: Limits) -> list[Tensor]:
 
 
 def _token(context: Any) -> str | None:
-    """The API key from ``authorization: Bearer …`` or ``x-api-key`` metadata."""
+    """The API key from ``authorization: Bearer …`` or ``x-api-key`` metadata. As over REST, each may
+    come once, and both only with the same key: which of two counted would depend on who reads them."""
+    found: dict[str, list[str]] = {"authorization": [], "x-api-key": []}
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
-        if key == "x-api-key":
-            return str(value)
-    return None
+        if key in found:
+            found[key].append(str(value))
+    authorization, api_key = found["authorization"], found["x-api-key"]
+    if len(authorization) > 1 or len(api_key) > 1:
+        raise InvalidInput("authorization and x-api-key metadata may be sent only once")
+    token = api_key[0] if api_key else None
+    if authorization:
+        scheme, _, value = authorization[0].partition(" ")
+        bearer = value.strip() if scheme.lower() == "bearer" else None
+        if token is not None and token != bearer:
+            raise InvalidInput("authorization and x-api-key carry different credentials: send one")
+        token = bearer
+    return token
 
 
 def _address(context: Any) -> str | None:
@@ -326,9 +349,11 @@ class GrpcServer:
         gate: Gate,
         tls: tuple[Path, Path] | None = None,
         tracer: Tracer | None = None,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self.plane, self.limits, self.address = plane, limits, f"{host}:{port}"
         self.gate, self.tls, self.tracer = gate, tls, tracer
+        self.handshake_timeout = handshake_timeout
         self._server: Any = None
 
     async def start(self) -> None:
@@ -338,6 +363,13 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", size),
                 ("grpc.so_reuseport", 1),
+                # What a client without a key can hold (the REST side's header timeout and limits):
+                # a connection must finish its TLS and HTTP/2 handshake in time, may run 100 calls at
+                # once (HTTP/2's suggested floor; more wait in the client), and is closed after 5
+                # idle minutes. Metadata stays within gRPC's own default (8 KiB soft, 16 KiB hard).
+                ("grpc.server_handshake_timeout_ms", int(self.handshake_timeout * 1000)),
+                ("grpc.max_concurrent_streams", 100),
+                ("grpc.max_connection_idle_ms", 300_000),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from modelport.errors import StorageFailure, StoreNotReady
+from modelport.errors import AuditFailure, StorageFailure, StoreNotReady
 from modelport.monitoring.tracing import Timeline
+from modelport.registry.audit import NOT_WRITTEN
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 
 __all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"]
@@ -16,7 +17,10 @@ __all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"
 
 def public_message(error: Exception) -> str:
     """An error's message as a client may read it. Database failures name the database (host, user,
-    file path) for operators; clients only learn that the registry is unavailable."""
+    file path) for operators; clients only learn that the registry is unavailable, or that a change was
+    not applied because its audit record could not be written (the operator log has the cause)."""
+    if isinstance(error, AuditFailure):
+        return NOT_WRITTEN
     if isinstance(error, StoreNotReady):
         return "the registry database is unavailable: try again later"
     if isinstance(error, StorageFailure):

@@ -151,7 +151,9 @@ async def get_usage(app: RestApp, request: Request) -> Response:
     except ValueError:
         raise InvalidInput("since must be a date: YYYY-MM-DD") from None
     rows = await asyncio.to_thread(_keys(app).usage, key_id=key, model=_one(request, "model"), since=since)
-    return json_response({"usage": [row.to_dict() for row in rows]})
+    # a key whose patterns were narrowed keeps its old rows, but not the names outside its scope now
+    sees = request.principal.sees
+    return json_response({"usage": [row.to_dict() for row in rows if sees(row.model)]})
 
 
 async def get_audit(app: RestApp, request: Request) -> Response:

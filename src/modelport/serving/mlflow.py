@@ -5,18 +5,27 @@ Accepted JSON keys: ``dataframe_split`` (columns + data), ``dataframe_records`` 
 optional ``params`` object; or a CSV body (``text/csv``). Predictions are one record per row — the
 same records ``modelport predict`` prints — so MLflow clients and the CLI agree.
 
+The table must have exactly the signature's columns (any order): a missing, unknown or repeated
+column is refused naming it, never filled with NaN or dropped. Every check that depends on the
+table's size runs on the parsed JSON or the CSV header line, in time linear in the body, *before*
+pandas sees the data: columns against the signature, rows × columns against ``Limits.max_elements``,
+every row as wide as the header, every record with the same keys, cells scalar (no lists or objects).
+A 100,000-column body used to keep a worker busy for minutes in pandas and the signature check.
+
 Tables are pandas frames here, as in MLflow itself; pandas is imported on the first MLflow request, so a
 server that only speaks the Open Inference Protocol never loads it (about 80 MB of memory).
 """
 
 from __future__ import annotations
 
+import csv
 import io
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelport.errors import InvalidInput
+from modelport.errors import InputMismatch, InvalidInput
 from modelport.registry.service import prediction_frame
 from modelport.runtimes.base import Prediction
 from modelport.serving.v2 import Limits, parse_json
@@ -28,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["UnsupportedMediaType", "decode_frame", "encode_predictions"]
 
 _KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_SPLIT_KEYS = {"columns", "data", "index"}  # "index" is what DataFrame.to_dict("split") adds; ignored
+_CELLS = frozenset({str, int, float, bool, type(None)})
+_NAMED = 20  # column names listed in a message at most
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -35,14 +47,9 @@ class UnsupportedMediaType(InvalidInput):
 
 
 def decode_frame(body: bytes, content_type: str, signature: Signature, limits: Limits) -> pd.DataFrame:
-    import pandas as pd
-
     media = content_type.split(";")[0].strip().lower()
     if media == "text/csv":
-        try:
-            return pd.read_csv(io.BytesIO(body))
-        except Exception as exc:
-            raise InvalidInput(f"body is not readable CSV: {str(exc).splitlines()[0][:120]}") from None
+        return _csv(body, signature, limits)
     if media not in ("application/json", ""):
         raise UnsupportedMediaType(
             f"content type {media!r} is not supported: use application/json or text/csv"
@@ -55,35 +62,183 @@ def decode_frame(body: bytes, content_type: str, signature: Signature, limits: L
         raise InvalidInput(f"the body must have exactly one of: {', '.join(_KEYS)}")
     unexpected = set(document) - {present[0], "params"}
     if unexpected:
-        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(unexpected))}")
+        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(unexpected)[:_NAMED])}")
     key, value = present[0], document[present[0]]
+    if key == "dataframe_split":
+        return _split(value, signature, limits)
+    if key == "dataframe_records":
+        if not isinstance(value, list):
+            raise InvalidInput('"dataframe_records" must be a list of objects')
+        return _records(value, signature, limits, key)
+    return _instances(value, signature, limits, key)
+
+
+# -- the shapes a table may take ---------------------------------------------------------------------
+
+
+def _csv(body: bytes, signature: Signature, limits: Limits) -> pd.DataFrame:
+    width = len(signature.names)
+    # The header is read alone: a line no longer than the quoted, escaped feature names could be.
+    longest = 4 * sum(len(n.encode()) + 3 for n in signature.names) + 64
+    end = body.find(b"\n", 0, longest + 1)
+    if end < 0 and len(body) > longest:
+        raise InputMismatch(f"the CSV header line is longer than the signature's {width} column names")
+    head, rest = (body[: end + 1], body[end + 1 :]) if end >= 0 else (body, b"")
     try:
-        if key == "dataframe_split":
-            if not isinstance(value, dict) or "data" not in value:
-                raise InvalidInput('"dataframe_split" needs "columns" and "data"')
-            columns = value.get("columns") or signature.names
-            return pd.DataFrame(value["data"], columns=columns)
-        if key == "dataframe_records":
-            if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-                raise InvalidInput('"dataframe_records" must be a list of objects')
-            return pd.DataFrame.from_records(value, columns=signature.names if value else None)
-        return _instances(value, signature)
-    except InvalidInput:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f'"{key}" does not describe a table: {str(exc).splitlines()[0][:120]}') from None
+        header = next(csv.reader([head.decode("utf-8-sig")]), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"body is not readable CSV: {str(exc)[:120]}") from None
+    _match(header, signature)
+    # A quoted cell may hold a newline, so this counts at least the rows pandas will find.
+    rows = rest.count(b"\n") + (0 if rest.endswith(b"\n") or not rest else 1)
+    _bounded(rows, width, limits)
+    # pandas fills short rows with NaN (as `modelport predict --input rows.csv` does) and refuses a
+    # longer row — except the first, which it silently turns into an index, shifting every column.
+    first = next((row for row in csv.reader(io.StringIO(_first_line(rest))) if row), None)
+    if first is not None and len(first) > width:
+        raise InputMismatch(f"CSV row 1 has {len(first)} fields for {width} columns")
+    try:
+        import pandas as pd  # after the checks: a refused body skips its 0.3 s import
+
+        return pd.read_csv(io.BytesIO(body))
+    except Exception as exc:
+        raise InvalidInput(f"body is not readable CSV: {str(exc).splitlines()[0][:120]}") from None
 
 
-def _instances(value: Any, signature: Signature) -> pd.DataFrame:
-    import pandas as pd
+def _first_line(data: bytes) -> str:
+    """The first non-blank line of ``data`` (decoded; undecodable bytes left to pandas to refuse)."""
+    for line in islice(io.BytesIO(data), 1_000):
+        if line.strip():
+            return line.decode("utf-8", "replace")
+    return ""
 
-    if isinstance(value, dict):  # column name -> values
-        return pd.DataFrame({k: np.atleast_1d(np.asarray(v, dtype=object)) for k, v in value.items()})
-    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        return pd.DataFrame.from_records(value)
-    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+
+def _split(value: Any, signature: Signature, limits: Limits) -> pd.DataFrame:
+    if not isinstance(value, dict) or "data" not in value:
+        raise InvalidInput('"dataframe_split" needs "columns" and "data"')
+    unexpected = set(value) - _SPLIT_KEYS
+    if unexpected:
+        listed = ", ".join(sorted(unexpected)[:_NAMED])
+        raise InvalidInput(f'unexpected key(s) in "dataframe_split": {listed}')
+    columns = value.get("columns")
+    if columns is None:
+        columns = signature.names
+    elif not isinstance(columns, list):
+        raise InvalidInput('"dataframe_split" "columns" must be a list of names')
+    _match(columns, signature)
+    rows = value["data"]
+    _rows(rows, columns, limits, '"dataframe_split" "data"')
+    import pandas as pd  # after the checks: a refused body skips its 0.3 s import
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _records(value: list[Any], signature: Signature, limits: Limits, key: str) -> pd.DataFrame:
+    names = signature.names
+    _bounded(len(value), len(names), limits)
+    if value and set(map(type, value)) != {dict}:
+        raise InvalidInput(f'"{key}" must be a list of objects')
+    expected = set(names)
+    for index, record in enumerate(value):  # bounded: rows × columns ≤ max_elements, one row a step
+        if len(record) != len(names) or record.keys() != expected:
+            where = "" if len(value) == 1 else f"record {index + 1}: "
+            _match(list(record), signature, where)
+    _scalars(list(chain.from_iterable(r.values() for r in value)), names, f'"{key}"')
+    import pandas as pd  # after the checks: a refused body skips its 0.3 s import
+
+    return pd.DataFrame.from_records(value, columns=names)
+
+
+def _instances(value: Any, signature: Signature, limits: Limits, key: str) -> pd.DataFrame:
+    if isinstance(value, dict):  # column name -> values (or one value)
+        _match(list(value), signature)
+        columns = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        lengths = set(map(len, columns.values()))
+        if len(lengths) > 1:
+            raise InvalidInput(f'every column of "{key}" must have the same number of values')
+        _bounded(lengths.pop() if lengths else 0, len(columns), limits)
+        for name, cells in columns.items():
+            _scalars(cells, [name], f'"{key}"')
+        import pandas as pd  # after the checks: a refused body skips its 0.3 s import
+
+        return pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in columns.items()})
+    kinds = set(map(type, value)) if isinstance(value, list) else set()
+    if value and kinds == {dict}:
+        return _records(value, signature, limits, key)
+    if value and kinds == {list}:  # rows in signature order
+        _rows(value, signature.names, limits, f'"{key}"')
+        import pandas as pd  # after the checks: a refused body skips its 0.3 s import
+
         return pd.DataFrame(value, columns=signature.names)
-    raise InvalidInput('"instances"/"inputs" must be records, a column mapping, or rows in signature order')
+    raise InvalidInput(f'"{key}" must be records, a column mapping, or rows in signature order')
+
+
+# -- the checks, all before pandas ------------------------------------------------------------------
+
+
+def _match(columns: list[Any], signature: Signature, where: str = "") -> None:
+    """Exactly the signature's columns, in any order. Linear in ``len(columns)``: a set, no counting."""
+    if not set(map(type, columns)) <= {str}:
+        raise InputMismatch(f"{where}column names must be strings")
+    names = signature.names
+    if len(columns) == len(names) and set(columns) == set(names):  # equal sizes: no repeats either
+        return
+    known, given = set(names), set(columns)
+    missing = [n for n in names if n not in given]
+    unknown = list(islice((c for c in columns if c not in known), _NAMED + 1))
+    parts = [f"{where}{len(columns):,} column(s) given for the signature's {len(names)} feature(s)"]
+    if missing:
+        parts.append(f"missing column(s) {_listed(missing)}")
+    if unknown:
+        parts.append(f"unknown column(s) {_listed(unknown)}")
+    if len(given) != len(columns):
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for column in columns:
+            if column in seen and len(repeated) <= _NAMED:
+                repeated.append(column)
+            seen.add(column)
+        parts.append(f"repeated column(s) {_listed(repeated)}")
+    raise InputMismatch("; ".join(parts))
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(n[:40]) for n in names[:_NAMED])
+    return shown + (", …" if len(names) > _NAMED else "")
+
+
+def _bounded(rows: int, width: int, limits: Limits) -> None:
+    if rows * width > limits.max_elements:
+        raise InvalidInput(
+            f"{rows:,} row(s) × {width} column(s) is over the limit of {limits.max_elements:,} values"
+        )
+
+
+def _rows(rows: Any, columns: list[str], limits: Limits, what: str) -> None:
+    """A list of rows, each a list as long as ``columns``, of scalar cells — three C-speed scans."""
+    if not isinstance(rows, list):
+        raise InvalidInput(f"{what} must be a list of rows")
+    _bounded(len(rows), len(columns), limits)
+    if rows and set(map(type, rows)) != {list}:
+        raise InvalidInput(f"{what} must be a list of rows (lists)")
+    widths = set(map(len, rows))
+    if widths - {len(columns)}:
+        index, row = next((i, r) for i, r in enumerate(rows) if len(r) != len(columns))
+        raise InputMismatch(f"{what}: row {index + 1} has {len(row)} value(s) for {len(columns)} columns")
+    _scalars(list(chain.from_iterable(rows)), columns, what)
+
+
+def _scalars(cells: list[Any], columns: list[str], what: str) -> None:
+    """Numbers, strings, booleans or null; a list or object in a cell is refused naming its column.
+    ``cells`` run row by row through ``columns``."""
+    if set(map(type, cells)) <= _CELLS:
+        return
+    index = next(i for i, v in enumerate(cells) if type(v) not in _CELLS)
+    kind = "list" if isinstance(cells[index], list) else "object"
+    raise InputMismatch(
+        f"{what}: column {columns[index % len(columns)][:40]!r} holds a {kind}: cells must be numbers, "
+        "strings, booleans or null"
+    )
 
 
 def encode_predictions(prediction: Prediction, signature: Signature) -> dict[str, Any]:

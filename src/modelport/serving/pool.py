@@ -269,6 +269,10 @@ class ModelPool:
         METRICS.load_seconds.labels(model, str(number)).observe(time.perf_counter() - started)
         return loaded
 
+    def record_failure(self, model: str, number: int, reason: str) -> None:
+        """Keep a reason why ``model@number`` does not serve (readiness, repository index)."""
+        self._record_failure(f"{model}@{number}", reason)
+
     def _record_failure(self, ref: str, reason: str) -> None:
         with self._lock:
             self.failures[ref] = Failure(ref, reason, time.time())

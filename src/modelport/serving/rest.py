@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -34,9 +34,11 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     RateLimited,
+    ScoringTimeout,
     StoreNotReady,
     Unauthenticated,
     VersionArchived,
+    VersionFailing,
 )
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
@@ -44,6 +46,7 @@ from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, alias_lab
 from modelport.monitoring.monitor import Monitor
 from modelport.monitoring.tracing import Timeline, Tracer
 from modelport.registry.names import is_model_name, parse_ref
+from modelport.registry.service import LoadedVersion
 from modelport.releases.manager import ReleaseManager
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL, Principal
@@ -52,6 +55,9 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
 from modelport.serving.mlflow import UnsupportedMediaType, decode_frame, encode_predictions
 from modelport.serving.v2 import HEADER_LENGTH, Limits, decode_request, encode_response
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RestApp", "status_for"]
 
@@ -63,12 +69,26 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _token(headers: dict[str, str]) -> str | None:
-    """The API key from ``Authorization: Bearer …`` or ``X-API-Key``."""
+    """The API key from ``Authorization: Bearer …`` or ``X-API-Key``. Both may be sent only when they
+    carry the same key: otherwise which one counts would depend on who reads them (a proxy that checks
+    one while this server used the other)."""
     authorization = headers.get("authorization")
+    api_key = headers.get("x-api-key")
     if authorization is not None:
         scheme, _, value = authorization.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else None
-    return headers.get("x-api-key")
+        token = value.strip() if scheme.lower() == "bearer" else None
+        if api_key is not None and api_key != token:
+            raise HTTPError(400, "Authorization and X-API-Key carry different credentials: send one")
+        return token
+    return api_key
+
+
+# Headers a request may carry once: with two, the dict below would keep the last, while a proxy or log
+# in front may have read the first.
+_SINGLE = frozenset({"authorization", "x-api-key"})
+# State-changing methods a browser can send cross-site (a form, or fetch with mode "no-cors").
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOOPBACK_ORIGIN = re.compile(r"https?://(?:localhost|127\.0\.0\.1|\[::1\])(?::[0-9]{1,5})?")
 
 
 # host[:port] or [v6]:port — nothing else (no userinfo, no path)
@@ -119,8 +139,10 @@ def status_for(error: Exception) -> int:
         return 404
     if isinstance(error, Conflict):
         return 409
-    if isinstance(error, StoreNotReady):
+    if isinstance(error, StoreNotReady | VersionFailing):
         return 503
+    if isinstance(error, ScoringTimeout):
+        return 504
     return 500  # model failures, integrity failures and anything unexpected
 
 
@@ -142,6 +164,7 @@ class RestApp:
         default_model: str | None = None,
         companions: tuple[Any, ...] = (),
         timeout: float = 30.0,
+        body_timeout: float = 10.0,
         drain_seconds: float = 0.0,
         gate: Gate | None = None,
         hsts: bool = False,
@@ -166,6 +189,7 @@ class RestApp:
         self.metrics_public = metrics_public
         self.tracer = tracer  # None unless MODELPORT_TRACING: then inference requests get a Timeline
         self.timeout = timeout
+        self.body_timeout = body_timeout
         self.drain_seconds = drain_seconds
         self.plane = plane
         self.limits = limits
@@ -256,6 +280,13 @@ class RestApp:
         body = await asyncio.to_thread(render)
         if self.monitor is not None:
             body += self.monitor.exposition()  # drift and live accuracy, computed by one worker
+        principal = request.principal
+        if principal.role != "admin" and "*" not in principal.models:
+            # A scoped key reads only its models' series: a model's existence is not revealed outside
+            # a key's patterns (docs/security.md). Keys with `*` and public scrapers skip the filtering.
+            from modelport.monitoring.metrics import scoped
+
+            body = await asyncio.to_thread(scoped, body, principal.sees)
         return Response(body, content_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
@@ -279,28 +310,28 @@ class RestApp:
         # requests go to the primary); shadows mirror V2 traffic only (docs/releases.md).
         number, release, arm = self.plane.choose(parsed.name, selector, None, request.headers)
         started = time.perf_counter()
+        content_type = request.headers.get("content-type", "application/json")
+
+        def decode(version: LoadedVersion) -> pd.DataFrame:
+            return decode_frame(request.body, content_type, version.signature, self.limits)
+
         try:
             loaded = await self.plane.loaded_number(parsed.name, number)
-            frame = decode_frame(
-                request.body,
-                request.headers.get("content-type", "application/json"),
-                loaded.signature,
-                self.limits,
-            )
-        except Exception:
+            frame = decode(loaded)
+        except Exception as exc:
             if release is not None:
-                self.plane.release_counts.request(release.release_id, arm, 0.0, error=True)
+                self.plane.count_failure(release, parsed.name, arm, exc, 0.0, decode)
             raise
         request.version = loaded.version.number
         timeline = request.timeline  # MLflow scoring: parse (checked against the signature), infer, serialise
         if timeline is not None:
             timeline.parsed = timeline.ran = time.perf_counter_ns()
         try:
-            prediction = loaded.predict(frame)
-        except Exception:
+            prediction = await self.plane.score(loaded, loaded.signature.batch(frame), len(frame))
+        except Exception as exc:
             if release is not None:
                 seconds = time.perf_counter() - started
-                self.plane.release_counts.request(release.release_id, arm, seconds, error=True)
+                self.plane.count_failure(release, parsed.name, arm, exc, seconds)
             raise
         if release is not None:
             seconds = time.perf_counter() - started
@@ -357,8 +388,13 @@ class RestApp:
         body = b""
         request_id = ""
         try:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            raw_headers = scope["headers"]
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
             request_id = make_request_id(headers.get("x-request-id"))
+            if len(headers) < len(raw_headers):  # some name came twice: only ever this slow path
+                self._check_repeated(raw_headers)
+            if self.gate.insecure and method in _UNSAFE:
+                self._check_cross_site(headers)
             if matched is None or matched[3] is not None:  # probes answer whatever Host a balancer sends
                 self._check_host(headers.get("host", ""))
             if matched is None:
@@ -390,11 +426,16 @@ class RestApp:
                 request.timeline = Timeline(
                     int(started * 1e9), headers.get("traceparent"), headers.get("tracestate")
                 )
-            try:
-                async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
-                    response = await handler(self, request)
-            except TimeoutError:
-                raise HTTPError(504, f"the request was not answered within {self.timeout:g} s") from None
+            if method != "GET" and path.startswith("/api/"):
+                # A change is not cut off by the request timeout: its thread would commit after a 504.
+                # It is bounded by the database's lock timeout instead, so the answer says what happened.
+                response = await handler(self, request)
+            else:
+                try:
+                    async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
+                        response = await handler(self, request)
+                except TimeoutError:
+                    raise HTTPError(504, f"the request was not answered within {self.timeout:g} s") from None
         except Exception as exc:
             response = self._error(exc, mlflow_errors)
         finally:
@@ -440,6 +481,8 @@ class RestApp:
                     *response.headers,
                     *self.extra_headers,
                     (b"x-request-id", request_id.encode()),
+                    # a body left half-sent: the connection cannot carry another request
+                    *(((b"connection", b"close"),) if response.status == 408 else ()),
                 ],
             }
         )
@@ -559,17 +602,51 @@ class RestApp:
             raise HTTPError(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPError(400, "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"body is over the limit of {limit:,} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        loop = asyncio.get_running_loop()
+        # A body that stops must not hold the worker's memory and a connection for ever: each piece
+        # must come within body_timeout, the whole body within the request timeout. One timeout for
+        # the whole read, moved on at each piece (not one per receive: this is every request's path).
+        finish = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout(min(loop.time() + self.body_timeout, finish)) as deadline:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise HTTPError(400, "client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPError(413, f"body is over the limit of {limit:,} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+                    deadline.reschedule(min(loop.time() + self.body_timeout, finish))
+        except TimeoutError:
+            raise HTTPError(
+                408,
+                f"the request body did not arrive in time ({self.body_timeout:g} s between pieces, "
+                f"{self.timeout:g} s in all)",
+            ) from None
+
+    @staticmethod
+    def _check_repeated(raw_headers: list[tuple[bytes, bytes]]) -> None:
+        seen: set[bytes] = set()
+        for name, _ in raw_headers:
+            lowered = name.lower()
+            if lowered in seen and lowered.decode("latin-1") in _SINGLE:
+                raise HTTPError(400, f"the {lowered.decode('latin-1')} header may be sent only once")
+            seen.add(lowered)
+
+    @staticmethod
+    def _check_cross_site(headers: dict[str, str]) -> None:
+        """Without keys (``--insecure-dev``) any web page the developer opens could POST here: refuse
+        what a browser sends on another site's behalf. Clients that are not browsers send no Origin."""
+        origin = headers.get("origin")
+        site = headers.get("sec-fetch-site", "").lower()
+        if site in ("cross-site", "same-site") or (
+            origin is not None and not _LOOPBACK_ORIGIN.fullmatch(origin.lower())
+        ):
+            raise HTTPError(403, "cross-site request refused: this server runs without keys (--insecure-dev)")
 
     @staticmethod
     def _error(exc: Exception, mlflow_errors: bool) -> Response:
@@ -628,6 +705,7 @@ class RestApp:
                 await self._flush_usage()
                 await self._write_predictions(now=True)
                 await self.plane.close_shadows()  # its last answers are counted before the flush
+                await self.plane.close_scoring()
                 with contextlib.suppress(
                     Exception
                 ):  # the counts of the last seconds, if the database is there

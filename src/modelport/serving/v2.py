@@ -3,12 +3,14 @@
 Bodies are parsed from raw bytes whatever the Content-Type. With an ``Inference-Header-Content-Length``
 header the first that many bytes are the JSON header and the rest holds the tensors whose parameters
 give ``binary_data_size`` (``BYTES`` elements as 4-byte little-endian length + bytes). JSON ``NaN`` and
-``Infinity`` tokens are accepted. Every declared shape is checked against the element limit *before*
-anything is allocated; data must match the shape exactly.
+``Infinity`` tokens are accepted. Every declared shape (rank, each dimension, element count, ``BYTES``
+element count) is checked against the limits *before* anything is allocated or looped over; data must
+match the shape exactly, and every value must fit its datatype.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import struct
@@ -20,11 +22,13 @@ import orjson
 
 from modelport.errors import InvalidInput
 from modelport.serving.dataplane import InferenceResult
-from modelport.serving.tensors import DATATYPES, Tensor
+from modelport.serving.tensors import DATATYPES, Tensor, numbers_as
 
 __all__ = [
+    "MAX_RANK",
     "Limits",
     "V2Request",
+    "check_bytes_elements",
     "check_shape",
     "decode_request",
     "encode_response",
@@ -34,6 +38,10 @@ __all__ = [
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_RANK = 8  # a table needs 2; numpy stops at 64 dimensions, with an error that would be a 500
+_LENGTH = struct.Struct("<I")
+_FLOATS = ("FP16", "FP32", "FP64")
+_GC_PAUSE_CONTAINERS = 10_000  # below this the collector costs nothing measurable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,11 @@ class Limits:
     max_body_bytes: int = 64 << 20
     max_elements: int = 16_000_000
     max_json_depth: int = 64
+    # Each BYTES element is a Python object built in a Python loop (about 0.15 µs binary, 0.25 µs JSON,
+    # then as much again to decode it as text), where numbers are one numpy call: 1,000,000 elements
+    # keep a request's decoding near 0.2-0.4 s of the worker's time, against 3-6 s for the 4 million
+    # empty elements 16 MB can hold.
+    max_bytes_elements: int = 1_000_000
 
 
 @dataclass(slots=True)
@@ -53,16 +66,23 @@ class V2Request:
     parameters: dict[str, Any]
 
 
+_STEP = np.zeros(256, dtype=np.int8)  # how each byte moves the bracket depth
+_STEP[[0x5B, 0x7B]] = 1
+_STEP[[0x5D, 0x7D]] = -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _depth_ok(data: bytes, limit: int) -> bool:
-    """Cheap bracket-depth scan (strings included, which only over-counts) before any parser recursion."""
+    """Bracket-depth scan (brackets inside strings count too) before any parser recursion. Vectorised
+    over the brackets alone, a megabyte at a time: 0.03 s for 8 MB of small rows, where the byte-by-byte
+    Python loop it replaces took 0.45 s (about 3.5 s for the 64 MB a body may have)."""
+    brackets = np.frombuffer(data.translate(None, _NOT_BRACKETS), dtype=np.uint8)
     depth = 0
-    for byte in data:
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+    for start in range(0, len(brackets), 1 << 20):
+        levels = np.cumsum(_STEP[brackets[start : start + (1 << 20)]], dtype=np.int32) + depth
+        if levels.max() > limit:
+            return False
+        depth = int(levels[-1])
     return True
 
 
@@ -71,57 +91,102 @@ def parse_json(data: bytes, limits: Limits) -> Any:
     brackets = data.count(b"[") + data.count(b"{")
     if brackets > limits.max_json_depth and not _depth_ok(data, limits.max_json_depth):
         raise InvalidInput(f"JSON nests deeper than {limits.max_json_depth} levels")
+    # Building millions of lists and dicts sets off the cyclic collector again and again over all of
+    # them: 32 MB of small rows parsed in 3.9-5.8 s with it, 1.1 s without. The parsed document holds
+    # no cycles, and the collector runs again as soon as it is enabled.
+    paused = gc.isenabled() and brackets > _GC_PAUSE_CONTAINERS
+    if paused:
+        gc.disable()
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # the standard parser accepts NaN / Infinity / -Infinity tokens
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {str(exc)[:120]}") from None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        try:  # the standard parser accepts NaN / Infinity / -Infinity tokens
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInput(f"body is not valid JSON: {str(exc)[:120]}") from None
+    finally:
+        if paused:
+            gc.enable()
 
 
 def check_shape(raw: Any, name: str, limits: Limits) -> list[int]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw):
+    if not isinstance(raw, list):
+        raise InvalidInput(f"input {name!r}: shape must be a list of integers")
+    if len(raw) > MAX_RANK:
+        raise InvalidInput(f"input {name!r}: shape has {len(raw):,} dimensions, over the limit of {MAX_RANK}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in raw):
         raise InvalidInput(f"input {name!r}: shape must be a list of integers")
     if any(d < 0 for d in raw):
         raise InvalidInput(f"input {name!r}: shape {raw} has a negative dimension")
-    if math.prod(raw) > limits.max_elements:
+    # Zero dimensions count as one: [0, 2**62, 2**62] holds nothing, but numpy cannot build it (a 500)
+    # and nested JSON data for it could be as long as its other dimensions.
+    declared = math.prod(max(d, 1) for d in raw)
+    if declared > limits.max_elements:
         raise InvalidInput(
-            f"input {name!r}: shape {raw} declares {math.prod(raw):,} elements, "
+            f"input {name!r}: shape {raw} declares {declared:,} elements, "
             f"over the limit of {limits.max_elements:,}"
         )
     return raw
 
 
-def _flatten(data: Any, name: str, depth: int = 0) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+def check_bytes_elements(total: int, limits: Limits) -> None:
+    """``total``: the BYTES elements a request has declared so far (each becomes a Python object)."""
+    if total > limits.max_bytes_elements:
+        raise InvalidInput(f"the request holds more than {limits.max_bytes_elements:,} BYTES elements")
+
+
+def _flatten(data: list[Any], name: str, budget: int) -> list[Any]:
+    """The leaves of nested lists, refused as soon as more than ``budget`` lists and leaves have been
+    seen, so data far longer than its declared shape costs no more than the shape allows. Recursion
+    is bounded by the JSON depth limit."""
     out: list[Any] = []
-    for item in data:
-        out.extend(_flatten(item, name, depth + 1) if isinstance(item, list) else [item])
+    seen = 0
+
+    def walk(items: list[Any]) -> None:
+        nonlocal seen
+        seen += len(items)
+        if seen > budget:
+            raise InvalidInput(f"input {name!r}: more values given than its shape holds")
+        if list not in set(map(type, items)):  # the usual innermost list: scanned at C speed
+            out.extend(items)
+            return
+        for item in items:
+            if isinstance(item, list):
+                walk(item)
+            else:
+                out.append(item)
+
+    walk(data)
     return out
 
 
-def _from_json(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
+def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    count = math.prod(shape)
     if not isinstance(data, list):
         data = [data]
-    dtype = DATATYPES[datatype]
+    # A well-formed nested layout visits one list per index prefix and then the leaves: at most
+    # (rank + 1) times the declared elements (zero dimensions counted as one, as check_shape does).
+    budget = (len(shape) + 1) * math.prod(max(d, 1) for d in shape)
     if datatype == "BYTES":
-        flat = _flatten(data, name)
-        if not all(isinstance(v, str | bytes) for v in flat):
+        flat = _flatten(data, name, budget)
+        if not set(map(type, flat)) <= {str}:
             raise InvalidInput(f"input {name!r}: BYTES data must be strings")
-        array = np.array([v.encode() if isinstance(v, str) else v for v in flat], dtype=object)
+        array = np.array(list(map(str.encode, flat)), dtype=object)
     else:
+        if len(data) > max(count, shape[0] if shape else 1):
+            raise InvalidInput(f"input {name!r}: more values given than its shape holds")
         try:
-            array = np.asarray(data, dtype=dtype).reshape(-1)
-        except (TypeError, ValueError):
-            flat = _flatten(data, name)
-            if any(isinstance(v, bool | int | float) is False and v is not None for v in flat):
-                raise InvalidInput(f"input {name!r}: data must be {datatype} numbers") from None
-            if dtype not in (np.float16, np.float32, np.float64):
-                raise InvalidInput(f"input {name!r}: data must be {datatype} numbers") from None
-            array = np.array([np.nan if v is None else v for v in flat], dtype=dtype)
+            values = np.asarray(data)
+            if values.dtype.kind == "f" and datatype not in _FLOATS:
+                # numpy makes floats of int64 and uint64 values together: read them again, exactly
+                values = np.array(data, dtype=object)
+        except ValueError:  # ragged nesting: flattened, as before, and then checked value by value
+            values = np.array(_flatten(data, name, budget), dtype=object)
+        if values.size != count:
+            raise InvalidInput(f"input {name!r}: {values.size} value(s) given for a shape holding {count}")
+        array = numbers_as(values, datatype, name)
     if array.size != count:
         raise InvalidInput(f"input {name!r}: {array.size} value(s) given for a shape holding {count}")
     return array
@@ -129,28 +194,44 @@ def _from_json(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
 
 def tensor_from_bytes(chunk: bytes, datatype: str, count: int, name: str) -> np.ndarray:
     if datatype == "BYTES":
-        items, offset = [], 0
-        while offset < len(chunk):
-            if offset + 4 > len(chunk):
-                raise InvalidInput(f"input {name!r}: truncated BYTES length prefix")
-            (length,) = struct.unpack_from("<I", chunk, offset)
-            offset += 4
-            if offset + length > len(chunk):
-                raise InvalidInput(f"input {name!r}: BYTES element runs past its data")
-            items.append(chunk[offset : offset + length])
-            offset += length
-        array = np.array(items, dtype=object)
-    else:
-        dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
-        if len(chunk) != count * dtype.itemsize:
-            raise InvalidInput(
-                f"input {name!r}: {len(chunk)} bytes given for {count} {datatype} element(s) "
-                f"({count * dtype.itemsize} bytes)"
-            )
-        array = np.frombuffer(chunk, dtype=dtype)
-    if array.size != count:
-        raise InvalidInput(f"input {name!r}: {array.size} value(s) given for a shape holding {count}")
-    return array
+        return _bytes_elements(chunk, count, name)
+    dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+    if len(chunk) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input {name!r}: {len(chunk)} bytes given for {count} {datatype} element(s) "
+            f"({count * dtype.itemsize} bytes)"
+        )
+    if datatype == "BOOL" and chunk.count(0) + chunk.count(1) != len(chunk):
+        # numpy would keep the byte: a "True" that is 2 when a model reads it as a number
+        raise InvalidInput(f"input {name!r}: BOOL bytes must be 0 or 1")
+    return np.frombuffer(chunk, dtype=dtype)
+
+
+def _bytes_elements(chunk: bytes, count: int, name: str) -> np.ndarray:
+    """``count`` BYTES elements (4-byte little-endian length, then the bytes) filling ``chunk`` exactly.
+
+    The loop runs ``count`` times at most, and ``count`` is bounded by the BYTES element limit, so the
+    data cannot make it run longer than the declaration allows (16 MB of empty elements are 4 million).
+    """
+    if len(chunk) < 4 * count:
+        raise InvalidInput(f"input {name!r}: {len(chunk)} bytes cannot hold {count} BYTES element(s)")
+    unpack = _LENGTH.unpack_from
+    items: list[bytes] = [b""] * count
+    offset = 0
+    try:
+        for index in range(count):  # no per-element bounds check: the end offset says it all
+            start = offset + 4
+            offset = start + unpack(chunk, offset)[0]
+            items[index] = chunk[start:offset]
+    except struct.error:  # a length prefix past the end: the data ended inside an element or prefix
+        offset = len(chunk) + 1
+    if offset > len(chunk):
+        raise InvalidInput(f"input {name!r}: BYTES element runs past its data")
+    if offset < len(chunk):
+        raise InvalidInput(
+            f"input {name!r}: {len(chunk) - offset} byte(s) left after its {count} BYTES element(s)"
+        )
+    return np.array(items, dtype=object)
 
 
 def decode_request(body: bytes, header_length: str | None, limits: Limits) -> V2Request:
@@ -172,7 +253,7 @@ def decode_request(body: bytes, header_length: str | None, limits: Limits) -> V2
         raise InvalidInput('the request needs a non-empty "inputs" list')
     inputs: list[Tensor] = []
     offset = 0
-    total = 0
+    total = texts = 0
     for raw in raw_inputs:
         if not isinstance(raw, dict):
             raise InvalidInput("each input must be an object with name, shape, datatype and data")
@@ -187,6 +268,9 @@ def decode_request(body: bytes, header_length: str | None, limits: Limits) -> V2
         total += count
         if total > limits.max_elements:
             raise InvalidInput(f"the request holds more than {limits.max_elements:,} elements")
+        if datatype == "BYTES":
+            texts += count
+            check_bytes_elements(texts, limits)
         parameters = raw.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")
@@ -197,7 +281,7 @@ def decode_request(body: bytes, header_length: str | None, limits: Limits) -> V2
             array = tensor_from_bytes(bytes(binary[offset : offset + size]), datatype, count, name)
             offset += size
         elif "data" in raw:
-            array = _from_json(raw["data"], datatype, count, name)
+            array = _from_json(raw["data"], datatype, shape, name)
         else:
             raise InvalidInput(f"input {name!r} has no data")
         inputs.append(Tensor(name, datatype, shape, array.reshape(shape) if datatype != "BYTES" else array))

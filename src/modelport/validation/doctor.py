@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelport.environment import snapshot
-from modelport.errors import ModelportError
+from modelport.errors import ModelportError, brief
 from modelport.registry.records import VersionRecord
 from modelport.registry.service import GOLDEN_TOLERANCE, Registry
 from modelport.runtimes.base import Prediction
@@ -82,6 +82,9 @@ def _check(registry: Registry, version: VersionRecord, role: str, current: dict[
         loaded = registry.load(version, role=role)
     except ModelportError as exc:
         return Diagnosis(**common, max_deviation=None, label_mismatches=0, verdict="fails", reason=str(exc))
+    except OSError as exc:  # a damaged store must name the version, not stop the whole check
+        reason = f"cannot read the {role} artifact: {brief(exc)}"
+        return Diagnosis(**common, max_deviation=None, label_mismatches=0, verdict="fails", reason=reason)
     try:
         golden = version.golden
         got = loaded.predict_batch(loaded.signature.rows_batch(golden["columns"], golden["rows"]))

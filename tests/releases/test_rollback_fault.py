@@ -1,0 +1,129 @@
+"""Automatic rollback counts only the canary's own faults: a client cannot force a rollback by sending
+requests that every arm refuses, while a canary that refuses what the primary accepts is rolled back.
+One worker, keys on (the defaults), a consumer key as the attacker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from modelport.app import open_registry
+from modelport.settings import Settings
+from tests.conftest import FEATURES
+from tests.conftest import run_cli as cli
+from tests.serving.conftest import Server, start_server, stop_server
+
+FAST = {"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"}
+RULE = "error_rate=0.2,window=60,min_requests=20"
+
+
+@pytest.fixture
+def narrow_home(home: Path, data: pd.DataFrame, sklearn_model: object) -> Path:
+    """``credit`` v4: the same model registered from a narrow sample (f0 in its middle fifth), under
+    the ``reject`` policy — it refuses values the primary (v1) was trained on."""
+    middle = data[(data.f0 > data.f0.quantile(0.4)) & (data.f0 < data.f0.quantile(0.6))]
+    registry = open_registry(Settings(home=home, equivalence_rows=100))
+    try:
+        assert registry.register(sklearn_model, name="credit", sample=middle, target="label").number == 4
+    finally:
+        registry.close()
+    assert cli(home, "policy", "credit", "--on-violation", "reject").returncode == 0
+    return home
+
+
+@pytest.fixture
+def keyed(narrow_home: Path) -> Iterator[tuple[Server, str]]:
+    created = cli(narrow_home, "keys", "create", "--name", "app", "--role", "consumer", "--json")
+    assert created.returncode == 0, created.stderr
+    import json
+
+    key = json.loads(created.stdout)["token"]
+    running = start_server(narrow_home, env=FAST, insecure_dev=False)
+    try:
+        yield running, key
+    finally:
+        stop_server(running)
+
+
+def _start_release(home: Path) -> None:
+    """Half the traffic of credit@production to the narrow v4, rolled back above a 20 % error rate."""
+    started = cli(
+        home, "release", "credit", "production", "--canary", "4", "--weight", "50", "--auto-rollback", RULE
+    )
+    assert started.returncode == 0, started.stderr
+
+
+def _release(home: Path) -> dict[str, object] | None:
+    shown = cli(home, "release", "status", "credit@production", "--json")
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    release = json.loads(shown.stdout)["release"]
+    return release if isinstance(release, dict) else None
+
+
+def test_refusals_every_arm_gives_do_not_roll_back(
+    narrow_home: Path, keyed: tuple[Server, str], data: pd.DataFrame
+) -> None:
+    server, key = keyed
+    middle = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP64",
+                "shape": [1, 6],
+                "data": [float(data[f].median()) for f in FEATURES],
+            }
+        ]
+    }
+    _start_release(narrow_home)
+    bad_shape = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 5], "data": [0.1] * 5}]}
+    far = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [1e9] * 6}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+        deadline = time.monotonic() + 10
+        while True:  # the release reaches the worker
+            answer = http.post("/v2/models/credit/infer", json=middle)
+            if answer.status_code == 200 and answer.json()["model_version"] == "4":
+                break
+            assert time.monotonic() < deadline, "the canary never answered"
+        for _ in range(60):  # refused by both arms: the shape is wrong, the values far out of every range
+            assert http.post("/v2/models/credit/infer", json=bad_shape).status_code == 400
+            assert http.post("/v2/models/credit/infer", json=far).status_code == 400
+    # counts are flushed every 0.3 s and judged right after: give it several rounds
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        release = _release(narrow_home)
+        assert release is not None, "a client forced an automatic rollback"
+        time.sleep(0.3)
+    assert release is not None
+    arms = release["arms"]
+    assert isinstance(arms, dict) and arms["canary"]["requests"] > 20 and arms["canary"]["errors"] == 0
+
+
+def test_a_canary_refusing_what_the_primary_accepts_is_rolled_back(
+    narrow_home: Path, keyed: tuple[Server, str], data: pd.DataFrame
+) -> None:
+    server, key = keyed
+    _start_release(narrow_home)
+    row = [float(data[f].median()) for f in FEATURES]
+    row[0] = float(data.f0.max())  # inside v1's range, outside v4's
+    body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+        while _release(narrow_home) is not None:
+            assert time.monotonic() < deadline, "the canary's own refusals were not counted"
+            for _ in range(20):
+                assert http.post("/v2/models/credit/infer", json=body).status_code in (200, 400)
+    registry = open_registry(Settings(home=narrow_home))
+    try:
+        last = registry.store.releases.history("credit", "production")[-1]
+    finally:
+        registry.close()
+    assert (last.action, last.version) == ("auto-rollback", 1)
