@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pandas as pd
 import pytest
 import skops.io
 
+from modelport.app import open_registry
 from modelport.cli.main import main
+from modelport.settings import Settings
 from tests.conftest import FEATURES
 
 
@@ -22,6 +25,26 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODELPORT_HOME", str(home))
     monkeypatch.setenv("MODELPORT_EQUIVALENCE_ROWS", "300")
     return home
+
+
+@pytest.fixture(scope="module")
+def registered_home(
+    tmp_path_factory: pytest.TempPathFactory, sklearn_model: object, data: pd.DataFrame
+) -> Path:
+    """A home holding ``credit@1`` registered from a skops file (the test of that path is
+    ``test_full_workflow``): copied by tests that need a version, instead of registering — and
+    preflighting — the same file once per case."""
+    root = tmp_path_factory.mktemp("registered")
+    skops.io.dump(sklearn_model, root / "model.skops")
+    data.to_csv(root / "sample.csv", index=False)
+    registry = open_registry(Settings(home=root / "home", equivalence_rows=300), create=True)
+    try:
+        registry.register(
+            path=root / "model.skops", name="credit", sample=root / "sample.csv", target="label"
+        )
+    finally:
+        registry.close()
+    return root / "home"
 
 
 @pytest.fixture
@@ -241,6 +264,7 @@ def test_full_workflow(home: Path, files: dict[str, Path], capsys: pytest.Captur
 )
 def test_bad_input_gets_a_clear_message_and_exit_code(
     home: Path,
+    registered_home: Path,
     files: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -256,19 +280,7 @@ def test_bad_input_gets_a_clear_message_and_exit_code(
     (tmp_path / "dup.json").write_text(json.dumps({"columns": columns, "data": [[0.0] * len(columns)]}))
     (tmp_path / "bad.json").write_text("{not json")
     data[FEATURES[:-1]].to_csv(tmp_path / "missing.csv", index=False)
-    assert (
-        run(
-            capsys,
-            "register",
-            "credit",
-            str(files["skops"]),
-            "--sample",
-            str(files["sample"]),
-            "--target",
-            "label",
-        )[0]
-        == 0
-    )
+    shutil.copytree(registered_home, home)  # credit@1, registered from the skops file once per module
     names = {
         "tmp": str(tmp_path),
         "model_bin": str(tmp_path / "model.bin"),

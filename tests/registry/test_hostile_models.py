@@ -93,7 +93,8 @@ def _in_child(blob: bytes, code: str, timeout: float) -> subprocess.CompletedPro
 def test_the_crafted_trees_really_hang_and_crash(cyclic_tree: bytes, out_of_range_forest: bytes) -> None:
     """Without the checks: one request with a = 3e38 never returns; one row segfaults."""
     with pytest.raises(subprocess.TimeoutExpired):
-        _in_child(cyclic_tree, "model.predict(np.array([[3e38, 0, 0, 0]]))", timeout=10)
+        # imports take ~1 s and one row of a sound tree microseconds: 4 s is a hang
+        _in_child(cyclic_tree, "model.predict(np.array([[3e38, 0, 0, 0]]))", timeout=4)
     crashed = _in_child(out_of_range_forest, "model.predict(np.full((1, 4), 3e38))", timeout=60)
     assert crashed.returncode == -signal.SIGSEGV
 

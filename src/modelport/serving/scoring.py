@@ -108,6 +108,8 @@ class Hangs:
     _failing: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)
 
     def check(self, model: str, number: int) -> None:
+        if not self._failing:  # the hot path: nothing is failing
+            return
         entry = self._failing.get((model, number))
         if entry is None:
             return
@@ -187,23 +189,21 @@ class VersionScoring:
         self._watchdog = watchdog
         self.isolated = not cancellable(loaded) and process is not None
         self._ns_per_row = 0.0  # learned from inline calls (EWMA), to send large batches off the loop
+        self._half_budget_ns = limits.inline_seconds * 1e9 / 2
         self.offloaded = False  # an inline call overran: large calls go to the thread from now on
 
     def check(self) -> None:
         self.hangs.check(self.model, self.number)
 
     def inline(self, rows: int) -> bool:
-        """Whether a call of ``rows`` rows may run on the event loop."""
+        """Whether a call of ``rows`` rows may run on the event loop: one row always (the watchdog
+        bounds it), more while their expected time is within half the inline budget."""
         if self.isolated:
             return False
-        budget_ns = self.limits.inline_seconds * 1e9 / 2
-        return not (self.offloaded and rows > 1) and rows * self._ns_per_row < budget_ns
+        return rows == 1 or (not self.offloaded and rows * self._ns_per_row < self._half_budget_ns)
 
     def run_inline(self, batch: Batch, rows: int) -> Prediction:
-        from onnxruntime import RunOptions
-
-        options = RunOptions()
-        options.log_severity_level = 4  # a terminated call is expected here, not an error to log
+        options = _run_options()
         started = time.perf_counter_ns()
         self._watchdog.arm(options, self.limits.inline_seconds)
         try:
@@ -232,10 +232,7 @@ class VersionScoring:
         return await self._run_thread(batch)
 
     async def _run_thread(self, batch: Batch) -> Prediction:
-        from onnxruntime import RunOptions
-
-        options = RunOptions()
-        options.log_severity_level = 4
+        options = _run_options()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._threads.get(), self.loaded.predict_batch, batch, options)
         stop = loop.call_later(self.limits.timeout, setattr, options, "terminate", True)
@@ -258,6 +255,22 @@ class VersionScoring:
 
     def _late(self) -> str:
         return f"{self.model}@{self.number} did not answer within {self.limits.timeout:g} s"
+
+
+_RUN_OPTIONS: Any = None
+
+
+def _run_options() -> Any:
+    """Fresh onnxruntime run options for one call (a stopped call's ``terminate`` stays set, so they
+    are never reused). The class is looked up once: onnxruntime is imported only where ONNX serves."""
+    global _RUN_OPTIONS
+    if _RUN_OPTIONS is None:
+        from onnxruntime import RunOptions
+
+        _RUN_OPTIONS = RunOptions
+    options = _RUN_OPTIONS()
+    options.log_severity_level = 4  # a stopped call is expected here, not an error to log
+    return options
 
 
 def overran(exc: BaseException) -> bool:

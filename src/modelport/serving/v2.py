@@ -116,13 +116,17 @@ def check_shape(raw: Any, name: str, limits: Limits) -> list[int]:
         raise InvalidInput(f"input {name!r}: shape must be a list of integers")
     if len(raw) > MAX_RANK:
         raise InvalidInput(f"input {name!r}: shape has {len(raw):,} dimensions, over the limit of {MAX_RANK}")
-    if not all(isinstance(d, int) and not isinstance(d, bool) for d in raw):
-        raise InvalidInput(f"input {name!r}: shape must be a list of integers")
-    if any(d < 0 for d in raw):
-        raise InvalidInput(f"input {name!r}: shape {raw} has a negative dimension")
-    # Zero dimensions count as one: [0, 2**62, 2**62] holds nothing, but numpy cannot build it (a 500)
-    # and nested JSON data for it could be as long as its other dimensions.
-    declared = math.prod(max(d, 1) for d in raw)
+    # One plain loop (every request's path): integers only (``type is int`` also refuses bools), none
+    # negative, and zero dimensions counted as one — [0, 2**62, 2**62] holds nothing, but numpy cannot
+    # build it (a 500) and nested JSON data for it could be as long as its other dimensions.
+    declared = 1
+    for dimension in raw:
+        if type(dimension) is not int:
+            raise InvalidInput(f"input {name!r}: shape must be a list of integers")
+        if dimension < 0:
+            raise InvalidInput(f"input {name!r}: shape {raw} has a negative dimension")
+        if dimension > 1:
+            declared *= dimension
     if declared > limits.max_elements:
         raise InvalidInput(
             f"input {name!r}: shape {raw} declares {declared:,} elements, "
@@ -162,15 +166,19 @@ def _flatten(data: list[Any], name: str, budget: int) -> list[Any]:
     return out
 
 
+def _budget(shape: list[int]) -> int:
+    """Lists and values a well-formed nested layout of ``shape`` visits: one list per index prefix and
+    then the leaves — at most (rank + 1) times the declared elements (zero dimensions counted as one,
+    as check_shape does)."""
+    return (len(shape) + 1) * math.prod(max(d, 1) for d in shape)
+
+
 def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
     count = math.prod(shape)
     if not isinstance(data, list):
         data = [data]
-    # A well-formed nested layout visits one list per index prefix and then the leaves: at most
-    # (rank + 1) times the declared elements (zero dimensions counted as one, as check_shape does).
-    budget = (len(shape) + 1) * math.prod(max(d, 1) for d in shape)
     if datatype == "BYTES":
-        flat = _flatten(data, name, budget)
+        flat = _flatten(data, name, _budget(shape))
         if not set(map(type, flat)) <= {str}:
             raise InvalidInput(f"input {name!r}: BYTES data must be strings")
         array = np.array(list(map(str.encode, flat)), dtype=object)
@@ -183,7 +191,7 @@ def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndar
                 # numpy makes floats of int64 and uint64 values together: read them again, exactly
                 values = np.array(data, dtype=object)
         except ValueError:  # ragged nesting: flattened, as before, and then checked value by value
-            values = np.array(_flatten(data, name, budget), dtype=object)
+            values = np.array(_flatten(data, name, _budget(shape)), dtype=object)
         if values.size != count:
             raise InvalidInput(f"input {name!r}: {values.size} value(s) given for a shape holding {count}")
         array = numbers_as(values, datatype, name)
