@@ -364,3 +364,35 @@ def test_onnx_sessions_cannot_resolve_external_data(tmp_path: Path, monkeypatch:
         with pytest.raises(Exception, match="External data path") as refused:
             OnnxRuntime(blob, signature)
         assert SECRET.decode() not in str(refused.value)
+
+
+def test_pickles_are_never_read_by_the_preflight(tmp_path: Path) -> None:
+    """The only code-executing loader (``joblib.load`` in intake, behind ``trust_pickle``) is not
+    reachable through the preflight, whatever format a caller names."""
+    from modelport.registry import preflight
+
+    with pytest.raises(UnsafeFormat, match="never read by the preflight"):
+        preflight.check_in_child(b"\x80\x04N.", "pickle", "model.pkl")
+    with pytest.raises(UnsafeFormat, match="never read by the preflight"):
+        preflight.inspect(b"\x80\x04N.", "pickle", "model.pkl")
+
+
+def test_a_serving_process_never_loads_the_pickle_path(tmp_path: Path) -> None:
+    """Build the server's application from a fresh home (keys on, the defaults) in a clean
+    interpreter: neither the intake (the only caller of ``joblib.load``) nor joblib is imported."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from modelport.app import create_app, open_registry\n"
+        "from modelport.settings import Settings\n"
+        f"settings = Settings(home=Path({str(tmp_path / 'home')!r}))\n"
+        "open_registry(settings, create=True).close()\n"
+        "create_app(settings)\n"
+        "loaded = [m for m in ('joblib', 'modelport.registry.intake', 'modelport.registry.preflight') if m in sys.modules]\n"
+        "print(','.join(loaded) or 'none')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"

@@ -110,7 +110,7 @@ def server(runaway_home: Path) -> Iterator[tuple[Server, int]]:
     grpc_port = free_port()
     env = {
         "MODELPORT_REQUEST_TIMEOUT_SECONDS": str(TIMEOUT),
-        "MODELPORT_SCORING_HANG_LIMIT": "3",
+        "MODELPORT_SCORING_HANG_LIMIT": "5",
         "MODELPORT_SCORING_REST_SECONDS": "600",
     }
     running = start_server(runaway_home, "--grpc-port", str(grpc_port), env=env)
@@ -175,9 +175,16 @@ def test_a_runaway_onnx_call_is_stopped_at_the_timeout(server: tuple[Server, int
         ]
 
 
-def test_mlflow_and_grpc_take_the_same_guarded_path(server: tuple[Server, int]) -> None:
+def test_mlflow_binary_and_grpc_take_the_same_guarded_path(server: tuple[Server, int]) -> None:
     running, grpc_port = server
     with httpx.Client(base_url=running.url, timeout=30) as http:
+        header = b'{"inputs":[{"name":"input","datatype":"FP64","shape":[1,2],"parameters":{"binary_data_size":16}}]}'
+        binary = http.post(
+            "/v2/models/runaway/infer",
+            content=header + np.array([3e18, 1.0], dtype="<f8").tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        assert binary.status_code == 504 and "within 2 s" in binary.json()["error"], binary.text
         response = http.post(
             "/endpoints/runaway@1/invocations",
             json={"dataframe_split": {"columns": ["f0", "f1"], "data": [[3e18, 1.0]]}},
@@ -232,7 +239,8 @@ def test_a_native_model_runs_in_a_scoring_process_that_is_replaced(server: tuple
 
 
 def test_repeated_hangs_mark_the_version_failing(server: tuple[Server, int]) -> None:
-    """Runs after the tests above (two misses so far): the third marks ``runaway@1`` failing."""
+    """Runs after the tests above (four misses so far: REST JSON, REST binary, MLflow, gRPC): the fifth
+    (the fixture's limit) marks ``runaway@1`` failing, and it answers 503 at once."""
     running, _ = server
     with httpx.Client(base_url=running.url, timeout=30) as http:
         for _ in range(3):

@@ -70,6 +70,7 @@ LIMITS = Limits()
 def check_in_child(data: bytes, fmt: str, name: str, limits: Limits = LIMITS) -> dict[str, Any]:
     """Run the preflight of ``data`` (a model file of format ``fmt``, called ``name`` in messages) in
     a child process; return its report, or raise the child's refusal or :class:`UnsafeFormat`."""
+    _refuse_pickle(fmt)
     command = [
         sys.executable,
         "-m",
@@ -179,6 +180,7 @@ def _score(runtime: Any, signature: Any, frame: Any) -> str:
 
 def inspect(data: bytes, fmt: str, name: str) -> dict[str, Any]:
     """Read, score, convert and score again (run in the child: this may crash)."""
+    _refuse_pickle(fmt)
     import numpy as np
 
     from modelport.registry.intake import read_bytes
@@ -219,6 +221,13 @@ def inspect(data: bytes, fmt: str, name: str) -> dict[str, Any]:
     report["twin_scored"] = _score(twin, signature, frame)
     twin.close()
     return report
+
+
+def _refuse_pickle(fmt: str) -> None:
+    """A pickle runs code when read: it is read only by ``intake.from_file`` after ``trust_pickle``,
+    in the registering process, never here (where limits would not make running it safe)."""
+    if fmt == "pickle":
+        raise UnsafeFormat("pickles are never read by the preflight: they run code when loaded")
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from modelport.errors import InputMismatch, ModelportError, RuntimeFailure, ScoringTimeout
 from modelport.runtimes.base import Prediction
-from modelport.serving.shadow_scorer import FRAME, decode_arrays, encode, read_frame
+from modelport.serving.shadow_scorer import FRAME, decode_arrays, encode, read_frame, start_child
 
 if TYPE_CHECKING:
     from modelport.registry.service import LoadedVersion, Registry
@@ -133,15 +132,7 @@ class ScoringProcess:
         if process is not None and process.returncode is None:
             return process
         self._loaded.clear()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "modelport.serving.isolated",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert process.stdin is not None
-        process.stdin.write(encode({"op": "config", **self._config}, []))
+        process = await start_child("modelport.serving.isolated", self._config)
         self._process = process
         self.started += 1
         return process

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ import numpy as np
 from modelport.releases.policy import Release
 from modelport.releases.stats import ReleaseCounters
 from modelport.runtimes.base import Prediction
-from modelport.serving.shadow_scorer import FRAME, MAX_HEADER, encode, scorer_config
+from modelport.serving.shadow_scorer import FRAME, MAX_HEADER, encode, scorer_config, start_child
 from modelport.serving.tensors import Tensor
 
 if TYPE_CHECKING:
@@ -245,19 +244,10 @@ class ShadowMirror:
                 return None
             self._restart_after = time.monotonic() + RESTART_SECONDS
             try:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "modelport.serving.shadow_scorer",
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                )
+                process = await start_child("modelport.serving.shadow_scorer", self._config())
             except OSError as exc:
                 log.warning("shadow scorer not started (%s)", type(exc).__name__)
                 return None
-            assert process.stdin is not None and process.stdout is not None
-            # the configuration (database URL included) goes through the pipe, never argv
-            process.stdin.write(encode({"op": "config", **self._config()}, []))
             self._process = process
             self._warmed.clear()
             self._ledger = _Ledger()

@@ -18,6 +18,7 @@ primary, logs the shadow's answers when the model logs predictions, and replies 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from modelport.runtimes.base import Prediction
     from modelport.settings import Settings
 
-__all__ = ["decode_arrays", "encode", "read_frame", "scorer_config"]
+__all__ = ["decode_arrays", "encode", "read_frame", "scorer_config", "start_child"]
 
 FRAME = struct.Struct(">II")
 MAX_HEADER = 16 << 20
@@ -127,6 +128,18 @@ def _exactly(read: Callable[[int], bytes | None], size: int) -> bytes | None:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+async def start_child(module: str, config: dict[str, Any]) -> asyncio.subprocess.Process:
+    """Start ``python -m module`` with piped standard input and output and send it ``config`` as its
+    first frame (the database URL goes through the pipe, never argv): the shadow scorer and the
+    scoring process start the same way."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(encode({"op": "config", **config}, []))
+    return process
 
 
 def scorer_config(settings: Settings, *, log: bool) -> dict[str, Any]:
