@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/python examples/credit_rating/demo.py
 
+# The slowest tests are printed on every run: a test that grows slow is seen where it is added.
 test: $(STAMP) promtool
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The deploy/ tests run promtool (Debian package prometheus); install it when missing, with sudo unless root.
 promtool:

@@ -40,7 +40,7 @@ def main() -> int:
     for home in homes.values():
         shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("predictions", "run"))
     subprocess.run(
-        [modelport, "release", args.model, "production", "--shadow", str(args.shadow)],
+        [modelport, "release", "start", f"{args.model}@production", "--shadow", str(args.shadow)],
         env={**os.environ, "MODELPORT_HOME": str(homes["shadow"])},
         check=True,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
 
 from modelport.monitoring.monitor import DriftSettings, Monitor
 from modelport.registry.artifacts import open_artifact_store
@@ -23,6 +22,7 @@ from modelport.serving.pool import ModelPool
 from modelport.serving.rest import RestApp
 from modelport.serving.scoring import ScoringLimits
 from modelport.serving.v2 import Limits
+from modelport.serving.worker import Worker
 from modelport.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env", "drift_settings", "open_registry"]
@@ -68,7 +68,8 @@ def open_registry(
 
 
 def create_app(settings: Settings | None = None) -> RestApp:
-    """The HTTP application: registry → model pool → data plane → REST adapter."""
+    """The HTTP application: registry → model pool → data plane → worker (gate, monitor, duties)
+    → protocol adapters (REST; gRPC beside it when a port is set)."""
     settings = settings if settings is not None else Settings()
     if not settings.metrics:
         from modelport.monitoring.metrics import disable
@@ -115,31 +116,36 @@ def create_app(settings: Settings | None = None) -> RestApp:
     )
     gate = create_gate(settings, registry)
     tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
-    companions: tuple[Any, ...] = ()
-    if settings.grpc_port is not None:
-        from modelport.serving.grpc import GrpcServer
-
-        companions = (
-            GrpcServer(
-                plane,
-                limits,
-                settings.host,
-                settings.grpc_port,
-                gate=gate,
-                tls=tls,
-                tracer=tracer,
-                handshake_timeout=settings.header_timeout_seconds,
-            ),
-        )
     monitor = None
     if settings.metrics:
-        interval = settings.monitor_interval
         monitor = Monitor(
             settings.home.resolve(),
             registry,
             drift_settings(settings),
-            interval,
+            settings.monitor_interval,
             database_url=settings.resolved_database_url,
+        )
+    worker = Worker(
+        plane,
+        gate,
+        monitor=monitor,
+        tracer=tracer,
+        drain_seconds=settings.drain_seconds,
+        prediction_flush_seconds=settings.prediction_log_flush_seconds,
+        release_flush_seconds=settings.release_flush_seconds,
+    )
+    if settings.grpc_port is not None:
+        from modelport.serving.grpc import GrpcServer
+
+        worker.servers.append(
+            GrpcServer(
+                worker,
+                limits,
+                settings.host,
+                settings.grpc_port,
+                tls=tls,
+                handshake_timeout=settings.header_timeout_seconds,
+            )
         )
     allowed_hosts = tuple(settings.allowed_hosts)
     if settings.insecure_dev:
@@ -147,21 +153,14 @@ def create_app(settings: Settings | None = None) -> RestApp:
         # page must not reach it through DNS rebinding.
         allowed_hosts = ("localhost", "127.0.0.1", "::1", *(h for h in allowed_hosts if h != "*"))
     return RestApp(
-        plane,
+        worker,
         limits,
         default_model=settings.default_model,
-        companions=companions,
         timeout=settings.request_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
-        drain_seconds=settings.drain_seconds,
-        gate=gate,
         hsts=tls is not None,
         allowed_hosts=allowed_hosts,
         metrics_public=settings.metrics_public,
-        tracer=tracer,
-        monitor=monitor,
-        prediction_flush_seconds=settings.prediction_log_flush_seconds,
-        release_flush_seconds=settings.release_flush_seconds,
     )
 
 

@@ -6,7 +6,9 @@
      │    ├── UnknownFormat           a file is in no format modelport can read
      │    ├── UnsafeFormat            code-executing input (pickle) without an explicit opt-in
      │    ├── SampleMismatch          sample columns do not match what the model expects
+     │    ├── UnsupportedMediaType    a request body in a content type the route cannot read
      │    └── InputMismatch           prediction input does not match the version's signature
+     │         └── ValuesRejected     values outside the training ranges, refused by a "reject" policy
      ├── NotFound                     the thing named does not exist
      │    ├── ModelNotFound
      │    ├── VersionNotFound
@@ -18,8 +20,8 @@
      ├── IntegrityFailure             a stored artifact no longer matches its recorded digest
      ├── ConversionFailed             a model could not be converted or proven equivalent
      ├── RuntimeFailure               a runtime failed to load or to predict
- ├── ScoringTimeout               a runtime call passed its deadline and was stopped
- ├── VersionFailing               a version missed its deadline repeatedly and is rested for a while
+     ├── ScoringTimeout               a runtime call passed its deadline and was stopped
+     ├── VersionFailing               a version missed its deadline repeatedly and is rested for a while
      ├── StorageFailure               the database refused an operation (reported without its SQL)
      ├── StoreNotReady                the registry database is missing, unreachable or needs a migration
      ├── Unauthenticated              no key, or a key that is unknown, wrong, expired or revoked
@@ -27,15 +29,19 @@
      ├── RateLimited                  the key (or address) is over its rate or quota; carries retry_after
      └── AuditFailure                 the audit chain does not verify, or an audit record cannot be written
 
-Adapters (CLI, REST, gRPC) map this tree to exit codes and statuses in one place each. Messages built
+:data:`OUTCOMES` is the one table that maps each class to its HTTP status, gRPC status code, MLflow
+``error_code`` and CLI exit code; every adapter reads it through :func:`outcome_for`. Messages built
 from a third-party exception go through :func:`brief`, which keeps one line and strips file paths.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 __all__ = [
+    "INTERNAL",
+    "OUTCOMES",
     "AliasNotFound",
     "AuditFailure",
     "Conflict",
@@ -49,6 +55,7 @@ __all__ = [
     "ModelNotFound",
     "ModelportError",
     "NotFound",
+    "Outcome",
     "PromotionRefused",
     "RateLimited",
     "RuntimeFailure",
@@ -59,10 +66,13 @@ __all__ = [
     "Unauthenticated",
     "UnknownFormat",
     "UnsafeFormat",
+    "UnsupportedMediaType",
+    "ValuesRejected",
     "VersionArchived",
     "VersionFailing",
     "VersionNotFound",
     "brief",
+    "outcome_for",
 ]
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+-]+){2,}(?::\d+)?")
@@ -103,6 +113,16 @@ class InputMismatch(InvalidInput):
     """Prediction input does not match the version's signature."""
 
     rejected = False  # True: the values broke the model's "reject" policy (counted per version)
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body's content type is one the route cannot read (or a pickle, never read)."""
+
+
+class ValuesRejected(InputMismatch):
+    """Values outside what the version was trained on, refused by the model's ``reject`` policy."""
+
+    rejected = True
 
 
 class NotFound(ModelportError):
@@ -183,3 +203,47 @@ class AuditFailure(ModelportError):
 
 class PromotionRefused(Conflict):
     """A protected alias may only move to a version with a passing validation report."""
+
+
+# -- the one error table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How every adapter reports one kind of error: the HTTP status (REST and MLflow routes), the gRPC
+    status code's name, MLflow's ``error_code`` and the CLI's exit code."""
+
+    http: int
+    grpc: str
+    mlflow: str
+    exit: int
+
+
+# First match wins: subclasses come before their bases.
+OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
+    (Unauthenticated, Outcome(401, "UNAUTHENTICATED", "UNAUTHENTICATED", 1)),
+    (Forbidden, Outcome(403, "PERMISSION_DENIED", "PERMISSION_DENIED", 1)),
+    (RateLimited, Outcome(429, "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED", 1)),
+    (ValuesRejected, Outcome(400, "INVALID_ARGUMENT", "INVALID_PARAMETER_VALUE", 2)),
+    (UnsupportedMediaType, Outcome(415, "INVALID_ARGUMENT", "BAD_REQUEST", 2)),
+    (InvalidInput, Outcome(400, "INVALID_ARGUMENT", "BAD_REQUEST", 2)),
+    (VersionArchived, Outcome(410, "NOT_FOUND", "RESOURCE_DOES_NOT_EXIST", 3)),
+    (NotFound, Outcome(404, "NOT_FOUND", "RESOURCE_DOES_NOT_EXIST", 3)),
+    (PromotionRefused, Outcome(409, "FAILED_PRECONDITION", "INVALID_STATE", 6)),
+    (Conflict, Outcome(409, "ALREADY_EXISTS", "RESOURCE_ALREADY_EXISTS", 1)),
+    (IntegrityFailure, Outcome(500, "DATA_LOSS", "INTERNAL_ERROR", 4)),
+    (AuditFailure, Outcome(500, "INTERNAL", "INTERNAL_ERROR", 4)),
+    (StoreNotReady, Outcome(503, "UNAVAILABLE", "TEMPORARILY_UNAVAILABLE", 5)),
+    (VersionFailing, Outcome(503, "UNAVAILABLE", "TEMPORARILY_UNAVAILABLE", 1)),
+    (ScoringTimeout, Outcome(504, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", 1)),
+)
+# Model failures, storage refusals and anything unexpected.
+INTERNAL = Outcome(500, "INTERNAL", "INTERNAL_ERROR", 1)
+
+
+def outcome_for(error: BaseException) -> Outcome:
+    """The row of :data:`OUTCOMES` for ``error`` (:data:`INTERNAL` for anything not in the table)."""
+    for kind, outcome in OUTCOMES:
+        if isinstance(error, kind):
+            return outcome
+    return INTERNAL

@@ -31,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import modelport
 from modelport.app import open_registry
 from modelport.settings import Settings
-from tests.conftest import run_cli as cli
+from tests.conftest import invoke_cli as cli
+from tests.conftest import run_cli
 from tests.serving.conftest import Server, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def _by_feature(gauges: dict[str, Any], name: str) -> dict[str, float]:
 def test_profile_is_stored_at_registration(trained: Trained) -> None:
     registry = open_registry(Settings(home=trained.home))
     try:
-        (profile,) = registry.store.profiles(MODEL).values()
+        (profile,) = registry.store.monitoring.profiles(MODEL).values()
     finally:
         registry.close()
     assert set(profile["features"]) == set(FEATURES) and profile["rows"] == 3000
@@ -193,7 +194,9 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     report = json.loads(shown.stdout)
     assert report["versions"][0]["windows"][0]["rows"] == 4000  # both phases within the hour
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "data:image/png;base64," in page.read_text()
-    strict = cli(trained.home, "drift", MODEL, "--window", f"{WINDOW * 4}s", "--fail-on-drift")
+    strict = run_cli(
+        trained.home, "drift", MODEL, "--window", f"{WINDOW * 4}s", "--fail-on-drift"
+    )  # exit status
     assert strict.returncode == 7 and "leverage" in strict.stdout
 
 

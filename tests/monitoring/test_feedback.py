@@ -1,9 +1,10 @@
 """Feedback and drift over HTTP and the CLI: who may send labels, what a malformed, oversized or hostile
-body gets (a precise 4xx, nothing stored, the server keeps serving), and the same for the commands."""
+body gets (a precise 4xx, nothing stored, the app keeps serving; in-process), and the same for the commands."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,42 +12,52 @@ import pytest
 
 from modelport.app import open_registry
 from modelport.settings import Settings
-from tests.conftest import run_cli as cli
-from tests.security.conftest import INFER, Keyed, Keys, bearer, keyed, keyed_home, keys
+from tests.conftest import invoke_cli as cli
+from tests.security.conftest import INFER, Keys, bearer, keyed_app, keyed_home, keys
+from tests.serving.conftest import InProcess
 
-__all__ = ["keyed", "keyed_home", "keys"]
+__all__ = ["keyed_app", "keyed_home", "keys"]
 
 
 def _stored(home: Path, model: str = "credit") -> dict[tuple[str, int], str]:
     registry = open_registry(Settings(home=home))
     try:
-        return registry.store.feedback_labels(model)
+        return registry.store.monitoring.feedback_labels(model)
     finally:
         registry.close()
 
 
-def _post(keyed: Keyed, token: str, body: object, **headers: str) -> httpx.Response:
-    return httpx.post(
-        f"{keyed.server.url}/api/v1/feedback",
+@pytest.fixture
+def http(keyed_app: InProcess) -> Iterator[httpx.Client]:
+    """A client of the keyed app (in-process), without a key of its own."""
+    with keyed_app.client() as client:
+        yield client
+
+
+def _post(http: httpx.Client, token: str, body: object, **headers: str) -> httpx.Response:
+    return http.post(
+        "/api/v1/feedback",
         content=json.dumps(body),
         headers={**bearer(token), "content-type": "application/json", **headers},
     )
 
 
-def test_labels_are_stored_by_request_id_and_a_later_label_replaces(keyed: Keyed, keys: Keys) -> None:
-    answered = httpx.post(
-        f"{keyed.server.url}/v2/models/credit/infer",
+def test_labels_are_stored_by_request_id_and_a_later_label_replaces(
+    http: httpx.Client, keyed_home: Path, keys: Keys
+) -> None:
+    answered = http.post(
+        "/v2/models/credit/infer",
         json=INFER,
         headers={**bearer(keys.consumer), "X-Request-ID": "loan-7"},
     )
     assert answered.status_code == 200 and answered.headers["x-request-id"] == "loan-7"
-    first = _post(keyed, keys.consumer, {"model": "credit", "labels": [{"request_id": "loan-7", "label": 0}]})
+    first = _post(http, keys.consumer, {"model": "credit", "labels": [{"request_id": "loan-7", "label": 0}]})
     assert first.status_code == 200 and first.json() == {"model": "credit", "stored": 1}
     again = _post(
-        keyed, keys.consumer, {"model": "credit", "labels": [{"request_id": "loan-7", "row": 0, "label": 1}]}
+        http, keys.consumer, {"model": "credit", "labels": [{"request_id": "loan-7", "row": 0, "label": 1}]}
     )
     assert again.status_code == 200
-    assert _stored(keyed.server.home)[("loan-7", 0)] == "1"
+    assert _stored(keyed_home)[("loan-7", 0)] == "1"
 
 
 @pytest.mark.parametrize(
@@ -80,47 +91,49 @@ def test_labels_are_stored_by_request_id_and_a_later_label_replaces(keyed: Keyed
     ],
 )
 def test_bad_feedback_is_refused_and_stores_nothing(
-    keyed: Keyed, keys: Keys, body: object, status: int, message: str
+    http: httpx.Client, keyed_home: Path, keys: Keys, body: object, status: int, message: str
 ) -> None:
-    before = _stored(keyed.server.home)
-    response = _post(keyed, keys.admin, body)
+    before = _stored(keyed_home)
+    response = _post(http, keys.admin, body)
     assert response.status_code == status and message in response.json()["error"], response.text
-    assert _stored(keyed.server.home) == before
-    assert httpx.get(f"{keyed.server.url}/v2/health/ready").status_code == 200
+    assert _stored(keyed_home) == before
+    assert http.get("/v2/health/ready").status_code == 200
 
 
-def test_feedback_needs_json_a_key_and_the_model_in_scope(keyed: Keyed, keys: Keys) -> None:
+def test_feedback_needs_json_a_key_and_the_model_in_scope(
+    http: httpx.Client, keyed_home: Path, keys: Keys
+) -> None:
     body = {"model": "credit", "labels": [{"request_id": "scope-1", "label": 1}]}
-    assert _post(keyed, keys.other, body).status_code == 404  # a key for `fraud` does not learn of `credit`
-    assert _post(keyed, "mpk_abcdefghijkl_wrong", body).status_code == 401
-    form = httpx.post(
-        f"{keyed.server.url}/api/v1/feedback",
+    assert _post(http, keys.other, body).status_code == 404  # a key for `fraud` does not learn of `credit`
+    assert _post(http, "mpk_abcdefghijkl_wrong", body).status_code == 401
+    form = http.post(
+        "/api/v1/feedback",
         content=json.dumps(body),
         headers={**bearer(keys.consumer), "content-type": "text/plain"},
     )
     assert form.status_code == 415  # no cross-site "simple request" can write labels
-    broken = _post(keyed, keys.consumer, "{not json")
+    broken = _post(http, keys.consumer, "{not json")
     assert broken.status_code == 400
-    raw = httpx.post(
-        f"{keyed.server.url}/api/v1/feedback",
+    raw = http.post(
+        "/api/v1/feedback",
         content=b'{"model": "credit", "labels": [',
         headers={**bearer(keys.consumer), "content-type": "application/json"},
     )
     assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]
-    assert ("scope-1", 0) not in _stored(keyed.server.home)
+    assert ("scope-1", 0) not in _stored(keyed_home)
 
 
-def test_drift_over_http(keyed: Keyed, keys: Keys) -> None:
-    url = f"{keyed.server.url}/api/v1/models/credit/drift"
-    shown = httpx.get(url, headers=bearer(keys.consumer))
+def test_drift_over_http(http: httpx.Client, keys: Keys) -> None:
+    url = "/api/v1/models/credit/drift"
+    shown = http.get(url, headers=bearer(keys.consumer))
     assert shown.status_code == 200
     report = shown.json()
     assert report["model"] == "credit" and report["logging"] is False and "accuracy" in report
-    assert httpx.get(url, params={"windows": "0"}, headers=bearer(keys.consumer)).status_code == 400
-    assert httpx.get(url, params={"windows": "x"}, headers=bearer(keys.consumer)).status_code == 400
-    assert httpx.get(url, params={"version": "-1"}, headers=bearer(keys.consumer)).status_code == 400
-    assert httpx.get(url, headers=bearer(keys.other)).status_code == 404
-    assert httpx.get(url.replace("credit", "nosuch"), headers=bearer(keys.admin)).status_code == 404
+    assert http.get(url, params={"windows": "0"}, headers=bearer(keys.consumer)).status_code == 400
+    assert http.get(url, params={"windows": "x"}, headers=bearer(keys.consumer)).status_code == 400
+    assert http.get(url, params={"version": "-1"}, headers=bearer(keys.consumer)).status_code == 400
+    assert http.get(url, headers=bearer(keys.other)).status_code == 404
+    assert http.get(url.replace("credit", "nosuch"), headers=bearer(keys.admin)).status_code == 404
 
 
 def test_cli_bad_input(keyed_home: Path, tmp_path: Path) -> None:

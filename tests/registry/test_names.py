@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from modelport.errors import InvalidName
-from modelport.registry.names import ModelRef, check_alias_name, check_model_name, parse_ref
+from modelport.registry.names import (
+    DEFAULT_ALIAS,
+    LATEST,
+    ModelRef,
+    check_alias_name,
+    check_model_name,
+    parse_ref,
+)
 
 
 @pytest.mark.parametrize("name", ["credit-rating", "a", "m1.v2_x", "9lives"])
@@ -60,23 +67,69 @@ def test_alias_of_63_characters_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "ref"),
     [
-        ("credit", ModelRef("credit", alias="latest")),
+        ("credit", ModelRef("credit")),  # the default route: no selector
         ("credit@production", ModelRef("credit", alias="production")),
         ("credit@12", ModelRef("credit", version=12)),
-        ("credit@latest", ModelRef("credit", alias="latest")),
+        ("credit@latest", ModelRef("credit", alias="latest")),  # explicit: always the highest version
         ("credit@q3-2026", ModelRef("credit", alias="q3-2026")),
+        ("credit@2.1.0", ModelRef("credit", label="2.1.0")),
+        ("credit@v2.1.0-rc.1+b7", ModelRef("credit", label="2.1.0-rc.1+b7")),
     ],
 )
 def test_parse_ref(text: str, ref: ModelRef) -> None:
     assert parse_ref(text) == ref
 
 
-@pytest.mark.parametrize("text", ["", "credit@", "credit@0", "credit@01", "a/b@1", "credit@prod/x", "@1"])
-def test_parse_ref_rejects(text: str) -> None:
-    with pytest.raises(InvalidName):
+@pytest.mark.parametrize(
+    ("text", "selector"),
+    [
+        ("credit", None),
+        ("credit@3", "3"),
+        ("credit@staging", "staging"),
+        ("credit@latest", LATEST),
+        ("credit@2.1.0", "2.1.0"),
+        ("credit@V2.1.0", "2.1.0"),
+    ],
+)
+def test_selector_is_what_serving_resolves(text: str, selector: str | None) -> None:
+    assert parse_ref(text).selector == selector
+
+
+def test_the_default_route_is_production_then_latest() -> None:
+    assert (DEFAULT_ALIAS, LATEST) == ("production", "latest")
+    default = parse_ref("credit")
+    assert default.selector is None and default != parse_ref("credit@latest")
+    assert str(default) == "credit" and str(ModelRef("credit")) == "credit"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "model reference is empty: use NAME, NAME@ALIAS, NAME@VERSION or NAME@LABEL"),
+        ("credit@", "ends with '@': add an alias, a version number or a label"),
+        ("credit@0", "version numbers run from 1 to 2,147,483,647"),
+        ("credit@01", "version numbers run from 1"),
+        ("credit@99999999999", "version numbers run from 1"),
+        ("a/b@1", "path characters"),
+        ("credit@prod/x", "path characters"),
+        ("@1", "model name is empty"),
+        ("credit@2.1", "not a full semantic version"),
+        ("credit@Prod", "must match"),
+        ("credit@3@4", "must match"),
+        ("Credit@3", "lower-case"),
+    ],
+)
+def test_parse_ref_rejects(text: str, message: str) -> None:
+    with pytest.raises(InvalidName, match=message):
         parse_ref(text)
 
 
+def test_a_ref_selects_by_one_thing_at_most() -> None:
+    with pytest.raises(InvalidName, match="one of version, alias or label"):
+        ModelRef("credit", version=3, alias="production")
+
+
 def test_ref_str_round_trips() -> None:
-    for text in ("m@3", "m@production", "m@latest"):
+    for text in ("m", "m@3", "m@production", "m@latest", "m@2.1.0"):
         assert str(parse_ref(text)) == text
+        assert parse_ref(str(parse_ref(text))) == parse_ref(text)

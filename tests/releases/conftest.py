@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from modelport.app import open_registry
-from modelport.settings import Settings
-from tests.conftest import FEATURES
+from tests.serving.conftest import registered_home
 
 INFER = {
     "inputs": [
@@ -19,26 +16,9 @@ INFER = {
 }
 
 
-@pytest.fixture(scope="module")
-def base_home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
-    """``credit`` v1 (production), v2 and v3 (other regularisation), registered once per module."""
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("releases") / "home"
-    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
-    try:
-        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
-        for c in (0.01, 0.001):
-            other = LogisticRegression(C=c, max_iter=500).fit(data[FEATURES], data["label"])
-            registry.register(other, name="credit", sample=data, target="label")
-    finally:
-        registry.close()
-    return home
-
-
 @pytest.fixture
-def home(base_home: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the module's registry for one test."""
-    copy = tmp_path / "home"
-    shutil.copytree(base_home, copy)
-    return copy
+def home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object
+) -> Path:
+    """``credit`` v1 (production), v2 and v3 (other regularisations): a fresh copy for one test."""
+    return registered_home("releases", tmp_path / "home", tmp_path_factory, data, sklearn_model)

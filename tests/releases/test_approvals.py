@@ -1,5 +1,5 @@
 """Approvals over `/api/v1` with real keys, version labels, and bad input to every release route and
-command: a precise 4xx or CLI message, nothing changed, the server still serving."""
+command: a precise 4xx or CLI message, nothing changed, the app still serving (in-process)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import pytest
 
 from modelport.app import open_registry
 from modelport.settings import Settings
-from tests.conftest import run_cli as cli
+from tests.conftest import invoke_cli as cli
 from tests.releases.conftest import INFER
 from tests.security.conftest import bearer, make_key
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.serving.conftest import serve_in_process
 
 
 @pytest.fixture
-def keyed(home: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+def keyed(home: Path) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
+    """A client of the keyed app on ``home``, and tokens by name."""
     keys = {
         "admin": make_key(home, "admin"),
         "alice": make_key(home, "publisher", ["credit*"]),
@@ -27,11 +28,8 @@ def keyed(home: Path) -> Iterator[tuple[Server, dict[str, str]]]:
         "consumer": make_key(home, "consumer", ["credit*"]),
         "outsider": make_key(home, "publisher", ["fraud*"]),
     }
-    server = start_server(home, insecure_dev=False, env={"MODELPORT_AUTH_FAILURE_BURST": "100000"})
-    try:
-        yield server, keys
-    finally:
-        stop_server(server)
+    with serve_in_process(home, insecure_dev=False, auth_failure_burst=100_000) as app, app.client() as http:
+        yield http, keys
 
 
 def _audit(home: Path) -> list[tuple[str, str, str]]:
@@ -47,14 +45,14 @@ def _key_id(token: str) -> str:
 
 
 def test_self_approval_is_refused_and_a_second_key_approves(
-    home: Path, keyed: tuple[Server, dict[str, str]]
+    home: Path, keyed: tuple[httpx.Client, dict[str, str]]
 ) -> None:
-    server, keys = keyed
-    assert cli(home, "alias", "protect", "credit", "production", "--require-approval").returncode == 0
+    http, keys = keyed
+    assert cli(home, "alias", "protect", "credit@production", "--require-approval").returncode == 0
     # The gate applies too: give v2 a passing report by overriding as an admin would — here we pass the
     # override reason, which needs an admin key, so the requester is the admin.
-    api = f"{server.url}/api/v1"
-    asked = httpx.put(
+    api = "/api/v1"
+    asked = http.put(
         f"{api}/models/credit/aliases/production/release",
         json={"canary": 2, "weight": 25, "override_reason": "validated offline, ticket RISK-12"},
         headers=bearer(keys["admin"]),
@@ -65,49 +63,45 @@ def test_self_approval_is_refused_and_a_second_key_approves(
     assert change["requested_by"] == f"key:{_key_id(keys['admin'])}"
 
     # nothing changed yet
-    status = httpx.get(
-        f"{api}/models/credit/aliases/production/release", headers=bearer(keys["alice"])
-    ).json()
+    status = http.get(f"{api}/models/credit/aliases/production/release", headers=bearer(keys["alice"])).json()
     assert status["release"] is None
 
-    own = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["admin"]))
+    own = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["admin"]))
     assert own.status_code == 403 and "another admin or publisher" in own.json()["error"]
-    hidden = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["outsider"]))
+    hidden = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["outsider"]))
     assert hidden.status_code == 404  # outside its scope the change does not exist
-    consumer = httpx.post(
-        f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["consumer"])
-    )
+    consumer = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["consumer"]))
     assert consumer.status_code == 403
 
-    listed = httpx.get(f"{api}/approvals", params={"status": "pending"}, headers=bearer(keys["bob"])).json()
+    listed = http.get(f"{api}/approvals", params={"status": "pending"}, headers=bearer(keys["bob"])).json()
     assert [c["id"] for c in listed["changes"]] == [change["id"]]
-    assert httpx.get(f"{api}/approvals", headers=bearer(keys["outsider"])).json()["changes"] == []
+    assert http.get(f"{api}/approvals", headers=bearer(keys["outsider"])).json()["changes"] == []
 
-    approved = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["bob"]))
+    approved = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["bob"]))
     assert approved.status_code == 200, approved.text
     assert approved.json()["change"]["status"] == "applied"
-    status = httpx.get(f"{api}/models/credit/aliases/production/release", headers=bearer(keys["bob"])).json()
+    status = http.get(f"{api}/models/credit/aliases/production/release", headers=bearer(keys["bob"])).json()
     assert status["release"]["canary"] == 2 and status["release"]["weight"] == 25.0
-    again = httpx.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["alice"]))
+    again = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["alice"]))
     assert again.status_code == 409  # decided already
 
     # A second change: Alice asks to promote, Bob rejects with a reason; nothing moves.
-    promote = httpx.post(
+    promote = http.post(
         f"{api}/models/credit/aliases/production/release/promote",
         json={},
         headers=bearer(keys["alice"]),
     )
     assert promote.status_code == 202
     second = promote.json()["change"]["id"]
-    rejected = httpx.post(
+    rejected = http.post(
         f"{api}/approvals/{second}/reject", json={"reason": "wait for month-end"}, headers=bearer(keys["bob"])
     )
     assert rejected.status_code == 200 and rejected.json()["change"]["status"] == "rejected"
-    models = httpx.get(f"{api}/models", headers=bearer(keys["bob"])).json()["models"]
+    models = http.get(f"{api}/models", headers=bearer(keys["bob"])).json()["models"]
     assert next(m for m in models if m["name"] == "credit")["aliases"]["production"] == 1
 
     # Rollback never waits: it returns to an approved state at once.
-    rolled = httpx.post(
+    rolled = http.post(
         f"{api}/models/credit/aliases/production/rollback",
         json={"reason": "incident"},
         headers=bearer(keys["alice"]),
@@ -124,20 +118,17 @@ def test_self_approval_is_refused_and_a_second_key_approves(
     assert ("approval.request", alice, "credit@production") in audit
     assert ("approval.reject", bob, "credit@production") in audit
     assert ("release.rollback", alice, "credit@production") in audit
-    # the server kept serving through all of it
+    # the app kept serving through all of it
     assert (
-        httpx.post(
-            f"{server.url}/v2/models/credit/infer", json=INFER, headers=bearer(keys["consumer"])
-        ).status_code
-        == 200
+        http.post("/v2/models/credit/infer", json=INFER, headers=bearer(keys["consumer"])).status_code == 200
     )
 
 
 def test_approvals_from_the_cli_with_two_keys(home: Path) -> None:
     first, second = make_key(home, "publisher"), make_key(home, "publisher")
-    assert cli(home, "alias", "protect", "credit", "staging", "--require-approval").returncode == 0
+    assert cli(home, "alias", "protect", "credit@staging", "--require-approval").returncode == 0
     env_first = {"MODELPORT_KEY": first}
-    asked = cli(home, "alias", "set", "credit", "staging", "2", "--json", env=env_first)
+    asked = cli(home, "alias", "set", "credit@2", "staging", "--json", env=env_first)
     assert asked.returncode == 0, asked.stderr
     change = json.loads(asked.stdout)["change"]["id"]
     own = cli(home, "approvals", "approve", str(change), env=env_first)
@@ -152,7 +143,7 @@ def test_approvals_from_the_cli_with_two_keys(home: Path) -> None:
 
 
 def test_version_labels(home: Path) -> None:
-    assert cli(home, "label", "credit", "2", "2.1.0").returncode == 0
+    assert cli(home, "label", "credit@2", "2.1.0").returncode == 0
     shown = cli(home, "show", "credit@2.1.0", "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["number"] == 2
@@ -163,22 +154,16 @@ def test_version_labels(home: Path) -> None:
     )  # always a version number
     ambiguous = cli(home, "show", "credit@2.1")
     assert ambiguous.returncode == 2 and "full semantic version" in ambiguous.stderr
-    taken = cli(home, "label", "credit", "3", "2.1.0")
+    taken = cli(home, "label", "credit@3", "2.1.0")
     assert taken.returncode == 1 and "already has label 2.1.0 on version 2" in taken.stderr
-    assert cli(home, "label", "credit", "3", "banana").returncode == 2
-    assert cli(home, "label", "credit", "3", "3.0.0-rc.1+build.7").returncode == 0
-    server = start_server(home)
-    try:
-        answer = httpx.post(f"{server.url}/v2/models/credit/versions/3.0.0-rc.1+build.7/infer", json=INFER)
+    assert cli(home, "label", "credit@3", "banana").returncode == 2
+    assert cli(home, "label", "credit@3", "3.0.0-rc.1+build.7").returncode == 0
+    with serve_in_process(home) as app, app.client() as http:
+        answer = http.post("/v2/models/credit/versions/3.0.0-rc.1+build.7/infer", json=INFER)
         assert answer.status_code == 200 and answer.json()["model_version"] == "3"
-        missing = httpx.post(f"{server.url}/v2/models/credit/versions/9.9.9/infer", json=INFER)
+        missing = http.post("/v2/models/credit/versions/9.9.9/infer", json=INFER)
         assert missing.status_code == 404 and "labelled" in missing.json()["error"]
-        assert httpx.post(f"{server.url}/v2/models/credit/versions/1.2/infer", json=INFER).status_code in (
-            400,
-            404,
-        )
-    finally:
-        stop_server(server)
+        assert http.post("/v2/models/credit/versions/1.2/infer", json=INFER).status_code in (400, 404)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +186,7 @@ def test_version_labels(home: Path) -> None:
     ],
 )
 def test_release_bad_input(home: Path, args: tuple[str, ...], code: int, message: str) -> None:
-    done = cli(home, "release", "credit", "production", *args)
+    done = cli(home, "release", "start", "credit@production", *args)
     assert done.returncode == code, (done.stdout, done.stderr)
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -209,8 +194,10 @@ def test_release_bad_input(home: Path, args: tuple[str, ...], code: int, message
 
 
 def test_release_commands_on_missing_things(home: Path) -> None:
-    assert cli(home, "release", "credit", "nosuch", "--canary", "2", "--weight", "5").returncode == 3
-    assert cli(home, "release", "nosuch", "production", "--canary", "2", "--weight", "5").returncode == 3
+    assert cli(home, "release", "start", "credit@nosuch", "--canary", "2", "--weight", "5").returncode == 3
+    assert (
+        cli(home, "release", "start", "nosuch@production", "--canary", "2", "--weight", "5").returncode == 3
+    )
     assert cli(home, "release", "promote", "credit@production").returncode == 3  # no release
     assert cli(home, "release", "stop", "credit@production").returncode == 3
     assert cli(home, "release", "status", "credit").returncode == 2  # no alias named
@@ -220,14 +207,16 @@ def test_release_commands_on_missing_things(home: Path) -> None:
     assert cli(home, "approvals", "approve", "99").returncode == 3
     assert cli(home, "approvals", "approve", "0").returncode == 2
     # with a release running, a plain alias move is refused until it ends
-    assert cli(home, "release", "credit", "production", "--canary", "2", "--weight", "5").returncode == 0
-    moved = cli(home, "alias", "set", "credit", "production", "3")
+    assert (
+        cli(home, "release", "start", "credit@production", "--canary", "2", "--weight", "5").returncode == 0
+    )
+    moved = cli(home, "alias", "set", "credit@3", "production")
     assert moved.returncode == 1 and "a release is running" in moved.stderr
 
 
-def test_release_api_bad_input(home: Path, keyed: tuple[Server, dict[str, str]]) -> None:
-    server, keys = keyed
-    url = f"{server.url}/api/v1/models/credit/aliases/production/release"
+def test_release_api_bad_input(home: Path, keyed: tuple[httpx.Client, dict[str, str]]) -> None:
+    http, keys = keyed
+    url = "/api/v1/models/credit/aliases/production/release"
     publisher = bearer(keys["alice"])
     cases = [
         ({"canary": 2}, 400),
@@ -241,36 +230,26 @@ def test_release_api_bad_input(home: Path, keyed: tuple[Server, dict[str, str]])
         ({"canary": 9, "weight": 5}, 404),
     ]
     for body, status in cases:
-        answer = httpx.put(url, json=body, headers=publisher)
+        answer = http.put(url, json=body, headers=publisher)
         assert answer.status_code == status, (body, answer.text)
         assert "Traceback" not in answer.text and "/home" not in answer.text
     assert (
-        httpx.put(url, content=b"canary=2", headers={**publisher, "content-type": "text/plain"}).status_code
+        http.put(url, content=b"canary=2", headers={**publisher, "content-type": "text/plain"}).status_code
         == 415
     )
     assert (
-        httpx.put(url, content=b"{", headers={**publisher, "content-type": "application/json"}).status_code
+        http.put(url, content=b"{", headers={**publisher, "content-type": "application/json"}).status_code
         == 400
     )
-    assert (
-        httpx.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["consumer"])).status_code == 403
-    )
-    assert httpx.put(url, json={"canary": 2, "weight": 5}).status_code == 401
-    outsider = httpx.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["outsider"]))
+    assert http.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["consumer"])).status_code == 403
+    assert http.put(url, json={"canary": 2, "weight": 5}).status_code == 401
+    outsider = http.put(url, json={"canary": 2, "weight": 5}, headers=bearer(keys["outsider"]))
     assert outsider.status_code == 404
-    assert httpx.post(f"{url}/promote", json={}, headers=publisher).status_code == 404
-    assert (
-        httpx.post(f"{server.url}/api/v1/approvals/123/approve", json={}, headers=publisher).status_code
-        == 404
-    )
-    assert (
-        httpx.get(f"{server.url}/api/v1/approvals", params={"status": "x"}, headers=publisher).status_code
-        == 400
-    )
-    history = httpx.get(f"{server.url}/api/v1/models/credit/aliases/production/history", headers=publisher)
+    assert http.post(f"{url}/promote", json={}, headers=publisher).status_code == 404
+    assert http.post("/api/v1/approvals/123/approve", json={}, headers=publisher).status_code == 404
+    assert http.get("/api/v1/approvals", params={"status": "x"}, headers=publisher).status_code == 400
+    history = http.get("/api/v1/models/credit/aliases/production/history", headers=publisher)
     assert history.status_code == 200 and [e["action"] for e in history.json()["history"]] == ["set"]
-    # nothing changed, and the server still serves
-    assert httpx.get(url, headers=publisher).json()["release"] is None
-    assert (
-        httpx.post(f"{server.url}/v2/models/credit/infer", json=INFER, headers=publisher).status_code == 200
-    )
+    # nothing changed, and the app still serves
+    assert http.get(url, headers=publisher).json()["release"] is None
+    assert http.post("/v2/models/credit/infer", json=INFER, headers=publisher).status_code == 200

@@ -8,7 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,9 +16,9 @@ from modelport.app import open_registry
 from modelport.errors import InvalidInput, VersionArchived
 from modelport.releases.retention import AliasState, RetentionPolicy, archivable
 from modelport.settings import Settings
-from tests.conftest import run_cli as cli
+from tests.conftest import invoke_cli as cli
 from tests.releases.conftest import INFER
-from tests.serving.conftest import start_server, stop_server
+from tests.serving.conftest import serve_in_process
 
 DAY = 86_400.0
 NOW = 1_000 * DAY
@@ -134,21 +133,18 @@ def test_gc_on_a_real_registry(home: Path) -> None:
         ] == "version.archive"
     finally:
         registry.close()
-    moved = cli(home, "alias", "set", "credit", "staging", "2")
+    moved = cli(home, "alias", "set", "credit@2", "staging")
     assert moved.returncode == 3 and "archived" in moved.stderr
-    canary = cli(home, "release", "credit", "production", "--canary", "2", "--weight", "5")
+    canary = cli(home, "release", "start", "credit@production", "--canary", "2", "--weight", "5")
     assert canary.returncode == 3 and "archived" in canary.stderr
 
-    server = start_server(home)
-    try:
-        answer = httpx.post(f"{server.url}/v2/models/credit/versions/2/infer", json=INFER)
+    with serve_in_process(home) as app, app.client() as http:
+        answer = http.post("/v2/models/credit/versions/2/infer", json=INFER)
         assert answer.status_code == 410 and "archived" in answer.json()["error"]
-        assert httpx.post(f"{server.url}/v2/models/credit/versions/1/infer", json=INFER).status_code == 200
-    finally:
-        stop_server(server)
+        assert http.post("/v2/models/credit/versions/1/infer", json=INFER).status_code == 200
 
     # Legal hold: nothing more is archived, whatever the other numbers say.
-    assert cli(home, "alias", "set", "credit", "production", "3").returncode == 0
+    assert cli(home, "alias", "set", "credit@3", "production").returncode == 0
     assert cli(home, "retention", "credit", "--legal-hold").returncode == 0
     held = json.loads(cli(home, "gc", "--json").stdout)
     assert held["models"][0]["archive"] == []

@@ -1,31 +1,33 @@
 """Automatic rollback counts only the canary's own faults: a client cannot force a rollback by sending
 requests that every arm refuses, while a canary that refuses what the primary accepts is rolled back.
-One worker, keys on (the defaults), a consumer key as the attacker."""
+The app in-process (one worker), keys on (the defaults), a consumer key as the attacker."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
 from modelport.app import open_registry
 from modelport.settings import Settings
 from tests.conftest import FEATURES
-from tests.conftest import run_cli as cli
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.conftest import invoke_cli as cli
+from tests.serving.conftest import InProcess, registered_home, serve_in_process
 
-FAST = {"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"}
 RULE = "error_rate=0.2,window=60,min_requests=20"
 
 
-@pytest.fixture
-def narrow_home(home: Path, data: pd.DataFrame, sklearn_model: object) -> Path:
+@pytest.fixture(scope="module")
+def narrow_base(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
     """``credit`` v4: the same model registered from a narrow sample (f0 in its middle fifth), under
-    the ``reject`` policy — it refuses values the primary (v1) was trained on."""
+    the ``reject`` policy — it refuses values the primary (v1) was trained on. Registered once."""
+    home = registered_home(
+        "releases", tmp_path_factory.mktemp("narrow") / "home", tmp_path_factory, data, sklearn_model
+    )
     middle = data[(data.f0 > data.f0.quantile(0.4)) & (data.f0 < data.f0.quantile(0.6))]
     registry = open_registry(Settings(home=home, equivalence_rows=100))
     try:
@@ -37,23 +39,36 @@ def narrow_home(home: Path, data: pd.DataFrame, sklearn_model: object) -> Path:
 
 
 @pytest.fixture
-def keyed(narrow_home: Path) -> Iterator[tuple[Server, str]]:
+def narrow_home(narrow_base: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``narrow_base`` for one test."""
+    return Path(shutil.copytree(narrow_base, tmp_path / "home"))
+
+
+@pytest.fixture
+def keyed(narrow_home: Path) -> Iterator[tuple[InProcess, str]]:
+    """The keyed app on ``narrow_home``, and a consumer key."""
     created = cli(narrow_home, "keys", "create", "--name", "app", "--role", "consumer", "--json")
     assert created.returncode == 0, created.stderr
     import json
 
     key = json.loads(created.stdout)["token"]
-    running = start_server(narrow_home, env=FAST, insecure_dev=False)
-    try:
-        yield running, key
-    finally:
-        stop_server(running)
+    with serve_in_process(narrow_home, insecure_dev=False, release_flush_seconds=0.3) as app:
+        yield app, key
 
 
 def _start_release(home: Path) -> None:
     """Half the traffic of credit@production to the narrow v4, rolled back above a 20 % error rate."""
     started = cli(
-        home, "release", "credit", "production", "--canary", "4", "--weight", "50", "--auto-rollback", RULE
+        home,
+        "release",
+        "start",
+        "credit@production",
+        "--canary",
+        "4",
+        "--weight",
+        "50",
+        "--auto-rollback",
+        RULE,
     )
     assert started.returncode == 0, started.stderr
 
@@ -68,9 +83,9 @@ def _release(home: Path) -> dict[str, object] | None:
 
 
 def test_refusals_every_arm_gives_do_not_roll_back(
-    narrow_home: Path, keyed: tuple[Server, str], data: pd.DataFrame
+    narrow_home: Path, keyed: tuple[InProcess, str], data: pd.DataFrame
 ) -> None:
-    server, key = keyed
+    app, key = keyed
     middle = {
         "inputs": [
             {
@@ -84,8 +99,7 @@ def test_refusals_every_arm_gives_do_not_roll_back(
     _start_release(narrow_home)
     bad_shape = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 5], "data": [0.1] * 5}]}
     far = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [1e9] * 6}]}
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+    with app.client(key) as http:
         deadline = time.monotonic() + 10
         while True:  # the release reaches the worker
             answer = http.post("/v2/models/credit/infer", json=middle)
@@ -107,16 +121,15 @@ def test_refusals_every_arm_gives_do_not_roll_back(
 
 
 def test_a_canary_refusing_what_the_primary_accepts_is_rolled_back(
-    narrow_home: Path, keyed: tuple[Server, str], data: pd.DataFrame
+    narrow_home: Path, keyed: tuple[InProcess, str], data: pd.DataFrame
 ) -> None:
-    server, key = keyed
+    app, key = keyed
     _start_release(narrow_home)
     row = [float(data[f].median()) for f in FEATURES]
     row[0] = float(data.f0.max())  # inside v1's range, outside v4's
     body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
-    headers = {"Authorization": f"Bearer {key}"}
     deadline = time.monotonic() + 20
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+    with app.client(key) as http:
         while _release(narrow_home) is not None:
             assert time.monotonic() < deadline, "the canary's own refusals were not counted"
             for _ in range(20):

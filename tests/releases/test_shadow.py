@@ -18,9 +18,10 @@ import numpy as np
 import psutil
 import pytest
 
+from modelport.serving.shadow import RESTART_SECONDS
 from modelport.serving.shadow_scorer import FRAME, decode_arrays, encode, read_frame
 from modelport.settings import Settings
-from tests.conftest import run_cli as cli
+from tests.conftest import invoke_cli as cli
 from tests.releases.conftest import INFER
 from tests.serving.conftest import Server, start_server, stop_server
 
@@ -174,10 +175,12 @@ def _until(check: Any, timeout: float = 15.0) -> Any:
 
 
 def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(home: Path) -> None:
-    assert cli(home, "release", "credit", "production", "--shadow", "3").returncode == 0
+    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
     server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"})
     try:
         first = _until(lambda: _scorers(server))  # started with the release, before any request
+        # a scorer is restarted at most every RESTART_SECONDS after the last start, which was before now
+        restart_allowed = time.monotonic() + RESTART_SECONDS
         assert len(first) == 1
         _until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE)  # set as it starts
         with httpx.Client() as client:
@@ -190,7 +193,7 @@ def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(hom
             # requests keep being answered; copies offered while no scorer runs are dropped and counted
             for _ in range(50):
                 assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            time.sleep(6)  # past the restart pause
+            time.sleep(max(0.0, restart_allowed - time.monotonic()))  # past the restart pause
             for _ in range(50):
                 assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
             arm = _until(
@@ -209,7 +212,7 @@ def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(hom
 def test_copies_beyond_the_queue_are_dropped_and_the_primary_never_waits(home: Path) -> None:
     """A scorer that cannot keep up (capacity 4 copies) loses copies, counted; every request is
     answered by the primary."""
-    assert cli(home, "release", "credit", "production", "--shadow", "3").returncode == 0
+    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
     server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3", "MODELPORT_SHADOW_QUEUE": "4"})
     try:
         _until(lambda: _scorers(server))

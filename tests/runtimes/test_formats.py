@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ import pandas as pd
 import pytest
 import skops.io
 
+from modelport.app import open_registry
 from modelport.errors import ConversionFailed, FileMissing, SampleMismatch, UnknownFormat, UnsafeFormat
 from modelport.registry.service import Registry
 from modelport.runtimes.equivalence import compare
+from modelport.settings import Settings
 from modelport.signature import Signature
 from tests.conftest import FEATURES
 
@@ -52,11 +55,25 @@ def lgbm_model(data: pd.DataFrame):  # type: ignore[no-untyped-def]
     return lgb.LGBMClassifier(n_estimators=40, n_jobs=1, verbose=-1).fit(data[FEATURES], data["label"])
 
 
-def test_sklearn_served_from_onnx_matches_on_10k_rows(
-    sqlite_registry: Registry, sklearn_model: object, data: pd.DataFrame
-) -> None:
-    sqlite_registry.register(sklearn_model, name="sk", sample=data, target="label")
-    _assert_twin_matches_native(sqlite_registry, "sk@1")
+@pytest.fixture(scope="module")
+def registered(
+    tmp_path_factory: pytest.TempPathFactory,
+    sklearn_model: Any,
+    xgb_model: Any,
+    lgbm_model: Any,
+    data: pd.DataFrame,
+) -> Iterator[Registry]:
+    """``sk``, ``xgb`` and ``lgbm`` v1, registered once for the tests that read them."""
+    home = tmp_path_factory.mktemp("formats") / "home"
+    registry = open_registry(Settings(home=home, equivalence_rows=500), create=True)
+    for name, model in (("sk", sklearn_model), ("xgb", xgb_model), ("lgbm", lgbm_model)):
+        registry.register(model, name=name, sample=data, target="label")
+    yield registry
+    registry.close()
+
+
+def test_sklearn_served_from_onnx_matches_on_10k_rows(registered: Registry) -> None:
+    _assert_twin_matches_native(registered, "sk@1")
 
 
 def test_sklearn_gradient_boosting_served_from_onnx(sqlite_registry: Registry, data: pd.DataFrame) -> None:
@@ -67,34 +84,25 @@ def test_sklearn_gradient_boosting_served_from_onnx(sqlite_registry: Registry, d
     _assert_twin_matches_native(sqlite_registry, "gb@1")
 
 
-def test_xgboost_served_from_onnx_matches_on_10k_rows(
-    sqlite_registry: Registry, xgb_model: object, data: pd.DataFrame
-) -> None:
-    version = sqlite_registry.register(xgb_model, name="xgb", sample=data, target="label")
+def test_xgboost_served_from_onnx_matches_on_10k_rows(registered: Registry) -> None:
+    version = registered.get("xgb@1")
     assert version.formats == ("xgboost-json", "onnx") or set(version.formats) == {"xgboost-json", "onnx"}
-    _assert_twin_matches_native(sqlite_registry, "xgb@1")
+    _assert_twin_matches_native(registered, "xgb@1")
 
 
-def test_lightgbm_served_from_onnx_matches_on_10k_rows(
-    sqlite_registry: Registry, lgbm_model: object, data: pd.DataFrame
-) -> None:
-    version = sqlite_registry.register(lgbm_model, name="lgbm", sample=data, target="label")
+def test_lightgbm_served_from_onnx_matches_on_10k_rows(registered: Registry) -> None:
+    version = registered.get("lgbm@1")
     assert set(version.formats) == {"lightgbm-text", "onnx"}
     assert version.signature["outputs"]["classes"] == ["c0", "c1", "c2"]
-    _assert_twin_matches_native(sqlite_registry, "lgbm@1")
+    _assert_twin_matches_native(registered, "lgbm@1")
 
 
 def test_native_predictions_equal_the_in_process_model(
-    sqlite_registry: Registry,
-    sklearn_model: Any,
-    xgb_model: Any,
-    lgbm_model: Any,
-    data: pd.DataFrame,
+    registered: Registry, sklearn_model: Any, xgb_model: Any, lgbm_model: Any, data: pd.DataFrame
 ) -> None:
     rows = data[FEATURES].head(200)
     for name, model in (("sk", sklearn_model), ("xgb", xgb_model), ("lgbm", lgbm_model)):
-        sqlite_registry.register(model, name=name, sample=data, target="label")
-        native = sqlite_registry.load(f"{name}@1", role="native").predict(rows)
+        native = registered.load(f"{name}@1", role="native").predict(rows)
         assert native.probabilities is not None
         np.testing.assert_allclose(native.probabilities, model.predict_proba(rows), atol=1e-12)
 

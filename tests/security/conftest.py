@@ -1,4 +1,5 @@
-"""A keyed `modelport serve` (no --insecure-dev) over a registry with two models and one key per role."""
+"""A keyed `modelport serve` (no --insecure-dev) over a registry with two models and one key per role,
+and the same app in-process (``keyed_app``) for tests that need no real server."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from modelport.app import open_registry
 from modelport.registry.service import Registry
 from modelport.security.store import KeyStore
 from modelport.settings import Settings
-from tests.conftest import FEATURES
-from tests.serving.conftest import Server, free_port, start_server, stop_server
+from tests.serving.conftest import (
+    InProcess,
+    Server,
+    free_port,
+    registered_home,
+    serve_in_process,
+    start_server,
+    stop_server,
+)
 
 ROW = {"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]}
 INFER = {"inputs": [ROW]}
@@ -59,18 +67,9 @@ def open_home(home: Path) -> Registry:
 
 @pytest.fixture(scope="module")
 def keyed_home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
-    from sklearn.linear_model import LogisticRegression
-
+    """``credit`` v1 (production) and v2 (staging), ``fraud`` v1 (production): a copy per test module."""
     home = tmp_path_factory.mktemp("keyed") / "home"
-    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
-    try:
-        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
-        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
-        registry.register(other, name="credit", sample=data, target="label", alias="staging")
-        registry.register(other, name="fraud", sample=data, target="label", alias="production")
-    finally:
-        registry.close()
-    return home
+    return registered_home("keyed", home, tmp_path_factory, data, sklearn_model)
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +92,23 @@ class Keyed:
         return httpx.Client(base_url=self.server.url, timeout=30, headers=headers)
 
 
+# The route walks send hundreds of keyless requests from one address: let them all be answered
+# (the brute-force limit has its own test with the defaults).
+AUTH_FAILURE_BURST = 100_000
+
+
+@pytest.fixture(scope="module")
+def keyed_app(keyed_home: Path, keys: Keys) -> Iterator[InProcess]:
+    """The app of ``keyed`` in this process, for tests of what it answers (no gRPC, no socket)."""
+    settings = {"default_model": "credit@production", "auth_failure_burst": AUTH_FAILURE_BURST}
+    with serve_in_process(keyed_home, insecure_dev=False, **settings) as app:
+        yield app
+
+
 @pytest.fixture(scope="module")
 def keyed(keyed_home: Path, keys: Keys) -> Iterator[Keyed]:
     grpc_port = free_port()
-    # The route walks send hundreds of keyless requests from one address: let them all be answered
-    # (the brute-force limit has its own test with the defaults).
-    env = {"MODELPORT_AUTH_FAILURE_BURST": "100000"}
+    env = {"MODELPORT_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST)}
     server = start_server(
         keyed_home,
         "--grpc-port",

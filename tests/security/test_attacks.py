@@ -21,12 +21,11 @@ import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
-from tests.security.conftest import INFER, Keyed, Keys, bearer
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.security.conftest import INFER, Keyed, Keys
+from tests.serving.conftest import InProcess, serve_in_process
 
 INFERENCE_ROUTES = (
     "/v2/models/credit/infer",
@@ -207,16 +206,13 @@ def test_unusual_methods(keyed: Keyed, keys: Keys) -> None:
 
 
 @pytest.fixture(scope="module")
-def pinned_hosts(keyed_home: Path, keys: Keys) -> Iterator[Server]:
-    server = start_server(
-        keyed_home, insecure_dev=False, env={"MODELPORT_ALLOWED_HOSTS": '["models.example.com"]'}
-    )
-    yield server
-    stop_server(server)
+def pinned_hosts(keyed_home: Path, keys: Keys) -> Iterator[InProcess]:
+    with serve_in_process(keyed_home, insecure_dev=False, allowed_hosts=["models.example.com"]) as app:
+        yield app
 
 
-def test_host_allowlist(pinned_hosts: Server, keys: Keys) -> None:
-    with httpx.Client(base_url=pinned_hosts.url, headers=bearer(keys.consumer)) as client:
+def test_host_allowlist(pinned_hosts: InProcess, keys: Keys) -> None:
+    with pinned_hosts.client(keys.consumer) as client:
         evil = client.post("/v2/models/credit/infer", json=INFER, headers={"Host": "evil.example"})
         assert evil.status_code == 400 and "Host" in evil.json()["error"]
         good = client.post("/v2/models/credit/infer", json=INFER, headers={"Host": "models.example.com"})
@@ -225,17 +221,13 @@ def test_host_allowlist(pinned_hosts: Server, keys: Keys) -> None:
 
 def test_insecure_dev_answers_localhost_names_only(keyed_home: Path) -> None:
     """An open development server is still no target for DNS rebinding from a web page."""
-    server = start_server(keyed_home)  # --insecure-dev
-    try:
-        with httpx.Client(base_url=server.url) as client:
-            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
-            rebound = client.post(
-                "/v2/models/credit/infer", json=INFER, headers={"Host": "attacker.example:8080"}
-            )
-            assert rebound.status_code == 400
-            assert client.get("/v2/health/ready", headers={"Host": "localhost:1234"}).status_code == 200
-    finally:
-        stop_server(server)
+    with serve_in_process(keyed_home) as app, app.client() as client:  # insecure_dev
+        assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        rebound = client.post(
+            "/v2/models/credit/infer", json=INFER, headers={"Host": "attacker.example:8080"}
+        )
+        assert rebound.status_code == 400
+        assert client.get("/v2/health/ready", headers={"Host": "localhost:1234"}).status_code == 200
 
 
 def test_insecure_dev_refuses_other_addresses(keyed_home: Path) -> None:

@@ -1,5 +1,5 @@
 """External dependencies that hang: a change is committed before its answer or not at all, and a hung
-Redis does not slow every request down. Real servers, a real SQLite lock, a real (silent) TCP peer."""
+Redis does not slow every request down. The app in-process, a real SQLite lock, a real (silent) TCP peer."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from modelport.app import open_registry
 from modelport.settings import Settings
-from tests.security.conftest import INFER, bearer, make_key
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.security.conftest import INFER, make_key
+from tests.serving.conftest import InProcess, serve_in_process
 
 
 def _alias(home: Path, alias: str) -> int | None:
@@ -44,26 +43,25 @@ class HeldLock:
 
 
 @pytest.fixture
-def locked_server(keyed_home: Path, tmp_path: Path) -> Iterator[tuple[Server, str, Path]]:
+def locked_server(keyed_home: Path, tmp_path: Path) -> Iterator[tuple[InProcess, str, Path]]:
+    """The app (in-process) on a copy of ``keyed_home``, an admin key, the home: requests time out
+    after 1 s, changes wait 2 s for a database lock."""
     import shutil
 
     home = tmp_path / "home"
     shutil.copytree(keyed_home, home)
     admin = make_key(home, "admin")
-    env = {"MODELPORT_REQUEST_TIMEOUT_SECONDS": "1", "MODELPORT_DATABASE_LOCK_TIMEOUT_SECONDS": "2"}
-    running = start_server(home, insecure_dev=False, env=env)
-    try:
-        yield running, admin, home
-    finally:
-        stop_server(running)
+    settings = {"request_timeout_seconds": 1, "database_lock_timeout_seconds": 2}
+    with serve_in_process(home, insecure_dev=False, **settings) as app:
+        yield app, admin, home
 
 
 def test_a_change_blocked_by_a_lock_fails_cleanly_and_is_not_applied_later(
-    locked_server: tuple[Server, str, Path],
+    locked_server: tuple[InProcess, str, Path],
 ) -> None:
-    server, admin, home = locked_server
+    app, admin, home = locked_server
     assert _alias(home, "production") == 1
-    with httpx.Client(base_url=server.url, headers=bearer(admin), timeout=30) as http:
+    with app.client(admin) as http:
         with HeldLock(home):
             started = time.monotonic()
             response = http.put("/api/v1/models/credit/aliases/production", json={"version": 2})
@@ -83,14 +81,14 @@ def test_a_change_blocked_by_a_lock_fails_cleanly_and_is_not_applied_later(
 
 
 def test_a_change_that_waits_for_a_lock_is_answered_after_it_commits(
-    locked_server: tuple[Server, str, Path],
+    locked_server: tuple[InProcess, str, Path],
 ) -> None:
     """The lock is released after 1.2 s: longer than the request timeout (1 s), shorter than the lock
     timeout (2 s). The change commits, and its answer says so (never 504-then-commit)."""
-    server, admin, home = locked_server
+    app, admin, home = locked_server
     lock = HeldLock(home).__enter__()
     threading.Timer(1.2, lock.__exit__).start()
-    with httpx.Client(base_url=server.url, headers=bearer(admin), timeout=30) as http:
+    with app.client(admin) as http:
         response = http.put("/api/v1/models/credit/aliases/staging", json={"version": 1})
     assert response.status_code == 200, response.text
     assert _alias(home, "staging") == 1
@@ -135,11 +133,13 @@ def test_a_hung_redis_costs_one_short_wait_per_period_not_a_second_per_request(
     shutil.copytree(keyed_home, home)
     limited = make_key(home, "consumer", ["credit*"], rate=1000.0)
     peer = SilentPeer()
-    env = {"MODELPORT_REDIS_URL": f"redis://127.0.0.1:{peer.port}/0"}
-    running = start_server(home, insecure_dev=False, env=env)
+    redis_url = f"redis://127.0.0.1:{peer.port}/0"
     try:
         times = []
-        with httpx.Client(base_url=running.url, headers=bearer(limited), timeout=30) as http:
+        with (
+            serve_in_process(home, insecure_dev=False, redis_url=redis_url) as app,
+            app.client(limited) as http,
+        ):
             for _ in range(30):
                 started = time.monotonic()
                 assert http.post("/v2/models/credit/infer", json=INFER).status_code == 200
@@ -150,5 +150,4 @@ def test_a_hung_redis_costs_one_short_wait_per_period_not_a_second_per_request(
         assert statistics.median(times) < 0.1, times
         assert peer.held, "the server never tried Redis"
     finally:
-        stop_server(running)
         peer.close()

@@ -4,7 +4,6 @@ be written, and a home only its owner can read."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -18,17 +17,17 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from modelport.app import create_app, open_registry
+from modelport.app import open_registry
 from modelport.monitoring.metrics import scoped
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.registry.audit import NOT_WRITTEN
 from modelport.runtimes.base import Prediction
 from modelport.security.store import KeyStore
-from modelport.serving.rest import RestApp
 from modelport.settings import Settings
 from modelport.tables import escape_controls, spreadsheet_frame, spreadsheet_safe, write_csv
 from tests.conftest import run_cli
 from tests.security.conftest import INFER, Keys, bearer, make_key
+from tests.serving.conftest import serve_in_process
 
 HOSTILE_PATHS = [
     "/api/v1/models/x%5B/aliases/%5Dy",  # rich markup: `[/aliases/]` broke `modelport audit`
@@ -37,18 +36,13 @@ HOSTILE_PATHS = [
 ]
 
 
-def _call(app: RestApp, requests: list[tuple[str, str, str, Any]]) -> list[httpx.Response]:
-    """(method, path, token, JSON body) requests through the ASGI app, in order."""
-
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # dict vs MutableMapping
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return [
-                await client.request(method, path, json=body, headers=bearer(token))
-                for method, path, token, body in requests
-            ]
-
-    return asyncio.run(run())
+def _call(home: Path, requests: list[tuple[str, str, str, Any]]) -> list[httpx.Response]:
+    """(method, path, token, JSON body) requests, in order, to the keyed app on ``home`` (in-process)."""
+    with serve_in_process(home, insecure_dev=False) as app, app.client() as client:
+        return [
+            client.request(method, path, json=body, headers=bearer(token))
+            for method, path, token, body in requests
+        ]
 
 
 def _mode(path: Path) -> int:
@@ -83,22 +77,17 @@ def test_scoped_keeps_help_type_and_server_wide_series_only_for_seen_models() ->
 
 
 def test_metrics_for_a_scoped_key_shows_only_its_models(keyed_home: Path, keys: Keys) -> None:
-    app = create_app(Settings(home=keyed_home))
-    app.gate.reload()
-    try:
-        infer = "/v2/models/{}/infer"
-        responses = _call(
-            app,
-            [
-                ("POST", infer.format("fraud"), keys.other, INFER),
-                ("POST", infer.format("credit"), keys.consumer, INFER),
-                ("GET", "/metrics", keys.consumer, None),
-                ("GET", "/metrics", keys.admin, None),
-                ("GET", "/metrics", keys.other, None),
-            ],
-        )
-    finally:
-        app.plane.pool.registry.close()
+    infer = "/v2/models/{}/infer"
+    responses = _call(
+        keyed_home,
+        [
+            ("POST", infer.format("fraud"), keys.other, INFER),
+            ("POST", infer.format("credit"), keys.consumer, INFER),
+            ("GET", "/metrics", keys.consumer, None),
+            ("GET", "/metrics", keys.admin, None),
+            ("GET", "/metrics", keys.other, None),
+        ],
+    )
     assert [r.status_code for r in responses] == [200] * 5
     consumer, admin, other = (r.text for r in responses[2:])
     assert 'model="credit"' in consumer and "fraud" not in consumer
@@ -111,12 +100,7 @@ def test_metrics_for_a_scoped_key_shows_only_its_models(keyed_home: Path, keys: 
 
 
 def test_hostile_paths_neither_break_nor_drive_the_audit_view(keyed_home: Path, keys: Keys) -> None:
-    app = create_app(Settings(home=keyed_home))
-    app.gate.reload()
-    try:
-        denied = _call(app, [("PUT", path, keys.consumer, {"version": 1}) for path in HOSTILE_PATHS])
-    finally:
-        app.plane.pool.registry.close()
+    denied = _call(keyed_home, [("PUT", path, keys.consumer, {"version": 1}) for path in HOSTILE_PATHS])
     assert [r.status_code for r in denied] == [403] * len(HOSTILE_PATHS)
     registry = open_registry(Settings(home=keyed_home))
     try:
@@ -181,7 +165,7 @@ def test_logged_request_ids_cannot_become_formulas(tmp_path: Path) -> None:
             flags={},
         )
     assert log.write(log.take()) == 5
-    done = run_cli(home, "predictions", "m", "--csv")
+    done = run_cli(home, "predictions", "m", "--all-versions", "--csv")
     assert done.returncode == 0, done.stderr
     header, *rows = list(csv.reader(io.StringIO(done.stdout)))
     cells = [dict(zip(header, row, strict=True)) for row in rows]
@@ -213,13 +197,10 @@ def test_an_unwritable_audit_record_answers_a_fixed_message(tmp_path: Path) -> N
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
     operator_log = logging.getLogger("modelport.registry")
     operator_log.addHandler(handler)
-    app = create_app(Settings(home=home))
-    app.gate.reload()
     try:
-        (response,) = _call(app, [("POST", "/api/v1/keys", admin, {"name": "new", "role": "consumer"})])
+        (response,) = _call(home, [("POST", "/api/v1/keys", admin, {"name": "new", "role": "consumer"})])
     finally:
         operator_log.removeHandler(handler)
-        app.plane.pool.registry.close()
     assert response.status_code >= 500
     assert response.json() == {"error": NOT_WRITTEN}
     for secret in ("secret-internal-detail", "audit_log", "INSERT", "sqlite"):

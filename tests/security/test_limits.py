@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +14,9 @@ import httpx
 import pytest
 
 from modelport.security.store import KeyStore
+from tests.conftest import invoke_cli
 from tests.security.conftest import INFER, Keys, bearer, make_key, open_home
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.serving.conftest import Server, serve_in_process, start_server, stop_server
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -130,16 +129,14 @@ def test_quota_and_usage_records(two_workers: Server, keyed_home: Path, keys: Ke
     assert statuses.count(200) in (11, 12, 13), statuses
     assert statuses[-1] == 429
     time.sleep(1.6)
-    exe = str(Path(sys.executable).with_name("modelport"))
-    env = {**os.environ, "MODELPORT_HOME": str(keyed_home)}
-    out = subprocess.run([exe, "usage", "--key", key_id, "--json"], env=env, capture_output=True, text=True)
+    out = invoke_cli(keyed_home, "usage", "--key", key_id, "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
     # Usage counts admitted requests (refusals at the gate cost nothing and are not billed).
     assert row["model"] == "credit" and row["errors"] == 1
     assert row["requests"] == len(statuses) - statuses.count(429) and row["rows"] == statuses.count(200)
     assert row["bytes_in"] > 0 and row["bytes_out"] > 0
-    csv = subprocess.run([exe, "usage", "--csv"], env=env, capture_output=True, text=True).stdout
+    csv = invoke_cli(keyed_home, "usage", "--csv").stdout
     assert csv.splitlines()[0] == "day,key_id,model,requests,rows,errors,bytes_in,bytes_out"
     with httpx.Client(base_url=two_workers.url, timeout=10) as client:
         mine = client.get("/api/v1/usage", headers=bearer(keys.consumer)).json()["usage"]
@@ -158,27 +155,29 @@ def shared_registry(keyed_home: Path) -> dict[str, str]:
 
 
 def test_key_guessing_ends_in_429(keyed_home: Path, keys: Keys, tmp_path: Path) -> None:
-    # default limits (burst 20, then 5/s), and a bucket file no other test server has touched
-    server = start_server(tmp_path / "home", insecure_dev=False, env=shared_registry(keyed_home))
-    try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            statuses = [
-                client.post(
-                    "/v2/models/credit/infer", json=INFER, headers=bearer(f"mpk_abcdefghijkl_{i:043d}")
-                ).status_code
-                for i in range(60)
-            ]
-            assert statuses[:20] == [401] * 20
-            assert statuses[-10:] == [429] * 10
-            refused = client.get("/v2", headers={"X-API-Key": "guess"})
-            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
-            # a valid key from the same address still works
-            assert (
-                client.post("/v2/models/credit/infer", json=INFER, headers=bearer(keys.consumer)).status_code
-                == 200
-            )
-    finally:
-        stop_server(server)
+    # default limits (burst 20, then 5/s), and a bucket file no other test's app has touched
+    home = tmp_path / "home"
+    home.mkdir()
+    shared = {
+        "database_url": f"sqlite:///{keyed_home / 'registry.db'}",
+        "artifact_url": (keyed_home / "artifacts").as_uri(),
+    }
+    with serve_in_process(home, insecure_dev=False, **shared) as app, app.client() as client:
+        statuses = [
+            client.post(
+                "/v2/models/credit/infer", json=INFER, headers=bearer(f"mpk_abcdefghijkl_{i:043d}")
+            ).status_code
+            for i in range(60)
+        ]
+        assert statuses[:20] == [401] * 20
+        assert statuses[-10:] == [429] * 10
+        refused = client.get("/v2", headers={"X-API-Key": "guess"})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        # a valid key from the same address still works
+        assert (
+            client.post("/v2/models/credit/infer", json=INFER, headers=bearer(keys.consumer)).status_code
+            == 200
+        )
 
 
 @pytest.mark.skipif(not _redis_available(), reason=f"Redis is not reachable at {REDIS_URL}")

@@ -36,7 +36,7 @@ def test_the_document_lists_exactly_the_routes() -> None:
     app = RestApp.__new__(RestApp)
     matched = set()
     for method, path in documented:
-        found = app._match(method, path)
+        found = app.match(method, path)
         assert found is not None, (method, path)
         matched.add(found[0])
     assert matched == {route[2] for route in RestApp.ROUTES}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,7 +20,7 @@ from modelport.security.store import KeyStore
 from modelport.serving.http import public_message
 from modelport.settings import Settings
 from tests.security.conftest import INFER, Keyed, Keys, bearer, make_key, open_home
-from tests.serving.conftest import start_server, stop_server
+from tests.serving.conftest import InProcess, serve_in_process, start_server, stop_server
 
 
 def test_a_failed_key_reload_is_retried_until_it_succeeds(keyed_home: Path, keys: Keys) -> None:
@@ -46,7 +48,7 @@ def test_a_failed_key_reload_is_retried_until_it_succeeds(keyed_home: Path, keys
         registry.close()
 
     async def poll_for(seconds: float) -> None:
-        task = asyncio.create_task(app._poll())
+        task = asyncio.create_task(app.worker.run_duties())
         await asyncio.sleep(seconds)
         task.cancel()
 
@@ -57,38 +59,58 @@ def test_a_failed_key_reload_is_retried_until_it_succeeds(keyed_home: Path, keys
     app.plane.pool.registry.close()
 
 
-def test_usage_counts_only_real_model_names_and_keeps_flowing(keyed: Keyed, keys: Keys) -> None:
+def _until_known(app: InProcess, token: str) -> None:
+    """Until the app has loaded the key (it polls the registry every 0.25 s); asks what no quota or
+    usage counts (model metadata)."""
+    deadline = time.monotonic() + 5
+    with app.client(token) as client:
+        while client.get("/v2/models/credit").status_code == 401:
+            assert time.monotonic() < deadline, "the new key never reached the app"
+            time.sleep(0.05)
+
+
+def _usage(app: InProcess, admin: str, key_id: str, until: Callable[[list[Any]], bool]) -> list[Any]:
+    """The key's usage rows once ``until`` holds for them (the app adds its counts once a second)."""
+    deadline = time.monotonic() + 10
+    with app.client(admin) as client:
+        while not until(rows := client.get(f"/api/v1/usage?key={key_id}").json()["usage"]):
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+    return list(rows)
+
+
+def test_usage_counts_only_real_model_names_and_keeps_flowing(keyed_app: InProcess, keys: Keys) -> None:
     """Finding 2: an invalid (overlong) model name must not be counted, nor block later counts."""
-    token = make_key(keyed.server.home, "consumer", ["credit*"])
-    time.sleep(0.5)
-    with keyed.client(token) as client:
+    token = make_key(keyed_app.home, "consumer", ["credit*"])
+    _until_known(keyed_app, token)
+    with keyed_app.client(token) as client:
         assert (
             client.post(f"/endpoints/credit{'a' * 120}/invocations", json={"inputs": [[0.1] * 6]}).status_code
-            == 400
+            == 404
         )
         for _ in range(3):
             assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
-    time.sleep(1.6)
-    with keyed.client(keys.admin) as admin:
-        rows = admin.get(f"/api/v1/usage?key={Keys.id_of(token)}").json()["usage"]
+    rows = _usage(
+        keyed_app, keys.admin, Keys.id_of(token), lambda rows: sum(r["requests"] for r in rows) >= 3
+    )
     assert [(r["model"], r["requests"]) for r in rows] == [("credit", 3)]
 
 
 def test_refusals_are_rate_limited_and_denials_do_not_flood_the_audit_log(
-    keyed: Keyed, keyed_home: Path
+    keyed_app: InProcess, keyed_home: Path
 ) -> None:
     """Finding 3: a key over its rate gets 429 before its role is checked; denied attempts are
     audited at most ten at once, then one a second."""
     token = make_key(keyed_home, "consumer", ["credit*"], rate=2.0)
     unlimited = make_key(keyed_home, "consumer", ["credit*"])
-    time.sleep(0.5)
-    with keyed.client(token) as client:
+    _until_known(keyed_app, unlimited)  # made after `token`: both are loaded
+    with keyed_app.client(token) as client:
         statuses = [
             client.put(f"/api/v1/models/credit/aliases/x{i}", json={"version": 1}).status_code
             for i in range(20)
         ]
     assert statuses[:2] == [403, 403] and statuses[-10:] == [429] * 10
-    with keyed.client(unlimited) as client:
+    with keyed_app.client(unlimited) as client:
         for i in range(40):
             assert client.put(f"/api/v1/models/credit/aliases/y{i}", json={"version": 1}).status_code == 403
     registry = open_home(keyed_home)
@@ -103,17 +125,21 @@ def test_refusals_are_rate_limited_and_denials_do_not_flood_the_audit_log(
     assert 10 <= len(denied) <= 13
 
 
-def test_the_default_model_is_not_revealed_to_a_key_outside_its_scope(keyed: Keyed, keys: Keys) -> None:
+def test_the_default_model_is_not_revealed_to_a_key_outside_its_scope(
+    keyed_app: InProcess, keys: Keys
+) -> None:
     """Finding 4: the keyed server's default model is credit@production; a fraud-only key learns
     nothing about it, and refusals are not billed."""
-    with keyed.client(keys.other) as client:
+    other = Keys.id_of(keys.other)
+    billed = sum(r["requests"] for r in _usage(keyed_app, keys.admin, other, lambda rows: True))
+    with keyed_app.client(keys.other) as client:
         refused = client.post("/invocations", json={"inputs": [[0.1] * 6]})
         assert refused.status_code == 404 and "credit" not in refused.text
         hidden = client.post("/endpoints/credit@production/invocations", json={"inputs": [[0.1] * 6]})
         assert hidden.status_code == 404
-    time.sleep(1.6)
-    with keyed.client(keys.admin) as admin:
-        rows = admin.get(f"/api/v1/usage?key={Keys.id_of(keys.other)}").json()["usage"]
+        # a request the key may make, counted after the refusals: once it shows, they would have too
+        assert client.post("/v2/models/fraud/infer", json=INFER).status_code == 200
+    rows = _usage(keyed_app, keys.admin, other, lambda rows: sum(r["requests"] for r in rows) > billed)
     assert all(r["model"] != "credit" for r in rows)
 
 
@@ -230,23 +256,17 @@ def test_wrong_methods_need_a_key_before_they_are_named(keyed: Keyed) -> None:
         assert client.post("/v2/health/ready").status_code == 405  # a probe path: no key needed
 
 
+@pytest.fixture(scope="module")
+def pinned(keyed_home: Path, keys: Keys) -> Iterator[InProcess]:
+    """The keyed app, answering for api.example.com only."""
+    with serve_in_process(keyed_home, insecure_dev=False, allowed_hosts=["api.example.com"]) as app:
+        yield app
+
+
 @pytest.mark.parametrize("host", ["api.example.com:1@evil.com", "[api.example.com]", "evil.com/x", "a b"])
-def test_host_header_tricks(keyed_home: Path, keys: Keys, host: str) -> None:
-    server = start_server(
-        keyed_home, insecure_dev=False, env={"MODELPORT_ALLOWED_HOSTS": '["api.example.com"]'}
-    )
-    try:
-        response = httpx.post(
-            f"{server.url}/v2/models/credit/infer",
-            json=INFER,
-            headers={**bearer(keys.consumer), "Host": host},
-        )
+def test_host_header_tricks(pinned: InProcess, keys: Keys, host: str) -> None:
+    with pinned.client(keys.consumer) as client:
+        response = client.post("/v2/models/credit/infer", json=INFER, headers={"Host": host})
         assert response.status_code == 400
-        ok = httpx.post(
-            f"{server.url}/v2/models/credit/infer",
-            json=INFER,
-            headers={**bearer(keys.consumer), "Host": "api.example.com:8443"},
-        )
+        ok = client.post("/v2/models/credit/infer", json=INFER, headers={"Host": "api.example.com:8443"})
         assert ok.status_code == 200
-    finally:
-        stop_server(server)

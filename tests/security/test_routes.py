@@ -40,7 +40,7 @@ def test_the_walk_covers_every_route() -> None:
     assert len(ROUTES) == len(RestApp.ROUTES) >= 25
     for method, path, _ in ROUTES:
         assert "(" not in path and "\\" not in path, path
-        assert RestApp._match(RestApp.__new__(RestApp), method, path) is not None, (method, path)
+        assert RestApp.match(RestApp.__new__(RestApp), method, path) is not None, (method, path)
     assert {path for _, path, permission in ROUTES if permission is None} == PROBES
 
 

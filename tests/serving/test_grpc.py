@@ -91,14 +91,20 @@ def test_errors(
     assert client.is_server_ready()
 
 
-def test_hostile_declared_shape_is_refused_before_allocation(client: triton.InferenceServerClient) -> None:
-    from tritonclient.grpc import service_pb2
+def test_hostile_declared_shape_is_refused_before_allocation(
+    client: triton.InferenceServerClient, grpc_server: tuple[Server, int]
+) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
 
     request = service_pb2.ModelInferRequest(model_name="credit")
     request.inputs.add(name="input", datatype="FP64", shape=[10**12, 10**12])
     request.raw_input_contents.append(b"\x00" * 8)
-    with pytest.raises(Exception) as caught:
-        client._client_stub.ModelInfer(request)
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{grpc_server[1]}") as channel,
+        pytest.raises(Exception) as caught,
+    ):
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert "over the limit" in str(caught.value)
     assert client.is_server_ready()
 

@@ -1,4 +1,5 @@
-"""Hostile and malformed HTTP input: a precise 4xx, JSON error bodies, and the server keeps serving."""
+"""Hostile and malformed HTTP input: a precise 4xx, JSON error bodies, and the app keeps serving (in-process:
+what is tested is the app's own decoding; uvicorn's protocol has tests/serving/test_slow_clients.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import FEATURES
-from tests.serving.conftest import Server
+from tests.serving.conftest import InProcess
 
 ROW = [0.1, -0.2, 0.3, 0.0, 1.0, -1.0]
 
@@ -38,16 +39,16 @@ def _infer(**overrides: object) -> dict[str, object]:
         ([1, 2], 400, "JSON object"),
     ],
 )
-def test_bad_v2_requests(server: Server, body: object, status: int, message: str) -> None:
-    with server.client() as http:
+def test_bad_v2_requests(app: InProcess, body: object, status: int, message: str) -> None:
+    with app.client() as http:
         response = http.post("/v2/models/credit/infer", json=body)
         assert response.status_code == status, response.text
         assert message in response.json()["error"]
         assert http.get("/v2/health/ready").status_code == 200
 
 
-def test_raw_hostile_bodies(server: Server) -> None:
-    with server.client() as http:
+def test_raw_hostile_bodies(app: InProcess) -> None:
+    with app.client() as http:
         for raw, message in (
             (b"[" * 100_000 + b"]" * 100_000, "nests deeper"),
             (b"{not json", "not valid JSON"),
@@ -80,9 +81,9 @@ def test_raw_hostile_bodies(server: Server) -> None:
         assert ok.status_code == 200
 
 
-def test_nan_and_infinity_tokens(server: Server, data: pd.DataFrame) -> None:
+def test_nan_and_infinity_tokens(app: InProcess, data: pd.DataFrame) -> None:
     body = b'{"inputs":[{"name":"input","datatype":"FP64","shape":[1,6],"data":[NaN,0,0,0,0,0]}]}'
-    with server.client() as http:
+    with app.client() as http:
         response = http.post("/v2/models/credit/infer", content=body)
         # parsed (NaN token accepted), then refused: this model cannot score a missing value
         assert response.status_code == 400 and "missing values in f0" in response.json()["error"]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +13,7 @@ from mlflow.deployments import PredictionsResponse
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.utils.proto_json_utils import dump_input_data
 
-from tests.conftest import FEATURES
+from tests.conftest import FEATURES, invoke_cli
 from tests.serving.conftest import Server
 
 
@@ -32,14 +29,8 @@ def cli_predictions(
     """What `modelport predict` prints for the same rows."""
     path = tmp_path_factory.mktemp("mlflow") / "rows.csv"
     rows.to_csv(path, index=False)
-    exe = str(Path(sys.executable).with_name("modelport"))
-    done = subprocess.run(
-        [exe, "--home", str(server.home), "predict", "credit@production", "--input", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = invoke_cli(server.home, "predict", "credit@production", "--input", str(path))
+    assert done.returncode == 0, done.stderr
     return pd.DataFrame(json.loads(done.stdout))
 
 

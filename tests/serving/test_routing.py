@@ -18,7 +18,7 @@ from modelport.app import open_registry
 from modelport.errors import IntegrityFailure
 from modelport.settings import Settings
 from tests.conftest import FEATURES
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.serving.conftest import Server, registered_home, serve_in_process, start_server, stop_server
 
 
 @pytest.fixture
@@ -84,47 +84,46 @@ def test_alias_flips_under_load_with_two_workers(home: Path, data: pd.DataFrame)
         stop_server(server)
 
 
-def test_alias_move_reaches_the_server_and_broken_versions_never_serve(
-    home: Path, data: pd.DataFrame
+def test_alias_move_reaches_the_app_and_broken_versions_never_serve(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object
 ) -> None:
-    server = start_server(home)
+    home = registered_home("releases", tmp_path / "home", tmp_path_factory, data, sklearn_model)  # v1-v3
     registry = open_registry(Settings(home=home))
     body = _body(data)
     try:
-        with server.client() as http:
+        with serve_in_process(home) as app, app.client() as http:
             assert http.post("/v2/models/credit/infer", json=body).headers["x-model-version"] == "1"
             registry.set_alias("credit", "production", 2)
             moved = time.monotonic()
             while http.post("/v2/models/credit/infer", json=body).headers["x-model-version"] != "2":
-                assert time.monotonic() - moved < 5, "the alias move did not reach the server"
+                assert time.monotonic() - moved < 5, "the alias move did not reach the app"
                 time.sleep(0.02)
-    finally:
-        stop_server(server)
-    # a third version whose ONNX blob is damaged after registration, while no server runs
-    model = registry.load("credit@1", role="native").runtime.estimator  # type: ignore[attr-defined]
-    broken = registry.register(model, name="credit", sample=data, target="label")
-    onnx = broken.artifact("onnx")
-    assert onnx is not None
-    path = registry.artifacts.path_for(onnx.digest)  # type: ignore[attr-defined]
-    path.chmod(0o644)
-    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(IntegrityFailure, match="does not match the recorded digest"):
-        registry.set_alias("credit", "production", broken.number)  # refused by the registry
-    server = start_server(home)
-    try:
-        with server.client() as http:
+        # v3's ONNX blob is damaged after registration, while nothing serves
+        broken = registry.get("credit@3")
+        onnx = broken.artifact("onnx")
+        assert onnx is not None
+        path = registry.artifacts.path_for(onnx.digest)  # type: ignore[attr-defined]
+        path.chmod(0o644)
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+        with pytest.raises(IntegrityFailure, match="does not match the recorded digest"):
+            registry.set_alias("credit", "production", broken.number)  # refused by the registry
+        with serve_in_process(home) as app, app.client() as http:
             assert http.post("/v2/models/credit/infer", json=body).headers["x-model-version"] == "2"
             # a writer that skips verification (an older client, a manual change) moves it anyway
             registry.set_alias("credit", "production", broken.number, verify=False)
-            time.sleep(1.5)
+            moved = time.monotonic()
+            while True:  # until the app has seen the move and tried the version
+                index = http.post("/v2/repository/index").json()
+                if any("does not match the recorded digest" in row["reason"] for row in index):
+                    break
+                assert time.monotonic() - moved < 5, index
+                assert http.post("/v2/models/credit/infer", json=body).headers["x-model-version"] == "2"
+                time.sleep(0.02)
             for _ in range(20):
                 response = http.post("/v2/models/credit/infer", json=body)
                 assert response.status_code == 200 and response.headers["x-model-version"] == "2"
-            index = http.post("/v2/repository/index").json()
-            assert any("does not match the recorded digest" in row["reason"] for row in index), index
     finally:
         registry.close()
-        stop_server(server)
 
 
 def test_sigterm_lets_every_accepted_request_finish(home: Path, data: pd.DataFrame) -> None:

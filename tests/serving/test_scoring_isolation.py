@@ -189,7 +189,7 @@ def test_mlflow_binary_and_grpc_take_the_same_guarded_path(server: tuple[Server,
             "/endpoints/runaway@1/invocations",
             json={"dataframe_split": {"columns": ["f0", "f1"], "data": [[3e18, 1.0]]}},
         )
-        assert response.status_code == 504 and response.json()["error_code"] == "INTERNAL_ERROR", (
+        assert response.status_code == 504 and response.json()["error_code"] == "DEADLINE_EXCEEDED", (
             response.text
         )
     with triton.InferenceServerClient(url=f"127.0.0.1:{grpc_port}") as client:

@@ -1,4 +1,4 @@
-"""Value-level checks against the signature, with the per-model flag/reject policy, on a real server."""
+"""Value-level checks against the signature, with the per-model flag/reject policy, through the app."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -15,7 +14,7 @@ from modelport.errors import InvalidInput
 from modelport.settings import Settings
 from modelport.signature import Signature
 from tests.conftest import FEATURES
-from tests.serving.conftest import start_server, stop_server
+from tests.serving.conftest import serve_in_process
 
 
 def test_violations_are_found_per_feature_and_kind(served_home: Path, data: pd.DataFrame) -> None:
@@ -38,13 +37,12 @@ def test_violations_are_found_per_feature_and_kind(served_home: Path, data: pd.D
 def test_flag_then_reject_policy(served_home: Path, tmp_path: Path, data: pd.DataFrame) -> None:
     home = tmp_path / "home"
     shutil.copytree(served_home, home)
-    server = start_server(home)
     registry = open_registry(Settings(home=home))
     row = data[FEATURES].iloc[0].tolist()
     row[2] = 1e6  # far above anything in the sample
     body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with serve_in_process(home) as app, app.client() as http:
             flagged = http.post("/v2/models/credit/infer", json=body)
             assert flagged.status_code == 200
             assert flagged.json()["parameters"]["flags"] == {"f2": {"above_range": 1}}
@@ -75,4 +73,3 @@ def test_flag_then_reject_policy(served_home: Path, tmp_path: Path, data: pd.Dat
         assert registry.model("credit").on_violation == "reject"
     finally:
         registry.close()
-        stop_server(server)

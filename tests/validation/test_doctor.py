@@ -8,12 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import update
 
 from modelport.app import open_registry
 from modelport.registry.schema import model_versions
 from modelport.settings import Settings
 from tests.conftest import run_cli
+from tests.serving.conftest import registered_home
 
 
 def _doctor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,14 +43,11 @@ def _tamper(home: Path, number: int, *, golden: bool = False, environment: bool 
         registry.close()
 
 
-def test_doctor(tmp_path: Path, sklearn_model: object, data: pd.DataFrame) -> None:
-    home = tmp_path / "home"
-    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
-    try:
-        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
-        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="staging")
-    finally:
-        registry.close()
+def test_doctor(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    # credit v1 (production) and v2 (staging)
+    home = registered_home("served", tmp_path / "home", tmp_path_factory, data, sklearn_model)
     healthy = _doctor(home, "--json")
     assert healthy.returncode == 0, healthy.stderr
     rows = json.loads(healthy.stdout)["versions"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from sqlalchemy import update
@@ -16,8 +15,8 @@ from modelport.errors import PromotionRefused
 from modelport.registry.schema import model_versions
 from modelport.settings import Settings
 from modelport.validation.runner import validate
-from tests.conftest import FEATURES
-from tests.conftest import run_cli as cli
+from tests.conftest import FEATURES, run_cli
+from tests.conftest import invoke_cli as cli
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Pa
     assert "machine:" in markdown
     registry = open_registry(Settings(home=home))
     try:
-        (stored,) = registry.store.reports("credit", 1)
+        (stored,) = registry.store.validation.reports("credit", 1)
         assert stored["passed"] and stored["report"]["checks"] == report["checks"]
         assert any(r.action == "validation.record" for r in registry.store.audit_records())
     finally:
@@ -96,7 +95,7 @@ def test_reports_are_listed(home: Path, tmp_path: Path) -> None:
 
 
 def test_tampered_ground_truth_fails_and_names_the_case(home: Path, tmp_path: Path) -> None:
-    out = cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))
+    out = run_cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))  # the exit status
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout and "golden row 2" in out.stdout
     markdown = (tmp_path / "bad.md").read_text()
@@ -137,7 +136,7 @@ def test_the_promotion_gate(home: Path) -> None:
         registry.set_alias("credit", "production", 1, override_reason="back to v1")
         report = validate(registry, "credit@2")
         assert report.passed
-        registry.store.add_report(
+        registry.store.validation.add_report(
             "credit",
             2,
             passed=True,
@@ -162,26 +161,26 @@ def test_the_promotion_gate(home: Path) -> None:
 
 
 def test_gate_over_the_cli_and_bad_input(home: Path) -> None:
-    refused = cli(home, "alias", "set", "credit", "production", "3")
+    refused = cli(home, "alias", "set", "credit@3", "production")
     assert refused.returncode == 6 and "protected" in refused.stderr and "Traceback" not in refused.stderr
     for args, message in (
         (["validate", "credit@9"], "no version 9"),
         (["validate", "nosuch@1"], "no model named"),
         (["validate", "credit@1", "--load", "fast"], "RPS:SECONDS"),
         (["validate", "credit@1", "--load", "0:5"], "--load needs"),
-        (["alias", "protect", "nosuch", "production"], "no model named"),
-        (["alias", "protect", "credit", "latest"], "latest"),
+        (["alias", "protect", "nosuch@production"], "no model named"),
+        (["alias", "protect", "credit@latest"], "latest"),
     ):
         out = cli(home, *args)
         assert out.returncode in (2, 3), (args, out.returncode, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
-    assert cli(home, "alias", "unprotect", "credit", "production").returncode == 0
-    assert cli(home, "alias", "set", "credit", "production", "2").returncode == 0
+    assert cli(home, "alias", "unprotect", "credit@production").returncode == 0
+    assert cli(home, "alias", "set", "credit@2", "production").returncode == 0
 
 
 def test_the_gate_over_the_management_api(home: Path) -> None:
     from modelport.security.store import KeyStore
-    from tests.serving.conftest import start_server, stop_server
+    from tests.serving.conftest import serve_in_process
 
     registry = open_registry(Settings(home=home))
     try:
@@ -194,20 +193,19 @@ def test_the_gate_over_the_management_api(home: Path) -> None:
     finally:
         registry.close()
     target = 3 if current != 3 else 2
-    server = start_server(home, insecure_dev=False)
     try:
-        path = f"{server.url}/api/v1/models/credit/aliases/production"
-        pub = {"Authorization": f"Bearer {publisher[1]}"}
-        adm = {"Authorization": f"Bearer {admin[1]}"}
-        refused = httpx.put(path, json={"version": 2}, headers=pub)
-        assert refused.status_code in (200, 409)  # v2 may carry a passing report from the gate test
-        unvalidated = httpx.put(path, json={"version": 3}, headers=pub)
-        assert unvalidated.status_code == 409 and "protected" in unvalidated.json()["error"]
-        assert httpx.put(path, json={"version": 2, "override_reason": "x"}, headers=pub).status_code == 403
-        forced = httpx.put(path, json={"version": 2, "override_reason": "risk sign-off R-9"}, headers=adm)
-        assert forced.status_code == 200, forced.text
+        with serve_in_process(home, insecure_dev=False) as app, app.client() as http:
+            path = "/api/v1/models/credit/aliases/production"
+            pub = {"Authorization": f"Bearer {publisher[1]}"}
+            adm = {"Authorization": f"Bearer {admin[1]}"}
+            refused = http.put(path, json={"version": 2}, headers=pub)
+            assert refused.status_code in (200, 409)  # v2 may carry a passing report from the gate test
+            unvalidated = http.put(path, json={"version": 3}, headers=pub)
+            assert unvalidated.status_code == 409 and "protected" in unvalidated.json()["error"]
+            assert http.put(path, json={"version": 2, "override_reason": "x"}, headers=pub).status_code == 403
+            forced = http.put(path, json={"version": 2, "override_reason": "risk sign-off R-9"}, headers=adm)
+            assert forced.status_code == 200, forced.text
     finally:
-        stop_server(server)
         registry = open_registry(Settings(home=home))
         try:
             registry.store.protect_alias("credit", "production", actor="local:test", protect=False)

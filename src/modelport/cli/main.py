@@ -16,6 +16,17 @@ from typing import Annotated, Any
 import typer
 
 from modelport.app import open_registry
+from modelport.cli.arguments import (
+    OLD_FORMS,
+    AliasRefArg,
+    ModelNameArg,
+    RefArg,
+    alias_ref,
+    model_name,
+    refuse_old_form,
+    version_of,
+    whole_model_or_version,
+)
 from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
     Table,
@@ -31,16 +42,12 @@ from modelport.cli.releases import actor as release_actor
 from modelport.cli.releases import register_commands as register_releases
 from modelport.cli.security import print_token, register_commands
 from modelport.errors import (
-    AuditFailure,
-    IntegrityFailure,
     InvalidInput,
     ModelportError,
-    NotFound,
-    PromotionRefused,
-    StoreNotReady,
     brief,
+    outcome_for,
 )
-from modelport.registry.names import check_label, parse_ref
+from modelport.registry.names import check_alias_name, check_label, parse_ref
 from modelport.registry.service import Registry, local_actor
 from modelport.releases.manager import ReleaseManager
 from modelport.security.store import KeyStore
@@ -167,7 +174,10 @@ def register(
     code_revision: Annotated[
         str | None, typer.Option("--code-revision", help="Code revision (default: git HEAD here).")
     ] = None,
-    parent: Annotated[int | None, typer.Option("--parent", help="Version this one derives from.")] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", help="Version of NAME this one derives from: a number, label or alias."),
+    ] = None,
     require_onnx: Annotated[
         bool, typer.Option("--require-onnx", help="Fail unless an equivalent ONNX twin is produced.")
     ] = False,
@@ -177,6 +187,8 @@ def register(
     json_out: JsonFlag = False,
 ) -> None:
     """Register a model file as a new version of NAME."""
+    model_name(name)
+    parent_ref = None if parent is None else version_of(name, parent)
     if label is not None:
         check_label(label)  # before any work: a bad label must not leave a registered version behind
     metrics: dict[str, float] = {}
@@ -187,6 +199,7 @@ def register(
             raise InvalidInput(f"metric {key!r} must be a number, got {value!r}") from None
     registry = _open(create=True)
     try:
+        parent_number = None if parent_ref is None else registry.get(parent_ref).number
         version = registry.register(
             name=name,
             path=path,
@@ -200,7 +213,7 @@ def register(
             metrics=metrics,
             training_data=training_data,
             code_revision=code_revision,
-            parent=parent,
+            parent=parent_number,
             target=target,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             require_onnx=require_onnx,
@@ -241,10 +254,9 @@ def models(json_out: JsonFlag = False) -> None:
 
 
 @app.command()
-def versions(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")], json_out: JsonFlag = False
-) -> None:
+def versions(name: ModelNameArg, json_out: JsonFlag = False) -> None:
     """List the versions of a model."""
+    model_name(name)
     registry = _open()
     try:
         found = registry.versions(name)
@@ -257,14 +269,12 @@ def versions(
 
 
 @app.command()
-def show(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
-    json_out: JsonFlag = False,
-) -> None:
+def show(ref: RefArg, json_out: JsonFlag = False) -> None:
     """Show one version: signature, lineage, environment, artifacts, conversion proof."""
+    parsed = parse_ref(ref)
     registry = _open()
     try:
-        version = registry.get(ref)
+        version = registry.get(parsed)
     finally:
         registry.close()
     if json_out:
@@ -273,23 +283,34 @@ def show(
         console.print(version_detail(version))
 
 
-@alias_app.command("set")
+@alias_app.command("set", context_settings=OLD_FORMS)
 def alias_set(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    ctx: typer.Context,
+    ref: RefArg,
     alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.", min=1)],
     override_reason: Annotated[
         str | None,
         typer.Option("--override-reason", help="Move a protected alias without a passing report (audited)."),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Point NAME@ALIAS at VERSION (a protected alias needs a passing validation report; an
-    approval-protected one waits for a second key)."""
+    """Point alias ALIAS of REF's model at the version REF names, e.g. `alias set credit-rating@7
+    production` (a protected alias needs a passing validation report; an approval-protected one waits
+    for a second key)."""
+    old = [ref, alias, *ctx.args]
+    instead = f"{old[0]}@{old[2]} {old[1]}" if len(old) == 3 and "@" not in old[0] else "NAME@7 production"
+    refuse_old_form(ctx.args, "alias set REF ALIAS", f"modelport alias set {instead}")
+    parsed = parse_ref(ref)
+    name = parsed.name
+    check_alias_name(alias)
     registry = _open()
     try:
         result = ReleaseManager(registry).set_alias(
-            name, alias, version, actor=release_actor(registry), override_reason=override_reason
+            name,
+            alias,
+            registry.get(parsed).number,
+            actor=release_actor(registry),
+            override_reason=override_reason,
         )
     finally:
         registry.close()
@@ -305,12 +326,11 @@ def alias_set(
         console.print(f"{name}@{alias} → {result['version']}")
 
 
-@alias_app.command("rm")
-def alias_rm(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name.")],
-) -> None:
+@alias_app.command("rm", context_settings=OLD_FORMS)
+def alias_rm(ctx: typer.Context, ref: AliasRefArg) -> None:
     """Remove NAME@ALIAS."""
+    _refuse_two_words(ctx, "rm", ref)
+    name, alias = alias_ref(ref)
     registry = _open()
     try:
         result = ReleaseManager(registry).remove_alias(name, alias, actor=release_actor(registry))
@@ -322,10 +342,10 @@ def alias_rm(
         console.print(f"removed {name}@{alias}")
 
 
-@alias_app.command("protect")
+@alias_app.command("protect", context_settings=OLD_FORMS)
 def alias_protect(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+    ctx: typer.Context,
+    ref: AliasRefArg,
     require_approval: Annotated[
         bool,
         typer.Option("--require-approval", help="Every change of the alias also waits for a second key."),
@@ -333,6 +353,8 @@ def alias_protect(
 ) -> None:
     """Protect NAME@ALIAS: it then moves only to versions with a passing validation report (and, with
     --require-approval, only once another admin or publisher approves)."""
+    _refuse_two_words(ctx, "protect", ref)
+    name, alias = alias_ref(ref)
     registry = _open()
     try:
         changed = registry.store.protect_alias(name, alias, actor=local_actor())
@@ -344,12 +366,11 @@ def alias_protect(
     console.print(f"{name}@{alias} is {'now' if changed or require_approval else 'already'} protected{needs}")
 
 
-@alias_app.command("unprotect")
-def alias_unprotect(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name.")],
-) -> None:
+@alias_app.command("unprotect", context_settings=OLD_FORMS)
+def alias_unprotect(ctx: typer.Context, ref: AliasRefArg) -> None:
     """Remove the promotion gate from NAME@ALIAS (audited)."""
+    _refuse_two_words(ctx, "unprotect", ref)
+    name, alias = alias_ref(ref)
     registry = _open()
     try:
         changed = registry.store.protect_alias(name, alias, actor=local_actor(), protect=False)
@@ -358,14 +379,21 @@ def alias_unprotect(
     console.print(f"{name}@{alias} is {'no longer' if changed else 'not'} protected")
 
 
+def _refuse_two_words(ctx: typer.Context, command: str, ref: str) -> None:
+    """``alias COMMAND NAME ALIAS`` (the old form) is ``alias COMMAND NAME@ALIAS``."""
+    instead = f"{ref}@{ctx.args[0]}" if len(ctx.args) == 1 and "@" not in ref else "NAME@ALIAS"
+    refuse_old_form(ctx.args, f"alias {command} NAME@ALIAS", f"modelport alias {command} {instead}")
+
+
 @app.command()
 def policy(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    name: ModelNameArg,
     on_violation: Annotated[
         str, typer.Option("--on-violation", help="flag: answer and report; reject: 400 naming the feature.")
     ],
 ) -> None:
     """Set what serving does with values outside a model's signature (range, category, missing)."""
+    model_name(name)
     registry = _open()
     try:
         registry.set_policy(name, on_violation)
@@ -389,7 +417,7 @@ def certificate_warning(path: Path, now: float | None = None) -> str | None:
     # The standard library's own decoder: the server needs no X.509 package for this one check
     # (``cryptography`` is not a core dependency). It reads the first certificate of the PEM file.
     try:
-        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]  # noqa: SLF001
         not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
         not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
     except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
@@ -428,13 +456,13 @@ def serve(
     ] = False,
 ) -> None:
     """Serve every registered model over the Open Inference Protocol (REST, gRPC) and MLflow scoring.
-    Every route needs an API key except the liveness/readiness probes."""
+    Every route needs an API key except the liveness/readiness probes. Exits with status 1 and the
+    reason when the workers cannot start (docs/serving.md)."""
     import asyncio
     import os
     from typing import cast
 
-    import uvicorn
-
+    from modelport.serving import supervisor
     from modelport.serving.connections import ConnectionGuard, ConnectionLimits
 
     settings = _settings()
@@ -451,6 +479,13 @@ def serve(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise InvalidInput(f"TLS file {path} does not exist")
+    if tls_cert is not None and tls_key is not None:
+        import ssl
+
+        try:  # here, once, rather than in every worker as it starts
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(f"TLS certificate or key unusable: {supervisor.describe(exc)}") from None
     if default_model is not None:
         parse_ref(default_model)
     registry = _open()  # a clear error now rather than in every worker
@@ -458,13 +493,16 @@ def serve(
         keys = KeyStore(registry.store).count()
     finally:
         registry.close()
-    # Every worker writes its metrics to files in one fresh directory; /metrics sums them.
-    import shutil
+    if workers > 1:
+        # Every worker writes its metrics to files in one fresh directory; /metrics sums them. The
+        # workers are new processes that import prometheus-client after this. One worker runs in this
+        # process, which imported it long ago: its metrics stay in memory (monitoring/metrics.py).
+        import shutil
 
-    metrics_dir = settings.home.resolve() / "run" / f"metrics-{port}"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        metrics_dir = settings.home.resolve() / "run" / f"metrics-{port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     # Worker processes build their app from the environment (the one wiring point reads it once).
     os.environ["MODELPORT_HOME"] = str(settings.home.resolve())
     os.environ["MODELPORT_HOST"] = host
@@ -502,28 +540,35 @@ def serve(
             max_connections_per_address=settings.max_connections_per_address,
         )
     )
-    uvicorn.run(
-        "modelport.app:create_app_from_env",
-        factory=True,
-        # uvicorn calls its ``http`` protocol class with keyword arguments only; the guard is such a
-        # callable, not a class, which its annotation does not foresee
-        http=cast("type[asyncio.Protocol]", guard),
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,  # no client addresses are used: skip the middleware on every request
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-    )
+    try:
+        # uvicorn, with a supervisor that stops when workers cannot start (serving/supervisor.py)
+        supervisor.run(
+            "modelport.app:create_app_from_env",
+            workers=workers,
+            # uvicorn calls its ``http`` protocol class with keyword arguments only; the guard is such a
+            # callable, not a class, which its annotation does not foresee
+            http=cast("type[asyncio.Protocol]", guard),
+            host=host,
+            port=port,
+            # "on", not uvicorn's "auto": with "auto" a start-up that raises (a gRPC port in use) was
+            # logged at info level and the worker served without its gRPC server and background duties
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # no client addresses are used: skip the middleware on every request
+            server_header=False,
+            timeout_graceful_shutdown=30,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+        )
+    except supervisor.WorkerStartFailed as failure:
+        error_console.print(f"error: the server could not start: {failure}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command()
 def validate(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION to validate.")],
+    ref: RefArg,
     sla_p99_ms: Annotated[
         float, typer.Option("--sla-p99-ms", help="Latency SLA at p99 for the load test.", min=1)
     ] = 250.0,
@@ -541,10 +586,11 @@ def validate(
     from modelport.validation.runner import validate as run_validation
 
     rate_seconds = parse_load(load) if load else None
+    parse_ref(ref)
     registry = _open()
     try:
         result = run_validation(registry, ref, sla_p99_ms=sla_p99_ms, load=rate_seconds)
-        report_id = registry.store.add_report(
+        report_id = registry.store.validation.add_report(
             result.model,
             result.version,
             passed=result.passed,
@@ -578,7 +624,7 @@ def validate(
 
 @app.command("log-policy")
 def log_policy(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    name: ModelNameArg,
     sample: Annotated[
         float, typer.Option("--sample", help="Fraction of requests to log, 0 to 1 (0 logs nothing).")
     ],
@@ -594,12 +640,13 @@ def log_policy(
     from modelport.monitoring.predictions import LogPolicy
     from modelport.signature import Signature
 
+    model_name(name)
     policy = LogPolicy(sample, tuple(redact or ()), tuple(pseudonymise or ()), subject)
     registry = _open()
     try:
         newest = registry.versions(name)[-1]
         policy.check(Signature.from_dict(newest.signature).names)
-        registry.store.set_log_policy(name, policy.to_dict(), actor=local_actor())
+        registry.store.monitoring.set_log_policy(name, policy.to_dict(), actor=local_actor())
     finally:
         registry.close()
     console.print(
@@ -610,22 +657,24 @@ def log_policy(
 
 @app.command()
 def predictions(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    ref: RefArg,
     since: Annotated[
         str | None, typer.Option("--since", help="From this time (ISO date/time) or span ago (30m, 7d).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="The newest N records.", min=1)] = 100,
     json_out: JsonFlag = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every version of the model NAME, not one version.")
+    ] = False,
 ) -> None:
-    """Logged predictions (sampled inputs and outputs) of a model or one version."""
+    """Logged predictions (sampled inputs and outputs) of one version, or of every version."""
     from datetime import UTC, datetime
 
     from modelport.monitoring.predictions import query
-    from modelport.registry.names import parse_ref
     from modelport.security.keys import parse_duration
 
-    parsed = parse_ref(ref)
+    parsed = whole_model_or_version(ref, all_versions)
     start = None
     if since:
         try:
@@ -635,7 +684,7 @@ def predictions(
             start = datetime.now(UTC) - parse_duration(since)
     registry = _open()
     try:
-        version = registry.get(ref).number if "@" in ref else None
+        version = None if all_versions else registry.get(parsed).number
         found = query(_settings().home.resolve(), parsed.name, version=version, since=start, limit=limit)
     finally:
         registry.close()
@@ -693,6 +742,8 @@ def privacy_erase(
     from modelport.monitoring.predictions import _secret as pseudonym_secret
     from modelport.monitoring.predictions import erase, subject_key
 
+    if model is not None:
+        model_name(model)
     home = _settings().home.resolve()
     registry = _open()
     try:
@@ -712,15 +763,13 @@ def privacy_erase(
 
 
 @app.command()
-def reports(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION.")],
-    json_out: JsonFlag = False,
-) -> None:
+def reports(ref: RefArg, json_out: JsonFlag = False) -> None:
     """The validation reports stored with a version, newest first."""
+    parsed = parse_ref(ref)
     registry = _open()
     try:
-        version = registry.get(ref)
-        found = registry.store.reports(version.model, version.number)
+        version = registry.get(parsed)
+        found = registry.store.validation.reports(version.model, version.number)
     finally:
         registry.close()
     if json_out:
@@ -755,6 +804,8 @@ def doctor(
     from modelport.validation.doctor import diagnose
     from modelport.validation.doctor import fix as fix_versions
 
+    if model is not None:
+        model_name(model)
     registry = _open()
     fixed: list[tuple[str, str]] = []
     try:
@@ -799,7 +850,7 @@ def doctor(
 
 @app.command()
 def predict(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    ref: RefArg,
     input_path: Annotated[Path, typer.Option("--input", help="Rows to score: CSV, Parquet or JSON.")],
     output: Annotated[
         Path | None, typer.Option("--output", help="Write results here (.csv/.parquet/.json).")
@@ -809,10 +860,11 @@ def predict(
     """Score rows locally, in this process, with the version's serving runtime."""
     from modelport.tables import read_table, spreadsheet_frame, write_table  # pandas: not for `serve`
 
+    parsed = parse_ref(ref)
     frame = read_table(input_path)
     registry = _open()
     try:
-        result = registry.predict(ref, frame)
+        result = registry.predict(parsed, frame)
     finally:
         registry.close()
     if output is not None:
@@ -824,18 +876,9 @@ def predict(
         sys.stdout.write(json.dumps(json.loads(result.to_json(orient="records")), indent=2) + "\n")
 
 
-_EXIT_CODES: list[tuple[type[ModelportError], int]] = [
-    (InvalidInput, 2),
-    (NotFound, 3),
-    (IntegrityFailure, 4),
-    (AuditFailure, 4),
-    (StoreNotReady, 5),
-    (PromotionRefused, 6),
-]
-
-
 def exit_code(error: ModelportError) -> int:
-    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), 1)
+    """The exit code of ``error``, from the one errors table (``errors.OUTCOMES``)."""
+    return outcome_for(error).exit
 
 
 def _show_warning(

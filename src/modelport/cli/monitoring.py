@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelport.cli.arguments import ModelNameArg, RefArg, model_name, whole_model_or_version
 from modelport.cli.output import Table, console, print_json
 from modelport.errors import InvalidInput
 from modelport.registry.service import Registry, local_actor
@@ -41,7 +42,7 @@ def _seconds(text: str, what: str) -> float:
 
 
 def drift(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION.")],
+    ref: RefArg,
     window: Annotated[
         str | None,
         typer.Option("--window", help="Width of each window (30m, 1h, 1d); default from settings."),
@@ -69,15 +70,18 @@ def drift(
     fail_on_drift: Annotated[
         bool, typer.Option("--fail-on-drift", help="Exit with 7 when a feature drifts in the latest window.")
     ] = False,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every version of the model NAME, not one version.")
+    ] = False,
 ) -> None:
-    """Drift of logged traffic against each version's reference profile (PSI, KS), and live accuracy
-    from feedback."""
+    """Drift of logged traffic against the version's reference profile (PSI, KS) — or each version's,
+    with --all-versions — and live accuracy from feedback."""
     from dataclasses import replace
 
     from modelport.app import drift_settings
     from modelport.monitoring.monitor import accuracy_report, drift_report
-    from modelport.registry.names import parse_ref
 
+    parsed = whole_model_or_version(ref, all_versions)
     settings = _settings()
     tuned = drift_settings(settings)
     if window is not None:
@@ -92,11 +96,10 @@ def drift(
         if path is not None and not path.parent.is_dir():
             raise InvalidInput(f"no folder {str(path.parent)[:200]!r} to write {path.name[:100]!r} into")
     end = None if until is None else _timestamp(until)
-    parsed = parse_ref(ref)
     home = settings.home.resolve()
     registry = _open()
     try:
-        version = registry.get(ref).number if "@" in ref else None
+        version = None if all_versions else registry.get(parsed).number
         report = drift_report(
             home, registry, parsed.name, version=version, windows=windows, settings=tuned, now=end
         )
@@ -149,6 +152,9 @@ def _print(report: dict[str, Any]) -> None:
                 f"version {entry['version']} has no reference profile: "
                 f"modelport profile {report['model']}@{entry['version']} --sample FILE"
             )
+            continue
+        if not entry["windows"]:  # one version asked for (a REF), and nothing logged at all
+            console.print(f"{report['model']}@{entry['version']}: no logged traffic in the window")
             continue
         last = entry["windows"][-1]
         table = Table(
@@ -227,21 +233,22 @@ def _read_labels(path: Path) -> list[tuple[str, int, str]]:
 
 
 def feedback(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    name: ModelNameArg,
     file: Annotated[Path, typer.Option("--file", help="CSV (request_id,row,label) or JSON list of labels.")],
 ) -> None:
     """Store ground-truth labels for logged predictions (by the request id each response carried)."""
+    model_name(name)
     labels = _read_labels(file)
     registry = _open()
     try:
-        stored = registry.store.add_feedback(name, labels, actor=local_actor())
+        stored = registry.store.monitoring.add_feedback(name, labels, actor=local_actor())
     finally:
         registry.close()
     console.print(f"{name}: stored {stored} label(s)")
 
 
 def profile(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME@ALIAS or NAME@VERSION.")],
+    ref: RefArg,
     sample: Annotated[Path, typer.Option("--sample", help="CSV or Parquet rows like the training data.")],
     target: Annotated[
         str | None, typer.Option("--target", help="Label column in the sample (gives reference accuracy).")
@@ -249,13 +256,15 @@ def profile(
 ) -> None:
     """(Re)build a version's reference profile for drift from a sample (versions registered before
     profiles existed, or a better reference)."""
+    from modelport.registry.names import parse_ref
     from modelport.registry.registration import reference_profile
     from modelport.tables import read_table
 
+    parsed = parse_ref(ref)
     frame = read_table(sample)
     registry = _open()
     try:
-        loaded = registry.load(ref)
+        loaded = registry.load(parsed)
         record, signature = loaded.version, loaded.signature
         truth = None
         if target is not None:
@@ -269,7 +278,7 @@ def profile(
             built = reference_profile(frame[signature.names], signature, loaded.runtime, truth)
         finally:
             loaded.runtime.close()
-        registry.store.set_profile(record.model, record.number, built, actor=local_actor())
+        registry.store.monitoring.set_profile(record.model, record.number, built, actor=local_actor())
     finally:
         registry.close()
     accuracy = built.get("accuracy")

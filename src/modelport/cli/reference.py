@@ -46,6 +46,14 @@ def render_cli() -> str:
         "4 integrity failure (a stored artifact changed) · 5 registry missing or needs `modelport init` · "
         "6 refused by the promotion gate · 7 drift found (`drift --fail-on-drift`).",
         "",
+        "Arguments name things one way in every command (`cli/arguments.py`): `REF` is one version — "
+        "`NAME@VERSION`, `NAME@ALIAS`, `NAME@LABEL` (e.g. `credit-rating@2.1.0`) or a bare `NAME`, the "
+        "model's default route: `NAME@production` when the alias `production` is set, else "
+        "`NAME@latest` (docs/registry.md). `NAME@ALIAS` is an alias (`alias rm`, `release …`); `NAME` "
+        "where a command works on a whole model (`versions`, `policy`, `retention` …). Options naming "
+        "a version of the model already given (`--canary`, `--shadow`, `--parent`) take what follows "
+        "`@`: a number, label or alias.",
+        "",
     ]
     for command in COMMANDS:
         result = runner.invoke(

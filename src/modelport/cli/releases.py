@@ -15,9 +15,19 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from modelport.cli.arguments import (
+    OLD_FORMS,
+    AliasRefArg,
+    ModelNameArg,
+    RefArg,
+    alias_ref,
+    model_name,
+    refuse_old_form,
+    version_of,
+)
 from modelport.cli.output import Table, console, print_json
 from modelport.errors import InvalidInput
-from modelport.registry.names import check_alias_name, parse_ref
+from modelport.registry.names import parse_ref
 from modelport.registry.service import Registry, local_actor
 from modelport.releases.manager import ReleaseManager
 from modelport.releases.policy import AutoRollback
@@ -31,17 +41,27 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts i
 _open: Callable[[], Registry]
 
 
-class _DefaultStart(TyperGroup):
-    """``modelport release NAME ALIAS --canary …`` is ``modelport release start NAME ALIAS …``."""
+class _ReleaseGroup(TyperGroup):
+    """``modelport release NAME ALIAS --canary …`` (the old form, without a sub-command) is answered
+    with the one form: ``modelport release start NAME@ALIAS …``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["start", *args]
+            target = None  # a mistyped sub-command gets click's "No such command" instead
+            if "@" in args[0]:
+                target = args[0]
+            elif len(args) > 1 and not args[1].startswith("-") and "@" not in args[1]:
+                target = f"{args[0]}@{args[1]}"
+            if target is not None:
+                raise InvalidInput(
+                    "`modelport release` needs a sub-command (start, status, promote, rollback, stop): "
+                    f"write `modelport release start {target[:120]} …`"
+                )
         return super().parse_args(ctx, args)
 
 
 release_app = typer.Typer(
-    cls=_DefaultStart,
+    cls=_ReleaseGroup,
     help="Canary, A/B and shadow releases on an alias; status, promote, rollback.",
     no_args_is_help=True,
 )
@@ -59,8 +79,8 @@ def register_commands(
     app.add_typer(approvals_app, name="approvals")
     app.command("retention")(retention)
     app.command("gc")(gc)
-    app.command("label")(label)
-    alias_app.command("history")(alias_history)
+    app.command("label", context_settings=OLD_FORMS)(label)
+    alias_app.command("history", context_settings=OLD_FORMS)(alias_history)
 
 
 def actor(registry: Registry) -> str:
@@ -72,13 +92,6 @@ def actor(registry: Registry) -> str:
     principal = ring.authenticate(token)
     principal.require("publish")
     return principal.actor
-
-
-def _alias_ref(ref: str) -> tuple[str, str]:
-    parsed = parse_ref(ref)
-    if parsed.alias is None or "@" not in ref:
-        raise InvalidInput(f"{ref!r}: name an alias, e.g. credit-rating@production")
-    return parsed.name, check_alias_name(parsed.alias)
 
 
 def _show_change(result: dict[str, Any], json_out: bool, done: str) -> None:
@@ -102,12 +115,13 @@ def _with(work: Callable[[Registry, str], Any]) -> Any:
         registry.close()
 
 
-@release_app.command("start")
+@release_app.command("start", context_settings=OLD_FORMS)
 def start(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. production.")],
+    ctx: typer.Context,
+    ref: AliasRefArg,
     canary: Annotated[
-        int | None, typer.Option("--canary", help="Version taking a share of the traffic.", min=1)
+        str | None,
+        typer.Option("--canary", help="Version taking a share of the traffic: a number, label or alias."),
     ] = None,
     weight: Annotated[
         float | None, typer.Option("--weight", help="Percent of the alias's traffic for the canary.")
@@ -117,7 +131,8 @@ def start(
         typer.Option("--sticky-by", help="header:NAME or field:NAME: the same key always gets the same arm."),
     ] = None,
     shadow: Annotated[
-        int | None, typer.Option("--shadow", help="Version receiving a copy of the traffic.", min=1)
+        str | None,
+        typer.Option("--shadow", help="Version receiving a copy of the traffic: a number, label or alias."),
     ] = None,
     auto_rollback: Annotated[
         str | None,
@@ -128,40 +143,47 @@ def start(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Start or change a release on NAME@ALIAS: --canary N --weight P, and/or --shadow N."""
+    """Start or change a release on NAME@ALIAS: --canary V --weight P, and/or --shadow V (V: a version
+    number, label or alias of the model, resolved now)."""
+    instead = f"{ref}@{ctx.args[0]}" if len(ctx.args) == 1 and "@" not in ref else "NAME@ALIAS"
+    refuse_old_form(ctx.args, "release start NAME@ALIAS …", f"modelport release start {instead} …")
+    name, alias = alias_ref(ref)
+    canary_ref = None if canary is None else version_of(name, canary)
+    shadow_ref = None if shadow is None else version_of(name, shadow)
     rule = None if auto_rollback is None else AutoRollback.parse(auto_rollback)
-    result = _with(
-        lambda registry, who: ReleaseManager(registry).start(
+    numbers: dict[str, int | None] = {}
+
+    def work(registry: Registry, who: str) -> dict[str, Any]:
+        for arm, chosen in (("canary", canary_ref), ("shadow", shadow_ref)):
+            numbers[arm] = None if chosen is None else registry.get(chosen).number
+        return ReleaseManager(registry).start(
             name,
             alias,
             actor=who,
-            canary=canary,
+            canary=numbers["canary"],
             weight=weight,
             sticky_by=sticky_by,
-            shadow=shadow,
+            shadow=numbers["shadow"],
             auto_rollback=rule,
             override_reason=override_reason,
         )
-    )
+
+    result = _with(work)
     parts = []
     if canary is not None:
         parts.append(
-            f"canary {canary} takes {weight:g} %" + (f" (sticky by {sticky_by})" if sticky_by else "")
+            f"canary {numbers['canary']} takes {weight:g} %"
+            + (f" (sticky by {sticky_by})" if sticky_by else "")
         )
     if shadow is not None:
-        parts.append(f"shadow {shadow} gets a copy")
+        parts.append(f"shadow {numbers['shadow']} gets a copy")
     _show_change(result, json_out, f"{name}@{alias}: " + ", ".join(parts))
 
 
 @release_app.command("status")
-def status(
-    ref: Annotated[
-        str, typer.Argument(metavar="NAME@ALIAS", help="The alias, e.g. credit-rating@production.")
-    ],
-    json_out: JsonFlag = False,
-) -> None:
+def status(ref: AliasRefArg, json_out: JsonFlag = False) -> None:
     """Per arm: traffic share, requests, p50/p99, error rate, predictions, shadow agreement, accuracy."""
-    name, alias = _alias_ref(ref)
+    name, alias = alias_ref(ref)
     document = _with(lambda registry, _: ReleaseManager(registry).status(name, alias))
     if json_out:
         print_json(document)
@@ -220,7 +242,7 @@ def promote(
     json_out: JsonFlag = False,
 ) -> None:
     """Move the alias fully to its canary and end the release."""
-    name, alias = _alias_ref(ref)
+    name, alias = alias_ref(ref)
     result = _with(
         lambda registry, who: ReleaseManager(registry).promote(
             name, alias, actor=who, override_reason=override_reason
@@ -236,7 +258,7 @@ def rollback(
     json_out: JsonFlag = False,
 ) -> None:
     """Withdraw the running release; with none running, return the alias to its previous version."""
-    name, alias = _alias_ref(ref)
+    name, alias = alias_ref(ref)
     result = _with(
         lambda registry, who: ReleaseManager(registry).rollback(name, alias, actor=who, reason=reason)
     )
@@ -249,17 +271,24 @@ def stop(
     json_out: JsonFlag = False,
 ) -> None:
     """End the release: canary and shadow withdrawn, the alias keeps its version."""
-    name, alias = _alias_ref(ref)
+    name, alias = alias_ref(ref)
     result = _with(lambda registry, who: ReleaseManager(registry).stop(name, alias, actor=who))
     _show_change(result, json_out, f"{name}@{alias} → {result.get('version')} (release stopped)")
 
 
 def alias_history(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    alias: Annotated[str | None, typer.Argument(metavar="[ALIAS]", help="One alias (default: all).")] = None,
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Argument(metavar="NAME|NAME@ALIAS", help="Every alias of the model NAME, or one alias."),
+    ],
     json_out: JsonFlag = False,
 ) -> None:
-    """Every state of NAME's aliases, oldest first: set, release, promote, rollback, remove."""
+    """Every state of a model's aliases (or of one), oldest first: set, release, promote, rollback,
+    remove."""
+    instead = f"{target}@{ctx.args[0]}" if len(ctx.args) == 1 and "@" not in target else "NAME@ALIAS"
+    refuse_old_form(ctx.args, "alias history NAME|NAME@ALIAS", f"modelport alias history {instead}")
+    name, alias = (model_name(target), None) if "@" not in target else alias_ref(target)
     entries = _with(lambda registry, _: registry.store.releases.history(name, alias))
     if json_out:
         print_json([e.to_dict() for e in entries])
@@ -331,7 +360,7 @@ def approvals_reject(
 
 
 def retention(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    name: ModelNameArg,
     keep_last: Annotated[
         int | None, typer.Option("--keep-last", help="Always keep the newest N versions.")
     ] = None,
@@ -344,6 +373,7 @@ def retention(
     json_out: JsonFlag = False,
 ) -> None:
     """Show or set NAME's retention policy (what `modelport gc` may archive)."""
+    model_name(name)
 
     def work(registry: Registry, who: str) -> RetentionPolicy | None:
         current = registry.store.releases.retention(name)
@@ -378,6 +408,8 @@ def gc(
     json_out: JsonFlag = False,
 ) -> None:
     """Archive versions their model's retention policy no longer keeps (artifacts freed, records kept)."""
+    if model is not None:
+        model_name(model)
     result = _with(lambda registry, who: ReleaseManager(registry).gc(actor=who, dry_run=dry_run, model=model))
     if json_out:
         print_json(result)
@@ -394,14 +426,24 @@ def gc(
 
 
 def label(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.", min=1)],
+    ctx: typer.Context,
+    ref: RefArg,
     text: Annotated[str, typer.Argument(metavar="LABEL", help="Semantic version, e.g. 2.1.0.")],
     json_out: JsonFlag = False,
 ) -> None:
-    """Give NAME@VERSION a semantic version label; then NAME@LABEL (e.g. credit-rating@2.1.0) refers to it."""
-    result = _with(lambda registry, who: registry.store.releases.set_label(name, version, text, actor=who))
+    """Give the version REF names a semantic version label, e.g. `label credit-rating@7 2.1.0`; then
+    NAME@LABEL (credit-rating@2.1.0) refers to it."""
+    old = [ref, text, *ctx.args]
+    instead = f"{old[0]}@{old[1]} {old[2]}" if len(old) == 3 and "@" not in old[0] else "NAME@7 2.1.0"
+    refuse_old_form(ctx.args, "label REF LABEL", f"modelport label {instead}")
+    parsed = parse_ref(ref)
+
+    def work(registry: Registry, who: str) -> tuple[int, str]:
+        number = registry.get(parsed).number
+        return number, registry.store.releases.set_label(parsed.name, number, text, actor=who)
+
+    version, result = _with(work)
     if json_out:
-        print_json({"model": name, "version": version, "label": result})
+        print_json({"model": parsed.name, "version": version, "label": result})
     else:
-        console.print(f"{name}@{result} → {version}")
+        console.print(f"{parsed.name}@{result} → {version}")

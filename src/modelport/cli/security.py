@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from modelport.cli.arguments import model_name
 from modelport.cli.output import Table, console, error_console, print_json
 from modelport.errors import AuditFailure, InvalidInput
 from modelport.registry.service import Registry, local_actor
@@ -194,6 +195,8 @@ def usage(
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (for billing).")] = False,
 ) -> None:
     """Requests, rows, errors and bytes per key × model × day."""
+    if model is not None:
+        model_name(model)
     start: date | None = None
     if since:
         try:

@@ -88,20 +88,23 @@ class AccessLog:
 ACCESS_LOG = AccessLog()
 
 
+class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """modelport's own handler (JSON lines on standard error), told apart from anyone else's."""
+
+
 def configure(*, access_log: bool = True, level: str = "INFO") -> None:
     """JSON lines on standard error for every ``modelport.*`` logger (idempotent)."""
     root = logging.getLogger("modelport")
-    if not any(getattr(h, "_modelport", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, JsonHandler) for h in root.handlers):
+        handler = JsonHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-        handler._modelport = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
     # With MODELPORT_TRACING, OpenTelemetry's own warnings (a collector away, a full queue) as JSON
     # lines too. Naming the logger imports nothing.
     sdk = logging.getLogger("opentelemetry")
-    sdk.handlers = [h for h in root.handlers if getattr(h, "_modelport", False)]
+    sdk.handlers = [h for h in root.handlers if isinstance(h, JsonHandler)]
     sdk.propagate = False
     ACCESS.disabled = not access_log
     ACCESS_LOG.enabled = access_log

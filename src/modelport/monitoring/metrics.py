@@ -8,8 +8,18 @@ request cost a fifth of the throughput (docs/performance.md).
 
 With several workers, `modelport serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
 before the workers start; each worker then writes its samples to memory-mapped files there and
-``/metrics`` sums them (prometheus-client's multi-process mode). With one worker in a process of its
-own, the default registry is used.
+``/metrics`` sums them (prometheus-client's multi-process mode). With one worker, the worker is the
+`serve` process itself, which imported prometheus-client long before: its values live in memory, in
+this module's own registry. prometheus-client picks where values live once, when it is first imported
+(:data:`MULTIPROCESS`), and :func:`render` reads them from the same place — never from a directory the
+process does not write to.
+
+The gauges ``loaded``, ``loaded_bytes`` and ``resident`` are per process and summed over the live
+workers (``livesum``); the supervisor of ``--workers N`` forgets a dead worker's gauges
+(:func:`forget_dead`) and adds its own memory (:class:`SupervisorMemory`), so that
+``modelport_process_resident_memory_bytes`` covers the whole server: the supervisor, every worker and
+every process a worker started (the scoring process, the shadow scorer). The monitor is a thread of a
+worker and is counted in it.
 
 Label values are bounded: model and version are only ever those of registered versions (a request for
 an unknown model is counted under ``model=""``), alias is the alias asked for (``""`` for a number,
@@ -28,26 +38,50 @@ import bisect
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
 
 __all__ = [
     "CONTENT_TYPE",
     "LOCAL",
     "METRICS",
     "MONITOR_GAUGES",
+    "MULTIPROCESS",
     "LocalCounts",
     "Metrics",
+    "SupervisorMemory",
     "alias_label",
     "disable",
     "exported_names",
+    "forget_dead",
+    "forget_process",
     "outcome_of",
     "render",
     "scoped",
+    "tree_resident_bytes",
 ]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+# Whether this process keeps its values in prometheus-client's memory-mapped files (multi-process
+# mode). prometheus-client decides when it is first imported, from PROMETHEUS_MULTIPROC_DIR at that
+# moment; setting the variable later changes nothing for this process (but does for its children).
+MULTIPROCESS = values.ValueClass is not values.MutexValue
+
+_RESIDENT_HELP = (
+    "Resident memory of the server's processes: every worker and the processes it started (scoring "
+    "process, shadow scorer), plus the supervisor of --workers N (summed over live processes)."
+)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
@@ -120,12 +154,13 @@ def exported_names() -> set[str]:
     """Every sample name /metrics can show (histograms with their _bucket/_sum/_count series)."""
     names = set(MONITOR_GAUGES)
     for family in Metrics(CollectorRegistry()).__dict__.values():
-        kind = family._type
-        base = family._name
+        described = family.describe()[0]
+        kind = described.type
+        base = described.name
         if kind == "counter":
-            names |= {base + "_total", base + "_created"}
+            names.add(base + "_total")
         elif kind == "histogram":
-            names |= {base + "_bucket", base + "_sum", base + "_count", base + "_created"}
+            names |= {base + "_bucket", base + "_sum", base + "_count"}
         else:
             names.add(base)
     return names
@@ -224,20 +259,22 @@ class Metrics:
         )
         self.resident = Gauge(
             "modelport_process_resident_memory_bytes",
-            "Resident memory of the serving processes (summed over live workers).",
+            _RESIDENT_HELP,
             multiprocess_mode="livesum",
             **kwargs,
         )
 
     def sample_memory(self) -> None:
-        try:
-            with open("/proc/self/statm") as statm:
-                self.resident.set(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-        except (OSError, ValueError, IndexError):
-            return
+        """Set ``resident`` to the memory of this process and of every process it started."""
+        self.resident.set(tree_resident_bytes(os.getpid()))
 
 
-METRICS = Metrics()
+# Its own registry, not prometheus-client's default one, and no *_created series (multi-process mode
+# has none): with one worker /metrics shows the same families as with several, and no process_* or
+# python_* collectors of the default registry.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+_REGISTRY = CollectorRegistry()
+METRICS = Metrics(_REGISTRY)
 
 
 class LocalCounts:
@@ -306,12 +343,14 @@ def _add_histogram(child: Any, series: list[float]) -> None:
     """Add pre-bucketed observations: ``series`` holds one count per bucket (the last is +Inf… then
     past it) and the sum last. Uses the child's bucket values directly: prometheus-client has no call
     for adding many observations at once."""
-    buckets = child._buckets
+    # prometheus-client has no call for adding many observations at once, and a collector of our own
+    # would not be summed over workers in multi-process mode: its value objects are the one way.
+    buckets = child._buckets  # noqa: SLF001
     for index, count in enumerate(series[:-1]):
         if count:
             buckets[min(index, len(buckets) - 1)].inc(count)
     if series[-1]:
-        child._sum.inc(series[-1])
+        child._sum.inc(series[-1])  # noqa: SLF001
 
 
 LOCAL = LocalCounts(METRICS)
@@ -334,24 +373,30 @@ class _Off:
 
 
 def disable() -> None:
-    """Turn every metric into a no-op in this process (``MODELPORT_METRICS=false``; benchmarks)."""
+    """Turn every metric into a no-op in this process (``MODELPORT_METRICS=false``; benchmarks; the
+    scoring process and the shadow scorer, whose worker owns /metrics)."""
     off = _Off()
     for name in list(vars(METRICS)):
         setattr(METRICS, name, off)
     LOCAL.enabled = False
+    if MULTIPROCESS:
+        # The gauges without labels wrote a file of zeros when this module was imported: remove it,
+        # or every scoring process ever started would leave one behind.
+        forget_process(os.getpid())
 
 
 def render() -> bytes:
     """The exposition text: every worker's samples in multi-process mode, else this process's.
-    (The caller flushes :data:`LOCAL` first, on the thread that counts.)"""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
+    (The caller flushes :data:`LOCAL` first, on the thread that counts.) This worker's memory is
+    sampled now; the other workers' are at most a second old (they sample it as they poll)."""
+    METRICS.sample_memory()
+    if MULTIPROCESS:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
-    return generate_latest()
+    return generate_latest(_REGISTRY)
 
 
 # One label of a sample line, as prometheus-client and the monitor write it: name="value" with \\, \"
@@ -392,3 +437,71 @@ def scoped(body: bytes, sees: Callable[[str], bool]) -> bytes:
         if sees(model):
             kept.append(line)
     return "\n".join(kept).encode("utf-8")
+
+
+def forget_process(pid: int) -> None:
+    """Drop the per-process gauges of ``pid`` from the multi-process directory; its counters and
+    histograms stay, as counts must."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def forget_dead(live: set[int]) -> None:
+    """Drop the per-process gauges of every process not in ``live`` (workers that died, were replaced
+    on SIGHUP or retired on SIGTTOU): ``livesum`` must sum live workers only."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):  # prometheus-client's gauge_MODE_PID.db
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and int(pid) not in live:
+            forget_process(int(pid))
+
+
+class SupervisorMemory:
+    """The supervisor's own share of ``modelport_process_resident_memory_bytes`` with ``--workers N``:
+    itself and its children that are not workers (multiprocessing's resource tracker). Each worker
+    counts its own subtree.
+
+    The supervisor imported prometheus-client before ``modelport serve`` set the directory, so its
+    metrics live in memory; this one value is written to the workers' directory instead, as a live
+    gauge of the supervisor's pid."""
+
+    def __init__(self) -> None:
+        value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        name = "modelport_process_resident_memory_bytes"
+        self._value = value_class("gauge", name, name, (), (), _RESIDENT_HELP, multiprocess_mode="livesum")
+
+    def sample(self, workers: set[int]) -> None:
+        self._value.set(tree_resident_bytes(os.getpid(), exclude=workers))
+
+
+def tree_resident_bytes(pid: int, exclude: set[int] | None = None) -> int:
+    """Resident bytes of ``pid`` and its descendants, skipping the subtrees of ``exclude`` (Linux
+    ``/proc``; 0 where there is none). Read again at every call: children come and go."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    skip = exclude or set()
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/statm") as statm:
+                total += int(statm.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        pending.extend(child for child in _children(current) if child not in skip)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes that ``pid``'s main thread started (CONFIG_PROC_CHILDREN). modelport starts
+    every child there: the scoring process and the shadow scorer from the worker's event loop, the
+    workers from the supervisor's loop. Reading every thread's list instead cost about 20 µs a thread
+    (a worker has 15 or so) on the event loop, once a second."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except (OSError, ValueError):
+        return []

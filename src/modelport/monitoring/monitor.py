@@ -65,6 +65,9 @@ def logged(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from modelport.monitoring.predictions import compact
+
+    compact(home, model)  # what the serving processes spooled since the last reader
     root = home / "predictions" / f"model={model}"
     first_day = datetime.fromtimestamp(since, UTC).date().isoformat() if since > 0 else ""
     tables = []
@@ -159,14 +162,14 @@ def drift_report(
     now = time.time() if now is None else now
     width = settings.window_seconds
     start = now - windows * width
-    profiles = registry.store.profiles(model)  # also: ModelNotFound for an unknown model
-    policy = registry.store.log_policies().get(model, {})
+    profiles = registry.store.monitoring.profiles(model)  # also: ModelNotFound for an unknown model
+    policy = registry.store.monitoring.log_policies().get(model, {})
     pseudonymised = tuple(policy.get("pseudonymise", ()))
     columns = logged(home, model, start, now)
     versions = sorted(set(columns["version"].tolist())) if columns is not None else []
     if version is not None:
         versions = [version]
-    labels = registry.store.feedback_labels(model) if columns is not None else {}
+    labels = registry.store.monitoring.feedback_labels(model) if columns is not None else {}
     truth = _truth(columns, labels) if columns is not None and labels else None
     report: dict[str, Any] = {
         "model": model,
@@ -222,8 +225,8 @@ def accuracy_report(
     """Scores of ``model``'s logged predictions that have ground truth, per version, over the accuracy
     window (by the time of the prediction)."""
     now = time.time() if now is None else now
-    labels = registry.store.feedback_labels(model)
-    profiles = registry.store.profiles(model)
+    labels = registry.store.monitoring.feedback_labels(model)
+    profiles = registry.store.monitoring.profiles(model)
     report: dict[str, Any] = {
         "model": model,
         "window_seconds": settings.accuracy_window_seconds,
@@ -347,7 +350,7 @@ class Monitor:
         """Gauge samples ``[name, labels, value]`` for every model that logs predictions."""
         now = time.time() if now is None else now
         samples: list[list[Any]] = [["modelport_monitor_last_run_timestamp_seconds", {}, now]]
-        for model, policy in sorted(self.registry.store.log_policies().items()):
+        for model, policy in sorted(self.registry.store.monitoring.log_policies().items()):
             if not policy.get("sample_rate"):
                 continue
             samples.append(["modelport_drift_psi_threshold", {"model": model}, self.settings.threshold])
@@ -368,7 +371,7 @@ class Monitor:
                         samples.append(["modelport_feature_drift_ks", named, feature["ks"]])
                 if window["prediction"]["psi"] is not None:
                     samples.append(["modelport_prediction_drift_psi", labels, window["prediction"]["psi"]])
-            for version, profile in self.registry.store.profiles(model).items():
+            for version, profile in self.registry.store.monitoring.profiles(model).items():
                 if profile.get("accuracy") is not None:
                     labels = {"model": model, "version": str(version)}
                     samples.append(["modelport_reference_accuracy", labels, profile["accuracy"]])

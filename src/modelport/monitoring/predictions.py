@@ -6,15 +6,19 @@
   microseconds) holding at most ``capacity`` requests; a full log drops the record and counts it
   (``modelport_prediction_log_dropped_total``), it never blocks. Each worker's poller writes what is
   held, in a thread, every ten seconds (sooner when 5,000 requests wait, and at shutdown) as one
-  Parquet segment per model, version and day, swapped in whole:
-  ``HOME/predictions/model=NAME/date=YYYY-MM-DD/part-PID-NANOS-vVERSION.parquet``.
+  segment per model, version and day, swapped in whole:
+  ``HOME/predictions/model=NAME/date=YYYY-MM-DD/part-PID-NANOS-vVERSION.spool``, compacted to
+  ``….parquet`` by the first reader.
 - **Privacy.** Fields listed as *redact* are never written; *pseudonymise* fields are written as a keyed
   hash (HMAC-SHA256 with a secret kept in ``HOME/run/pseudonym.key``), so equal values stay joinable
   without being readable. The *subject* field's keyed hash is stored in its own column, so
   :func:`erase` can remove every record of one data subject.
 
-pyarrow is imported only when something is logged, and then at start-up; segments are built
-from numpy buffers without ``pa.array``, which would import pandas into the serving process.
+The serving process never imports pyarrow (about 60 MB of memory in every worker): it writes each
+segment as a *spool* file (``….spool``: a JSON header and raw numpy buffers, privacy already
+applied, never a pickle), and every reader — ``modelport predictions``, the monitor's evaluation
+child, :func:`erase` — first turns spool files into Parquet segments (:func:`compact`, same name,
+``.parquet``), built from numpy buffers without ``pa.array`` (which would import pandas).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import random
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +43,7 @@ import numpy as np
 from modelport.errors import InvalidInput
 from modelport.monitoring.metrics import METRICS
 
-__all__ = ["LogPolicy", "PredictionLog", "erase", "query", "subject_key"]
+__all__ = ["SPOOL", "Column", "LogPolicy", "PredictionLog", "compact", "erase", "query", "subject_key"]
 
 _FIELD = 100
 
@@ -235,6 +241,8 @@ class PredictionLog:
         self._held = 0
         self._last_write = time.monotonic()
         self._random = random.random
+        # offer() runs on the event loop, or on a thread for a large request; take() on the loop
+        self._lock = threading.Lock()
 
     def offer(
         self,
@@ -256,33 +264,33 @@ class PredictionLog:
             self.dropped += 1
             METRICS.prediction_log_dropped.labels(model).inc()
             return
-        pending = self._pending.get((model, version))
-        if pending is None or pending.policy is not policy:
-            if pending is not None and pending.ts:
-                # Any registry change brings new policy objects: what was gathered is still written,
-                # under the policy it was sampled with.
-                self._retired.append((model, version, pending))
-            pending = self._pending[(model, version)] = _Pending(policy)
         outputs = prediction.probabilities if prediction.probabilities is not None else prediction.values
-        try:
-            pending.add(batch, prediction.labels, outputs, request_id, key_id, latency_ms, bool(flags))
-        except ValueError:  # unlike this version's earlier requests: never fail the request for it
-            self.dropped += 1
-            METRICS.prediction_log_dropped.labels(model).inc()
-            return
-        self._held += 1
+        with self._lock:
+            pending = self._pending.get((model, version))
+            if pending is None or pending.policy is not policy:
+                if pending is not None and pending.ts:
+                    # Any registry change brings new policy objects: what was gathered is still
+                    # written, under the policy it was sampled with.
+                    self._retired.append((model, version, pending))
+                pending = self._pending[(model, version)] = _Pending(policy)
+            try:
+                pending.add(batch, prediction.labels, outputs, request_id, key_id, latency_ms, bool(flags))
+            except ValueError:  # unlike this version's earlier requests: never fail the request for it
+                self.dropped += 1
+                METRICS.prediction_log_dropped.labels(model).inc()
+                return
+            self._held += 1
 
     def prepare(self) -> None:
-        """Pay pyarrow's one-time costs now, at start-up (when some model is logged), not in the first
-        segment under traffic: its import (half a second of holding the interpreter, which every
-        request in flight would wait for) and the first build and write of a table."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """Pay the one-time costs of the first segment now, at start-up (when some model is logged),
+        not under traffic: the spool encoder's import and a first build of a segment's columns."""
+        from modelport.serving.shadow_scorer import encode
 
         sample = _Pending(LogPolicy(1.0, pseudonymise=("t",), subject="t"))
         text = np.array(["a"], dtype=object)
         sample.add({"x": np.zeros(1), "t": text}, text, np.zeros((1, 2)), "r", "k", 0.0, False)
-        pq.write_table(self._table("warm-up", 0, sample, b"warm-up"), pa.BufferOutputStream())
+        columns = self._columns("warm-up", 0, sample, b"warm-up")
+        encode({}, [np.ascontiguousarray(c.values) for c in columns.values() if c.kind != "string"])
 
     def due(self, now: float, every: float = 10.0, rows: int = 5_000) -> bool:
         """Whether to write a segment now: every ``every`` seconds, or sooner when ``rows`` requests
@@ -292,13 +300,14 @@ class PredictionLog:
         return self._held >= rows or now - self._last_write >= every
 
     def take(self) -> list[tuple[str, int, _Pending]]:
-        self._last_write = time.monotonic()
-        taken = self._retired + [
-            (model, version, pending) for (model, version), pending in self._pending.items()
-        ]
-        self._pending = {}
-        self._retired = []
-        self._held = 0
+        with self._lock:
+            self._last_write = time.monotonic()
+            taken = self._retired + [
+                (model, version, pending) for (model, version), pending in self._pending.items()
+            ]
+            self._pending = {}
+            self._retired = []
+            self._held = 0
         return taken
 
     def lost(self, taken: list[tuple[str, int, _Pending]]) -> None:
@@ -318,23 +327,25 @@ class PredictionLog:
         for model, version, pending in taken:
             if not pending.ts:
                 continue
-            table = self._table(model, version, pending, self._secret)
+            columns = self._columns(model, version, pending, self._secret)
             day = datetime.fromtimestamp(pending.ts[0], UTC).date().isoformat()
             folder = self.directory / f"model={model}" / f"date={day}"
             _private_dir(folder)
-            name = f"part-{os.getpid()}-{time.time_ns()}-v{version}.parquet"
-            _write_private(table, folder / (name + ".tmp"))
+            name = f"part-{os.getpid()}-{time.time_ns()}-v{version}{SPOOL}"
+            _write_spool(columns, folder / (name + ".tmp"))
             os.replace(folder / (name + ".tmp"), folder / name)  # readers never see half a segment
-            written += table.num_rows
+            written += pending.total
         return written
 
     @staticmethod
     def _table(model: str, version: int, pending: _Pending, secret: bytes) -> Any:
-        """The segment as an Arrow table, built from numpy buffers with ``Array.from_buffers``:
-        ``pa.array`` would import pandas on first use (half a second, ~80 MB) and go value by value
-        through Python objects."""
-        import pyarrow as pa
+        """The segment as an Arrow table (what a spool file becomes when it is compacted)."""
+        return _arrow(PredictionLog._columns(model, version, pending, secret))
 
+    @staticmethod
+    def _columns(model: str, version: int, pending: _Pending, secret: bytes) -> dict[str, Column]:
+        """The segment's columns — privacy applied: redacted fields left out, pseudonymised ones and
+        the subject keyed — in numpy and lists only: the serving process never imports pyarrow."""
         policy = pending.policy
         assert pending.outputs is not None
         counts = np.asarray(pending.rows, dtype=np.int64)
@@ -347,29 +358,27 @@ class PredictionLog:
         flagged = np.asarray(pending.flagged, dtype=bool)
         if request is not None:
             micros, latency, flagged = micros[request], latency[request], flagged[request]
-        columns: dict[str, Any] = {
-            "ts": _numbers(micros, pa.timestamp("us", tz="UTC")),
-            "model": _strings([model], np.zeros(total, dtype=np.intp)),
-            "version": _numbers(np.full(total, version, dtype=np.int32), pa.int32()),
-            "request_id": _strings(pending.request_ids, request),
-            "key_id": _strings(pending.key_ids, request),
-            "row": _numbers((np.arange(total) - np.repeat(starts, counts)).astype(np.int32), pa.int32()),
-            "latency_ms": _numbers(latency, pa.float64()),
-            "flagged": _booleans(flagged),
+        columns: dict[str, Column] = {
+            "ts": Column("timestamp", micros),
+            "model": Column("string", [model], np.zeros(total, dtype=np.intp)),
+            "version": Column("int32", np.full(total, version, dtype=np.int32)),
+            "request_id": Column("string", list(pending.request_ids), request),
+            "key_id": Column("string", list(pending.key_ids), request),
+            "row": Column("int32", (np.arange(total) - np.repeat(starts, counts)).astype(np.int32)),
+            "latency_ms": Column("float64", latency),
+            "flagged": Column("bool", flagged),
         }
         if pending.labels is not None:
             labels, index = np.unique(pending.labels[:total].astype(str), return_inverse=True)
-            columns["label"] = _strings(labels.tolist(), index.reshape(-1))
+            columns["label"] = Column("string", labels.tolist(), index.reshape(-1))
         outputs = pending.outputs[:total].astype(np.float64)
         if outputs.ndim == 2:
-            columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
-                _numbers(outputs.reshape(-1), pa.float64()), outputs.shape[1]
-            )
+            columns["probabilities"] = Column("float64_list", outputs)
         else:
-            columns["prediction"] = _numbers(outputs, pa.float64())
+            columns["prediction"] = Column("float64", outputs)
         hashed: dict[Any, str] = {}
 
-        def keyed(values: np.ndarray) -> Any:
+        def keyed(values: np.ndarray) -> Column:
             distinct: dict[Any, int] = {}  # value -> its place in `keys`; None stands for any null
             keys: list[str | None] = []
             index = np.empty(len(values), dtype=np.intp)
@@ -386,7 +395,7 @@ class PredictionLog:
                             hashed[value] = subject_key(secret, value)
                         keys.append(hashed[value])
                 index[i] = place
-            return _strings(keys, index)
+            return Column("string", keys, index)
 
         for name, column in pending.features.items():
             if name in policy.redact:
@@ -395,14 +404,129 @@ class PredictionLog:
             if name in policy.pseudonymise:
                 columns[f"in.{name}"] = keyed(values)
             elif values.dtype.kind == "f":
-                columns[f"in.{name}"] = _numbers(values.astype(np.float64, copy=False), pa.float64())
+                columns[f"in.{name}"] = Column("float64", values.astype(np.float64, copy=False))
             else:
-                columns[f"in.{name}"] = _strings([None if v is None else str(v) for v in values.tolist()])
+                columns[f"in.{name}"] = Column(
+                    "string", [None if v is None else str(v) for v in values.tolist()]
+                )
         if policy.subject is not None and policy.subject in pending.features:
             columns["subject"] = keyed(pending.features[policy.subject][:total])
         else:
-            columns["subject"] = pa.nulls(total, pa.string())
-        return pa.table(columns)
+            columns["subject"] = Column("string", [None], np.zeros(total, dtype=np.intp))
+        return columns
+
+
+@dataclass(slots=True)
+class Column:
+    """One column of a segment before Arrow: numbers (``timestamp`` in microseconds, ``int32``,
+    ``float64``, ``bool``, ``float64_list`` as a rows × width matrix) or ``string`` values — each row
+    ``values[index[row]]`` when ``index`` is given, else ``values[row]``; None is null."""
+
+    kind: str
+    values: Any
+    index: np.ndarray | None = None
+
+
+def _arrow(columns: dict[str, Column]) -> Any:
+    """The columns as an Arrow table, built from numpy buffers with ``Array.from_buffers``:
+    ``pa.array`` would import pandas on first use (half a second, ~80 MB) and go value by value
+    through Python objects."""
+    import pyarrow as pa
+
+    types = {"timestamp": pa.timestamp("us", tz="UTC"), "int32": pa.int32(), "float64": pa.float64()}
+    arrays: dict[str, Any] = {}
+    for name, column in columns.items():
+        if column.kind == "string":
+            arrays[name] = _strings(column.values, column.index)
+        elif column.kind == "bool":
+            arrays[name] = _booleans(column.values)
+        elif column.kind == "float64_list":
+            matrix = np.asarray(column.values, dtype=np.float64)
+            arrays[name] = pa.FixedSizeListArray.from_arrays(
+                _numbers(matrix.reshape(-1), pa.float64()), matrix.shape[1]
+            )
+        else:
+            arrays[name] = _numbers(np.asarray(column.values), types[column.kind])
+    return pa.table(arrays)
+
+
+# -- spool files: what a serving process writes, numpy only; readers turn them into Parquet ---------
+
+SPOOL = ".spool"
+_SPOOL_MAGIC = b"MPSPOOL1"
+
+
+def _write_spool(columns: dict[str, Column], path: Path) -> None:
+    """One segment as a spool file (owner-only): a JSON header naming each column, then raw buffers
+    (strings as lengths and UTF-8 bytes, nulls as a mask). Never a pickle: readers decode by the
+    declared sizes only."""
+    from modelport.serving.shadow_scorer import encode
+
+    specs: list[dict[str, Any]] = []
+    arrays: list[np.ndarray] = []
+    for name, column in columns.items():
+        spec: dict[str, Any] = {"name": name, "kind": column.kind}
+        if column.kind == "string":
+            values = column.values
+            arrays.append(np.array(["" if v is None else v for v in values] or [], dtype=object))
+            arrays.append(np.array([v is not None for v in values], dtype=bool))
+            spec["indexed"] = column.index is not None
+            if column.index is not None:
+                arrays.append(np.asarray(column.index, dtype=np.int64))
+        else:
+            arrays.append(np.ascontiguousarray(column.values))
+        specs.append(spec)
+    data = _SPOOL_MAGIC + encode({"columns": specs}, arrays)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _read_spool(path: Path) -> dict[str, Column]:
+    from modelport.serving.shadow_scorer import FRAME, decode_arrays
+
+    data = path.read_bytes()
+    if not data.startswith(_SPOOL_MAGIC):
+        raise ValueError(f"{path.name} is not a spool file")
+    body = memoryview(data)[len(_SPOOL_MAGIC) :]
+    size, length = FRAME.unpack(body[: FRAME.size])
+    if FRAME.size + size + length != len(body):
+        raise ValueError(f"{path.name} is truncated or has trailing bytes")
+    header = json.loads(bytes(body[FRAME.size : FRAME.size + size]))
+    arrays = iter(decode_arrays(header, bytes(body[FRAME.size + size :])))
+    columns: dict[str, Column] = {}
+    for spec in header["columns"]:
+        if spec["kind"] == "string":
+            texts, valid = next(arrays), next(arrays)
+            values = [t if ok else None for t, ok in zip(texts.tolist(), valid.tolist(), strict=True)]
+            index = next(arrays).astype(np.intp) if spec["indexed"] else None
+            columns[spec["name"]] = Column("string", values, index)
+        else:
+            columns[spec["name"]] = Column(spec["kind"], next(arrays))
+    return columns
+
+
+def compact(home: Path, model: str | None = None) -> int:
+    """Turn spool files into Parquet segments (the readers' first step; the serving process never
+    loads pyarrow). A segment keeps its name, so two readers compacting at once write the same file;
+    the spool goes only once its Parquet twin is in place. Returns the segments compacted."""
+    root = home / "predictions"
+    pattern = f"model={model}/date=*/*{SPOOL}" if model else f"model=*/date=*/*{SPOOL}"
+    done = 0
+    for spool in sorted(root.glob(pattern)):
+        target = spool.with_suffix(".parquet")
+        try:
+            columns = _read_spool(spool)
+        except FileNotFoundError:  # another reader compacted it meanwhile
+            continue
+        temporary = spool.with_name(f"{spool.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        _write_private(_arrow(columns), temporary)
+        os.replace(temporary, target)
+        spool.unlink(missing_ok=True)
+        done += 1
+    return done
 
 
 def _numbers(values: np.ndarray, type: Any) -> Any:
@@ -463,6 +587,7 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _segments(home: Path, model: str | None) -> list[Path]:
+    compact(home, model)
     root = home / "predictions"
     pattern = f"model={model}/date=*/*.parquet" if model else "model=*/date=*/*.parquet"
     return sorted(root.glob(pattern))

@@ -5,7 +5,12 @@ The store is chosen from the URL scheme. SQLite runs in WAL mode with foreign ke
 ``BEGIN IMMEDIATE`` (so two writers never deadlock upgrading a read lock) and go through one writer lock
 per process, readers never wait for writers. PostgreSQL needs nothing special: row locks serialise the
 version counter. Everything dialect-specific (upserts, URL normalisation, pragmas) lives here so the
-store reads the same on both.
+stores read the same on both.
+
+Every store — the registry's and those of releases, monitoring, validation and security, each beside
+its package — runs its SQL in a :class:`Transaction` from :meth:`Database.read` or
+:meth:`Database.write`. A transaction also does the two things every change makes in that same
+transaction: append to the audit chain and bump the registry generation (how servers learn of it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,17 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, inspect, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -33,6 +48,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import NullPool
 
 from modelport.errors import Conflict, InvalidInput, StorageFailure, StoreNotReady, brief
+from modelport.registry import audit
+from modelport.registry.schema import registry_state
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -41,7 +58,7 @@ if TYPE_CHECKING:
 # importing Alembic (a third of a second at every start-up); a test keeps it equal to Alembic's head.
 HEAD_REVISION = "0008_releases"
 
-__all__ = ["Database"]
+__all__ = ["Database", "Transaction"]
 
 _SQLITE_BUSY_SECONDS = 60.0
 _MIGRATION_LOCK = 0x6D6F64656C  # "model": PostgreSQL advisory lock key for schema migrations
@@ -74,6 +91,41 @@ def _normalise_url(url: str) -> str:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise InvalidInput(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
     return parsed.render_as_string(hide_password=False)
+
+
+class Transaction:
+    """One open transaction on the registry database (from :meth:`Database.read` or
+    :meth:`Database.write`): run statements with ``execute``; in a write transaction,
+    :meth:`audit` and :meth:`bump_generation` commit or roll back with everything else."""
+
+    __slots__ = ("connection", "database", "execute")
+
+    def __init__(self, database: Database, connection: Connection) -> None:
+        self.database = database
+        self.connection = connection
+        # The connection's own method, typed rows included: run one statement (a list of parameter
+        # sets runs it once per set).
+        self.execute = connection.execute
+
+    def audit(self, actor: str, action: str, target: str, *, before: Any = None, after: Any = None) -> None:
+        """Append a record to the audit chain (docs/security.md), ``unknown`` standing for no actor."""
+        audit.append(
+            self.connection,
+            actor=actor or "unknown",
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            is_sqlite=self.database.is_sqlite,
+        )
+
+    def bump_generation(self) -> None:
+        """Tell every server that something it routes or checks by changed (it reloads its tables)."""
+        self.connection.execute(
+            update(registry_state)
+            .where(registry_state.c.id == 1)
+            .values(generation=registry_state.c.generation + 1)
+        )
 
 
 class Database:
@@ -167,19 +219,20 @@ class Database:
             self._writer.release()
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Transaction]:
         """A read transaction (a consistent snapshot on both databases)."""
         with self.translated(), self.engine.connect() as conn, conn.begin():
-            yield conn
+            yield Transaction(self, conn)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Transaction]:
         """A write transaction: committed on success, rolled back on any exception. On SQLite it
-        starts with ``BEGIN IMMEDIATE`` behind this process's writer lock."""
+        starts with ``BEGIN IMMEDIATE`` behind this process's writer lock; a lock another writer holds
+        longer than ``lock_timeout`` fails it with :class:`StoreNotReady`, nothing applied."""
         with self.translated(), self._writer_lock(), self.engine.connect() as raw:
             conn = raw.execution_options(modelport_write=True)
             with conn.begin():
-                yield conn
+                yield Transaction(self, conn)
 
     # -- dialect differences --------------------------------------------------------------------
 

@@ -5,10 +5,12 @@ digit, no ``..``), so it is safe in a URL path segment and can never walk a file
 matches ``[a-z][a-z0-9_-]{0,62}``: it starts with a letter, so it is never all digits and never
 confused with a version number. ``latest`` is reserved: it is computed (the highest version), not set.
 
-A reference is ``NAME`` (the latest version), ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL``. A
-label is a full SemVer 2.0.0 version (``MAJOR.MINOR.PATCH[-PRE][+BUILD]``; a leading ``v`` is dropped):
-it always contains ``.``, which version numbers and alias names never do — so the three kinds of
-selector cannot be confused (docs/releases.md).
+A reference is ``NAME``, ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL``. A bare ``NAME`` is the
+model's **default route**: ``NAME@production`` when the alias ``production`` is set, else
+``NAME@latest`` — in serving, the CLI and the Python API alike (docs/registry.md). A label is a full
+SemVer 2.0.0 version (``MAJOR.MINOR.PATCH[-PRE][+BUILD]``; a leading ``v`` is dropped): it always
+contains ``.``, which version numbers and alias names never do — so the three kinds of selector cannot
+be confused (docs/releases.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from modelport.errors import InvalidName
 
 __all__ = [
+    "DEFAULT_ALIAS",
     "LATEST",
     "MAX_VERSION",
     "ModelRef",
@@ -32,6 +35,7 @@ __all__ = [
 ]
 
 LATEST = "latest"
+DEFAULT_ALIAS = "production"  # a bare NAME means this alias when it is set, else LATEST
 _MODEL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _VERSION = re.compile(r"[1-9][0-9]{0,9}")
@@ -114,32 +118,45 @@ def check_version_number(number: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """A parsed reference: a model name plus exactly one of a version number or an alias."""
+    """A parsed reference: a model name plus at most one selector — a version number, an alias or a
+    label. With none (``ModelRef(name)``, written ``NAME``) it is the model's default route:
+    :data:`DEFAULT_ALIAS` when that alias is set, else the latest version."""
 
     name: str
     version: int | None = None
     alias: str | None = None
     label: str | None = None
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
+        if sum(part is not None for part in (self.version, self.alias, self.label)) > 1:
+            raise InvalidName(f"a reference selects by one of version, alias or label, not several: {self!r}")
+
+    @property
+    def selector(self) -> str | None:
+        """What follows ``@``: ``"3"``, ``"staging"``, ``"latest"`` or ``"2.1.0"``; ``None`` for the
+        default route (what serving's ``resolve`` takes)."""
         if self.version is not None:
-            return f"{self.name}@{self.version}"
-        if self.label is not None:
-            return f"{self.name}@{self.label}"
-        return f"{self.name}@{self.alias or LATEST}"
+            return str(self.version)
+        return self.label if self.label is not None else self.alias
+
+    def __str__(self) -> str:
+        selector = self.selector
+        return self.name if selector is None else f"{self.name}@{selector}"
 
 
 def parse_ref(text: str) -> ModelRef:
-    """Parse ``NAME``, ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL`` (``NAME`` alone means
-    ``NAME@latest``)."""
+    """Parse ``NAME``, ``NAME@ALIAS``, ``NAME@VERSION`` or ``NAME@LABEL``. ``NAME`` alone is the default
+    route (no selector); ``NAME@latest`` is always the highest version."""
     if not isinstance(text, str) or not text:
-        raise InvalidName("model reference is empty: use NAME, NAME@ALIAS or NAME@VERSION")
+        raise InvalidName("model reference is empty: use NAME, NAME@ALIAS, NAME@VERSION or NAME@LABEL")
     name, sep, selector = text.partition("@")
     check_model_name(name)
     if not sep:
-        return ModelRef(name, alias=LATEST)
+        return ModelRef(name)
     if not selector:
-        raise InvalidName(f"reference {_shown(text)} ends with '@': add an alias or a version number")
+        raise InvalidName(
+            f"reference {_shown(text)} ends with '@': add an alias, a version number or a label"
+        )
     if selector.isdigit():
         if not _VERSION.fullmatch(selector) or int(selector) > MAX_VERSION:
             raise InvalidName(f"reference {_shown(text)}: version numbers run from 1 to {MAX_VERSION:,}")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelport.errors import (
+    AliasNotFound,
     InputMismatch,
     IntegrityFailure,
     InvalidInput,
@@ -31,6 +32,8 @@ from modelport.errors import (
 )
 from modelport.registry.artifacts import ArtifactStore
 from modelport.registry.names import (
+    DEFAULT_ALIAS,
+    LATEST,
     ModelRef,
     check_alias_name,
     check_model_name,
@@ -238,14 +241,21 @@ class Registry:
         return self.store.list_versions(name)
 
     def get(self, ref: str | ModelRef) -> VersionRecord:
-        """The version a reference (``NAME``, ``NAME@ALIAS``, ``NAME@VERSION``) points at."""
-        if isinstance(ref, ModelRef):
-            return self.store.get_version(ref)
-        if not isinstance(ref, str):
+        """The version a reference (``NAME``, ``NAME@ALIAS``, ``NAME@VERSION``, ``NAME@LABEL``) points
+        at. A bare ``NAME`` is the default route: ``NAME@production`` if that alias is set, else
+        ``NAME@latest`` — the version serving answers for the same reference."""
+        if isinstance(ref, str):
+            ref = parse_ref(ref)
+        elif not isinstance(ref, ModelRef):
             raise InvalidName(
                 f"a model reference is a string like 'name@production', not {type(ref).__name__}"
             )
-        return self.store.get_version(parse_ref(ref))
+        if ref.selector is not None:
+            return self.store.get_version(ref)
+        try:
+            return self.store.get_version(ModelRef(ref.name, alias=DEFAULT_ALIAS))
+        except AliasNotFound:
+            return self.store.get_version(ModelRef(ref.name, alias=LATEST))
 
     def set_alias(
         self,
@@ -279,7 +289,7 @@ class Registry:
             return None
         from modelport.environment import fingerprint
 
-        if self.store.has_passing_report(name, number, fingerprint()):
+        if self.store.validation.has_passing_report(name, number, fingerprint()):
             return None
         reason = (
             f"{name}@{alias} is protected: version {number} has no passing validation report "

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modelport.releases.policy import CANARY, PRIMARY, SHADOW, UNKEYED
@@ -64,13 +64,28 @@ class ReleaseCounters:
             found = self._arms[key] = _Arm()
         return found
 
-    def request(self, release_id: str, arm: str, seconds: float, *, error: bool, labels: Any = None) -> None:
+    def request(
+        self,
+        release_id: str,
+        arm: str,
+        seconds: float,
+        *,
+        error: bool,
+        labels: Any = None,
+        label_counts: Mapping[Any, int] | None = None,
+    ) -> None:
+        """Count one request of an arm; its predicted ``labels`` — or, already counted (a large
+        request's are counted on a thread), ``label_counts``."""
         counts = self._arm(release_id, arm)
         counts.requests += 1
         if error:
             counts.errors += 1
         counts.latency[latency_bucket(seconds)] += 1
-        if labels is not None:
+        if label_counts is not None:
+            classes = counts.classes
+            for label, count in label_counts.items():
+                classes[label] += count
+        elif labels is not None:
             classes = counts.classes
             for label in labels.tolist() if hasattr(labels, "tolist") else labels:
                 classes[label] += 1

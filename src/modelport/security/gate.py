@@ -13,10 +13,11 @@ import ipaddress
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from modelport.errors import RateLimited, Unauthenticated
+from modelport.errors import ModelNotFound, RateLimited, Unauthenticated
 from modelport.security.keys import DEV_PRINCIPAL, KeyRing, Principal
 from modelport.security.ratelimit import Buckets, LocalBuckets
 from modelport.security.store import KeyStore, UsageRow
@@ -112,7 +113,37 @@ class Gate:
         then one a second per key (every attempt is still refused; the log cannot be flooded)."""
         return await self._take(f"deny:{principal.key_id}", 1.0, 10.0) == 0.0
 
-    async def admit(self, principal: Principal) -> None:
+    async def admit(
+        self,
+        token: str | None,
+        address: str | None,
+        permission: str,
+        model: str | None = None,
+        *,
+        on_denied: Callable[[Principal], Awaitable[None]] | None = None,
+    ) -> Principal:
+        """The one admission of every protocol, always in this order:
+
+        1. who — the key (:class:`Unauthenticated`; failed attempts limited per client address);
+        2. how much — the key's rate and monthly quota (:class:`RateLimited`), before any decision
+           about it, so that probing roles or model names is limited too;
+        3. what — the key's role allows ``permission`` (:class:`Forbidden`; a denied ``publish`` or
+           ``admin`` attempt is handed to ``on_denied`` for the audit log, ten at once then one a
+           second per key);
+        4. which — ``model`` is inside the key's patterns; outside them it answers exactly like a
+           model that does not exist (:class:`ModelNotFound`)."""
+        principal = await self.authenticate(token, address)
+        await self.limit(principal)
+        if not principal.may(permission):
+            privileged = permission in ("publish", "admin")
+            if on_denied is not None and privileged and await self.may_record_denial(principal):
+                await on_denied(principal)
+            principal.require(permission)
+        if model is not None and not principal.sees(model):
+            raise ModelNotFound(f"no model named {model[:100]!r}")
+        return principal
+
+    async def limit(self, principal: Principal) -> None:
         """Refuse with :class:`RateLimited` when the key is over its rate or its monthly quota."""
         if principal.quota is not None:
             used = self._month_totals.get(principal.key_id, 0) + self._unflushed_requests[principal.key_id]

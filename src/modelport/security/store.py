@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Row, func, select, update
 
 from modelport.errors import InvalidInput, NotFound
+from modelport.registry.database import Transaction
 from modelport.registry.schema import api_keys, registry_state, usage
 from modelport.registry.store import RegistryStore
 from modelport.security.keys import ROLES, KeyRecord, check_patterns, hash_secret, new_token
@@ -115,61 +116,59 @@ class KeyStore:
             "created_by": actor,
             "expires_at": now + expires_in if expires_in is not None else None,
         }
-        with self.db.write() as conn:
+        with self.db.write() as tx:
             if only_if_none:
                 lock = select(registry_state.c.id).where(registry_state.c.id == 1)
-                conn.execute(lock if self.db.is_sqlite else lock.with_for_update())
-                if conn.execute(select(func.count()).select_from(api_keys)).scalar_one():
+                tx.execute(lock if self.db.is_sqlite else lock.with_for_update())
+                if tx.execute(select(func.count()).select_from(api_keys)).scalar_one():
                     return None
-            conn.execute(api_keys.insert().values(**values))
-            record = self._existing(conn, key_id)
-            self.registry_store._audit(conn, actor, "key.create", f"key:{key_id}", after=record.to_dict())
-            self.registry_store._bump_generation(conn)
+            tx.execute(api_keys.insert().values(**values))
+            record = self._existing(tx, key_id)
+            tx.audit(actor, "key.create", f"key:{key_id}", after=record.to_dict())
+            tx.bump_generation()
         return record, token
 
     def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
-        with self.db.read() as conn:
+        with self.db.read() as tx:
             query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
             if not include_revoked:
                 query = query.where(api_keys.c.revoked_at.is_(None))
-            return [_record(row) for row in conn.execute(query)]
+            return [_record(row) for row in tx.execute(query)]
 
     def count(self) -> int:
-        with self.db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
+        with self.db.read() as tx:
+            return int(tx.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
     def get(self, key_id: str) -> KeyRecord:
-        with self.db.read() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+        with self.db.read() as tx:
+            row = tx.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
         if row is None:
             raise NotFound(f"no key with id {key_id!r}")
         return _record(row)
 
     @staticmethod
-    def _existing(conn: Connection, key_id: str) -> KeyRecord:
-        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
+    def _existing(tx: Transaction, key_id: str) -> KeyRecord:
+        row = tx.execute(select(api_keys).where(api_keys.c.id == key_id)).one_or_none()
         if row is None:
             raise NotFound(f"no key with id {key_id!r}")
         return _record(row)
 
     def _changed(
-        self, conn: Connection, action: str, before: KeyRecord, values: dict[str, Any], actor: str
+        self, tx: Transaction, action: str, before: KeyRecord, values: dict[str, Any], actor: str
     ) -> KeyRecord:
         """Apply ``values`` to the key, audit the change and tell every server (one transaction)."""
-        conn.execute(update(api_keys).where(api_keys.c.id == before.id).values(**values))
-        after = self._existing(conn, before.id)
-        self.registry_store._audit(
-            conn, actor, action, f"key:{before.id}", before=before.to_dict(), after=after.to_dict()
-        )
-        self.registry_store._bump_generation(conn)
+        tx.execute(update(api_keys).where(api_keys.c.id == before.id).values(**values))
+        after = self._existing(tx, before.id)
+        tx.audit(actor, action, f"key:{before.id}", before=before.to_dict(), after=after.to_dict())
+        tx.bump_generation()
         return after
 
     def revoke(self, key_id: str, *, actor: str) -> KeyRecord:
-        with self.db.write() as conn:
-            before = self._existing(conn, key_id)
+        with self.db.write() as tx:
+            before = self._existing(tx, key_id)
             if before.revoked_at is not None:
                 return before
-            return self._changed(conn, "key.revoke", before, {"revoked_at": datetime.now(UTC)}, actor)
+            return self._changed(tx, "key.revoke", before, {"revoked_at": datetime.now(UTC)}, actor)
 
     def update(
         self,
@@ -199,18 +198,18 @@ class KeyStore:
             values["expires_at"] = datetime.now(UTC) + expires_in if expires_in is not None else None
         if not values:
             raise InvalidInput("nothing to change: give models, rate, quota or expires")
-        with self.db.write() as conn:
-            before = self._existing(conn, key_id)
+        with self.db.write() as tx:
+            before = self._existing(tx, key_id)
             if before.revoked_at is not None:
                 raise InvalidInput(f"key {key_id} is revoked")
-            return self._changed(conn, "key.update", before, values, actor)
+            return self._changed(tx, "key.update", before, values, actor)
 
     def rotate(self, key_id: str, *, grace: timedelta, actor: str) -> tuple[KeyRecord, str]:
         """A new secret for ``key_id``; the current one keeps working for ``grace``."""
         if grace < timedelta(0) or grace > timedelta(days=30):
             raise InvalidInput("the grace period must be between 0 and 30 days")
-        with self.db.write() as conn:
-            before = self._existing(conn, key_id)
+        with self.db.write() as tx:
+            before = self._existing(tx, key_id)
             if before.status() != "active":
                 raise InvalidInput(f"key {key_id} is {before.status()}: only active keys can be rotated")
             _, secret, _ = new_token()
@@ -221,7 +220,7 @@ class KeyStore:
                 "previous_hash": before.secret_hash if grace > timedelta(0) else None,
                 "previous_until": now + grace if grace > timedelta(0) else None,
             }
-            return self._changed(conn, "key.rotate", before, values, actor), token
+            return self._changed(tx, "key.rotate", before, values, actor), token
 
     # -- usage ----------------------------------------------------------------------------------
 
@@ -230,11 +229,11 @@ class KeyStore:
         rows = list(counts)
         if not rows:
             return
-        with self.db.write() as conn:
+        with self.db.write() as tx:
             for row in rows:
                 values = row.to_dict() | {"day": row.day}
                 stmt = self.db.insert_dialect(usage).values(**values)
-                conn.execute(
+                tx.execute(
                     stmt.on_conflict_do_update(
                         index_elements=["key_id", "model", "day"],
                         set_={
@@ -254,18 +253,18 @@ class KeyStore:
             query = query.where(usage.c.model == model)
         if since is not None:
             query = query.where(usage.c.day >= since)
-        with self.db.read() as conn:
+        with self.db.read() as tx:
             return [
                 UsageRow(r.key_id, r.model, r.day, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out)
-                for r in conn.execute(query)
+                for r in tx.execute(query)
             ]
 
     def requests_this_month(self) -> dict[str, int]:
         """Requests per key since the first of this month (UTC): what quotas are checked against."""
         today = datetime.now(UTC).date()
         first = today.replace(day=1)
-        with self.db.read() as conn:
-            rows = conn.execute(
+        with self.db.read() as tx:
+            rows = tx.execute(
                 select(usage.c.key_id, func.sum(usage.c.requests))
                 .where(usage.c.day >= first)
                 .group_by(usage.c.key_id)

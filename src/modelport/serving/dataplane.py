@@ -1,25 +1,38 @@
-"""The data plane: the protocol-free core that REST (and later gRPC and batch) call.
+"""The data plane: the protocol-free core that every inference protocol and batch scoring call.
 
-It resolves a model and a version selector (number, alias, or none = default route) through the
-pool, converts tensors to the signature's columns, scores through the version's batcher and returns
-tensors plus the version that answered. It knows nothing of HTTP, JSON or protobuf.
+It takes a :class:`~modelport.registry.names.ModelRef` (parsed once, at the edge, by
+:func:`edge_ref`) and a :class:`Payload` — the request's rows as its protocol sent them: tensors (V2
+REST JSON or binary, gRPC) or a table (MLflow) — and runs the one inference path in :meth:`DataPlane.infer`.
+It knows nothing of HTTP, JSON or protobuf.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from modelport._version import __version__
-from modelport.errors import InputMismatch, InvalidInput, ModelportError
+from modelport.errors import (
+    InputMismatch,
+    InvalidInput,
+    InvalidName,
+    ModelNotFound,
+    ModelportError,
+    NotFound,
+    ValuesRejected,
+    VersionNotFound,
+)
 from modelport.monitoring.metrics import LOCAL, METRICS
 from modelport.monitoring.predictions import LogPolicy, PredictionLog
 from modelport.monitoring.tracing import Timeline
+from modelport.registry.names import MAX_VERSION, ModelRef, check_label, is_label, is_model_name
 from modelport.registry.service import LoadedVersion
 from modelport.releases.policy import CANARY, PRIMARY, Release
 from modelport.releases.stats import ReleaseCounters
@@ -30,21 +43,118 @@ from modelport.serving.pool import ModelPool
 from modelport.serving.scoring import Hangs, ScoringLimits, ScoringThreads, VersionScoring
 from modelport.serving.shadow import ShadowMirror
 from modelport.serving.tensors import Tensor, batch_from_tensors, tensors_from_prediction
-from modelport.signature import Batch
+from modelport.signature import Batch, Signature
 
-__all__ = ["DataPlane", "InferenceResult", "ModelStats"]
+__all__ = [
+    "OFFLOAD_BYTES",
+    "OFFLOAD_ROWS",
+    "DataPlane",
+    "InferenceResult",
+    "ModelStats",
+    "Payload",
+    "TensorPayload",
+    "edge_ref",
+]
 
 SERVER_NAME = "modelport"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+# A payload at least this large is decoded and checked on a thread, not on the event loop: a
+# 300,000-row table takes seconds, and liveness probes must still answer in milliseconds.
+OFFLOAD_BYTES = 256 * 1024
+OFFLOAD_ROWS = 5_000  # …and a result at least this many rows long is logged and counted on a thread
+
+
+@functools.lru_cache(maxsize=4096)  # pure; the hot path parses the same few references over and over
+def edge_ref(name: str, selector: str | None) -> ModelRef:
+    """The reference a request names — a model and a version number, label, alias or nothing (the
+    default route: alias ``production`` if set, else the newest version). Parsed here, once, by every
+    protocol. A name or selector that breaks the naming rules cannot exist, so it answers as one that
+    does not exist (404 / NOT_FOUND), never as a malformed request."""
+    if not is_model_name(name):
+        raise ModelNotFound(f"no model named {name[:100]!r}")
+    if not selector:
+        return ModelRef(name)
+    if selector.isascii() and selector.isdigit():
+        if len(selector) > 10 or not 1 <= int(selector) <= MAX_VERSION:
+            raise VersionNotFound(f"model {name!r} has no version {selector[:12]}")
+        return ModelRef(name, version=int(selector))
+    if is_label(selector):
+        try:
+            return ModelRef(name, label=check_label(selector))
+        except InvalidName:
+            raise VersionNotFound(f"model {name!r} has no version labelled {selector[:40]!r}") from None
+    if not selector[0].isalpha() or not selector.isascii() or len(selector) > 63:
+        raise NotFound(f"model {name!r} has no alias {selector[:40]!r}")
+    return ModelRef(name, alias=selector)
+
+
+class Payload(Protocol):
+    """A request's rows as its protocol sent them, read against a version's signature on demand (a
+    release's arms may have different signatures)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes on the wire: a large payload is decoded off the event loop."""
+        ...
+
+    def columns(self, signature: Signature) -> tuple[Batch, int, np.ndarray | None]:
+        """The signature's columns, the row count and (when at hand) the numeric features as one
+        ``[rows, features]`` matrix — or InputMismatch naming what does not fit."""
+        ...
+
+    def tensors(self, signature: Signature) -> list[Tensor]:
+        """The rows as tensors, for a shadow copy (scored in another process)."""
+        ...
+
+    def field(self, name: str, signature: Signature) -> Any:
+        """The first row's value of feature ``name`` (a release's sticky key), or None."""
+        ...
+
+
+@dataclass(slots=True)
+class TensorPayload:
+    """Open Inference Protocol tensors (V2 REST JSON or binary, gRPC)."""
+
+    inputs: list[Tensor]
+    size: int = 0
+
+    def columns(self, signature: Signature) -> tuple[Batch, int, np.ndarray | None]:
+        return batch_from_tensors(self.inputs, signature)
+
+    def tensors(self, signature: Signature) -> list[Tensor]:
+        return self.inputs
+
+    def field(self, name: str, signature: Signature) -> Any:
+        for tensor in self.inputs:
+            if tensor.name == name and tensor.data.size:
+                return tensor.data.flat[0]
+        only = self.inputs[0].data if len(self.inputs) == 1 else None
+        if only is not None and only.ndim == 2 and only.shape[0] and name in signature.names:
+            return only[0, signature.names.index(name)]
+        return None
 
 
 @dataclass(slots=True)
 class InferenceResult:
     model: str
     version: int
-    outputs: list[Tensor]
+    prediction: Prediction
+    signature: Signature
     flags: dict[str, dict[str, int]] = field(default_factory=dict)
     rows: int = 0
+
+    def outputs(self, requested: list[str] | None = None) -> list[Tensor]:
+        """The prediction as Open Inference Protocol tensors, only ``requested`` ones if named."""
+        outputs = tensors_from_prediction(self.prediction, self.signature)
+        if requested:
+            known = {t.name for t in outputs}
+            unknown = [name for name in requested if name not in known]
+            if unknown:
+                raise InputMismatch(
+                    f"unknown output(s) {', '.join(unknown)}; outputs are {', '.join(sorted(known))}"
+                )
+            outputs = [t for t in outputs if t.name in requested]
+        return outputs
 
 
 @dataclass(slots=True)
@@ -88,32 +198,36 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
-    def resolve(self, model: str, selector: str | None) -> int:
-        # Routes are refreshed in the background (RestApp._poll): no database read per request.
-        return self.pool.resolve(model, selector)
+    def resolve(self, ref: ModelRef) -> int:
+        # Routes are refreshed in the background (Worker duties): no database read per request.
+        return self.pool.resolve(ref.name, ref.selector)
 
-    async def loaded(self, model: str, selector: str | None) -> LoadedVersion:
-        return await self.loaded_number(model, self.resolve(model, selector))
+    async def loaded(self, ref: ModelRef) -> LoadedVersion:
+        return await self.loaded_number(ref.name, self.resolve(ref))
 
     async def loaded_number(self, model: str, number: int) -> LoadedVersion:
         if self.pool.is_loaded(model, number):
             return self.pool.get(model, number)
         return await asyncio.to_thread(self.pool.get, model, number)
 
-    async def model_metadata(self, model: str, selector: str | None) -> dict[str, Any]:
-        loaded = await self.loaded(model, selector)
+    async def model_metadata(self, ref: ModelRef) -> dict[str, Any]:
+        """The Open Inference Protocol's model metadata. ``inputs`` lists exactly one request form the
+        server accepts — a client that sends each listed input gets an answer: one 2-D ``input`` tensor
+        in feature order when every feature is numeric, else one tensor per feature. The other form
+        (per-feature tensors for numeric models) is described in ``parameters.named_inputs``."""
+        model = ref.name
+        loaded = await self.loaded(ref)
         signature = loaded.signature
         routes = self.pool.models().get(model, {})
-        if signature.all_numeric:
-            inputs: list[dict[str, Any]] = [
-                {"name": "input", "datatype": "FP64", "shape": [-1, len(signature.features)]}
-            ]
-        else:
-            inputs = []
-        inputs += [
+        named = [
             {"name": f.name, "datatype": "FP64" if f.numeric else "BYTES", "shape": [-1]}
             for f in signature.features
         ]
+        inputs: list[dict[str, Any]] = (
+            [{"name": "input", "datatype": "FP64", "shape": [-1, len(signature.features)]}]
+            if signature.all_numeric
+            else named
+        )
         if signature.outputs.task == "regression":
             outputs = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
         else:
@@ -134,13 +248,15 @@ class DataPlane:
                 "aliases": sorted(a for a, n in routes.items() if n == loaded.version.number),
                 "classes": list(signature.outputs.classes),
                 "features": signature.names,
+                # the alternative form: one tensor per feature instead of the 2-D "input"
+                **({"named_inputs": named} if signature.all_numeric else {}),
             },
         }
 
-    async def model_ready(self, model: str, selector: str | None) -> bool:
+    async def model_ready(self, ref: ModelRef) -> bool:
         try:
-            loaded = await self.loaded(model, selector)
-            scoring = self.batcher_for((model, loaded.version.number), loaded).scoring
+            loaded = await self.loaded(ref)
+            scoring = self.batcher_for((ref.name, loaded.version.number), loaded).scoring
             if scoring.isolated:  # ready means loaded where it scores: in the scoring process
                 await asyncio.shield(self.scoring_process().prepare(loaded))
         except ModelportError:
@@ -151,17 +267,21 @@ class DataPlane:
 
     async def infer(
         self,
-        model: str,
-        selector: str | None,
-        inputs: list[Tensor],
-        requested: list[str] | None = None,
+        ref: ModelRef,
+        payload: Payload,
         *,
         request_id: str = "",
         key_id: str = "",
         timeline: Timeline | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> InferenceResult:
-        number, release, arm = self.choose(model, selector, inputs, headers)
+        """Score one request of any protocol — V2 REST (JSON or binary), gRPC, MLflow, batch. One path:
+        the version chosen by alias, release arm or number; the payload's columns for that version's
+        signature; value checks with the model's policy (flag or reject); the version's batcher
+        (deadline, isolation, micro-batching); statistics, release counts, shadow copies, the
+        prediction log and the flag metrics. Decoding a large payload leaves the event loop."""
+        number, release, arm = self.choose(ref, payload, headers)
+        model = ref.name
         started = time.perf_counter_ns()
         try:
             loaded = await self.loaded_number(model, number)
@@ -174,7 +294,10 @@ class DataPlane:
             timeline.validating = started
         stats = self.stats.setdefault(key, ModelStats())
         try:
-            batch, rows, flags = self.validate(model, loaded, inputs)
+            if payload.size >= OFFLOAD_BYTES:
+                batch, rows, flags = await asyncio.to_thread(self.validate, model, loaded, payload)
+            else:
+                batch, rows, flags = self.validate(model, loaded, payload)
             if flags:
                 stats.flagged_requests += 1
             prediction = await self.batcher_for(key, loaded).submit(batch, rows, timeline)
@@ -186,30 +309,32 @@ class DataPlane:
             if release is not None:
                 seconds = (time.perf_counter_ns() - started) / 1e9
                 self.count_failure(
-                    release, model, arm, exc, seconds, lambda primary: self.validate(model, primary, inputs)
+                    release, model, arm, exc, seconds, lambda primary: self.validate(model, primary, payload)
                 )
             raise
+        big = rows >= OFFLOAD_ROWS  # its bookkeeping runs on a thread: probes keep answering
         if release is not None:
             seconds = (time.perf_counter_ns() - started) / 1e9
-            self.release_counts.request(
-                release.release_id, arm, seconds, error=False, labels=prediction.labels
-            )
+            if big and prediction.labels is not None:
+                tally: Counter[Any] = await asyncio.to_thread(Counter, prediction.labels.tolist())
+                self.release_counts.request(release.release_id, arm, seconds, error=False, label_counts=tally)
+            else:
+                self.release_counts.request(
+                    release.release_id, arm, seconds, error=False, labels=prediction.labels
+                )
             if release.shadow is not None and arm != CANARY:
-                self.shadow.offer(model, release, inputs, rows, prediction, request_id, key_id)
+                self.shadow.offer(
+                    model, release, payload.tensors(loaded.signature), rows, prediction, request_id, key_id
+                )
         version = str(loaded.version.number)
         LOCAL.rows(model, version, rows)
         if self.predictions is not None and model in self.pool.log_policies:
-            self.predictions.offer(
-                self.log_policy(model),
-                model,
-                loaded.version.number,
-                batch,
-                prediction,
-                request_id=request_id,
-                key_id=key_id,
-                latency_ms=(time.perf_counter_ns() - started) / 1e6,
-                flags=flags,
-            )
+            latency_ms = (time.perf_counter_ns() - started) / 1e6
+            logged = (loaded, batch, prediction, flags, request_id, key_id, latency_ms)
+            if big:
+                await asyncio.to_thread(self._log, *logged)
+            else:
+                self._log(*logged)
         for feature, kinds in flags.items():
             for kind, count in kinds.items():
                 METRICS.flags.labels(model, version, feature, kind).inc(count)
@@ -218,31 +343,45 @@ class DataPlane:
         stats.last_inference_ms = int(time.time() * 1000)
         if timeline is not None:
             timeline.serialising = time.perf_counter_ns()
-        outputs = tensors_from_prediction(prediction, loaded.signature)
-        if requested:
-            known = {t.name for t in outputs}
-            unknown = [name for name in requested if name not in known]
-            if unknown:
-                raise InputMismatch(
-                    f"unknown output(s) {', '.join(unknown)}; outputs are {', '.join(sorted(known))}"
-                )
-            outputs = [t for t in outputs if t.name in requested]
-        return InferenceResult(model, loaded.version.number, outputs, flags, rows)
+        return InferenceResult(model, loaded.version.number, prediction, loaded.signature, flags, rows)
+
+    def _log(
+        self,
+        loaded: LoadedVersion,
+        batch: Batch,
+        prediction: Prediction,
+        flags: dict[str, dict[str, int]],
+        request_id: str,
+        key_id: str,
+        latency_ms: float,
+    ) -> None:
+        """Offer an answered request to the prediction log (its policy samples it or not)."""
+        assert self.predictions is not None
+        model = loaded.version.model
+        self.predictions.offer(
+            self.log_policy(model),
+            model,
+            loaded.version.number,
+            batch,
+            prediction,
+            request_id=request_id,
+            key_id=key_id,
+            latency_ms=latency_ms,
+            flags=flags,
+        )
 
     def validate(
-        self, model: str, loaded: LoadedVersion, inputs: list[Tensor]
+        self, model: str, loaded: LoadedVersion, payload: Payload
     ) -> tuple[Batch, int, dict[str, dict[str, int]]]:
         """The request's columns for ``loaded``, its rows and its value flags — or InputMismatch when
-        the tensors do not fit the signature or the model's policy rejects the values."""
-        batch, rows, matrix = batch_from_tensors(inputs, loaded.signature)
+        the payload does not fit the signature, ValuesRejected when the model's policy refuses them."""
+        batch, rows, matrix = payload.columns(loaded.signature)
         flags = loaded.signature.violations(batch, matrix)
         if flags and self.pool.policy(model) == "reject":
-            refusal = InputMismatch(
+            raise ValuesRejected(
                 f"values outside what {loaded.version.ref} was trained on: "
                 + loaded.signature.describe_violations(flags)
             )
-            refusal.rejected = True
-            raise refusal
         return batch, rows, flags
 
     def count_failure(
@@ -286,20 +425,16 @@ class DataPlane:
         return True
 
     def choose(
-        self,
-        model: str,
-        selector: str | None,
-        inputs: list[Tensor] | None,
-        headers: Mapping[str, str] | None,
+        self, ref: ModelRef, payload: Payload | None, headers: Mapping[str, str] | None
     ) -> tuple[int, Release | None, str]:
         """The version that answers this request, the release it belongs to (if any) and its arm."""
-        number, release, alias = self.pool.route(model, selector)
+        number, release, alias = self.pool.route(ref.name, ref.selector)
         if release is None:
             return number, None, PRIMARY
         key_value = None
         if release.sticky is not None:
-            key_value = self._sticky_key(release, model, inputs or [], headers)
-        arm = release.arm(model, alias, key_value)
+            key_value = self._sticky_key(release, ref.name, payload, headers)
+        arm = release.arm(ref.name, alias, key_value)
         return release.version_of(arm), release, arm
 
     @property
@@ -321,26 +456,23 @@ class DataPlane:
             await self._shadow.close()
 
     def _sticky_key(
-        self, release: Release, model: str, inputs: list[Tensor], headers: Mapping[str, str] | None
+        self, release: Release, model: str, payload: Payload | None, headers: Mapping[str, str] | None
     ) -> str | None:
-        """The request's assignment key: a header's value, or a field of its first row (a named input,
-        or the column of a single numeric matrix in the primary's feature order)."""
+        """The request's assignment key: a header's value, or a field of its first row (read in the
+        primary's signature: a named input, a column of a table, or a column of a numeric matrix)."""
         sticky = release.sticky
         assert sticky is not None
         if sticky.source == "header":
             value = None if headers is None else headers.get(sticky.name)
             return value or None
-        for tensor in inputs:
-            if tensor.name == sticky.name and tensor.data.size:
-                return _text(tensor.data.flat[0])
-        if len(inputs) == 1 and inputs[0].data.ndim == 2 and inputs[0].data.shape[0]:
-            try:
-                names = self.pool.get(model, release.primary).signature.names
-            except ModelportError:
-                return None
-            if sticky.name in names:
-                return _text(inputs[0].data[0, names.index(sticky.name)])
-        return None
+        if payload is None:
+            return None
+        try:
+            signature = self.pool.get(model, release.primary).signature
+            value = payload.field(sticky.name, signature)
+        except ModelportError:
+            return None
+        return None if value is None else _text(value)
 
     def log_policy(self, model: str) -> LogPolicy:
         document = self.pool.log_policies[model]
@@ -370,6 +502,10 @@ class DataPlane:
             for stale in [k for k in self._batchers if k not in live and k != key]:
                 del self._batchers[stale]
         return entry[1]
+
+    def batcher_keys(self) -> set[tuple[str, int]]:
+        """The versions this worker holds a batcher for (each keeps its runtime alive)."""
+        return set(self._batchers)
 
     async def score(self, loaded: LoadedVersion, batch: Batch, rows: int) -> Prediction:
         """Score columns already converted by ``loaded``'s signature through its batcher: the one path
@@ -419,21 +555,18 @@ class DataPlane:
                 )
         return rows
 
-    async def load(self, model: str) -> None:
-        await self.loaded(model, None)
+    async def load(self, ref: ModelRef) -> None:
+        await self.loaded(ref)
 
-    def unload(self, model: str) -> None:
-        self.resolve(model, None)  # 404 for unknown models
+    def unload(self, ref: ModelRef) -> None:
+        model = ref.name
+        self.resolve(ref)  # 404 for unknown models
         self.pool.unload(model)
         for key in [k for k in self._batchers if k[0] == model]:
             self._batchers.pop(key)
 
-    def statistics(self, model: str | None, selector: str | None) -> list[dict[str, Any]]:
-        if model is not None:
-            number = self.resolve(model, selector)
-            keys = [(model, number)]
-        else:
-            keys = sorted(self.stats)
+    def statistics(self, ref: ModelRef | None) -> list[dict[str, Any]]:
+        keys = [(ref.name, self.resolve(ref))] if ref is not None else sorted(self.stats)
         result = []
         for key in keys:
             stats = self.stats.get(key, ModelStats())

@@ -18,24 +18,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from modelport.errors import (
-    Forbidden,
-    InputMismatch,
-    InvalidInput,
-    ModelNotFound,
-    ModelportError,
-    NotFound,
-    RateLimited,
-    ScoringTimeout,
-    StoreNotReady,
-    Unauthenticated,
-    VersionFailing,
-)
-from modelport.monitoring.metrics import LOCAL, alias_label, outcome_of
-from modelport.monitoring.tracing import Timeline, Tracer
-from modelport.security.gate import Gate
+from modelport.errors import InvalidInput, ModelportError, RateLimited, outcome_for
+from modelport.monitoring.tracing import Timeline
+from modelport.registry.names import ModelRef
 from modelport.security.keys import Principal
-from modelport.serving.dataplane import DataPlane
+from modelport.serving.dataplane import TensorPayload, edge_ref
 from modelport.serving.http import public_message
 from modelport.serving.protocol import inference_pb2 as pb
 from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
@@ -47,6 +34,7 @@ from modelport.serving.v2 import (
     tensor_bytes,
     tensor_from_bytes,
 )
+from modelport.serving.worker import Finished, Worker
 
 __all__ = ["GrpcServer"]
 
@@ -66,22 +54,9 @@ _CONTENTS = {
 }
 
 
-def _code(error: Exception) -> grpc.StatusCode:
-    if isinstance(error, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED
-    if isinstance(error, Forbidden):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if isinstance(error, RateLimited):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(error, InvalidInput | InputMismatch):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, NotFound):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(error, StoreNotReady | VersionFailing):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, ScoringTimeout):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.INTERNAL
+def _code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status of ``error``, from the one errors table (``errors.OUTCOMES``)."""
+    return grpc.StatusCode[outcome_for(error).grpc]
 
 
 def _message(error: ModelportError) -> str:
@@ -169,26 +144,35 @@ def _address(context: Any) -> str | None:
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, limits: Limits, gate: Gate, tracer: Tracer | None = None) -> None:
-        self.plane = plane
+    def __init__(self, worker: Worker, limits: Limits) -> None:
+        self.worker = worker
+        self.plane = worker.plane
         self.limits = limits
-        self.gate = gate
-        self.tracer = tracer
 
-    async def _admit(self, context: Any, permission: str, model: str | None = None) -> Principal:
-        """As the REST adapter: 401 / 403 / 404 for models outside the key's patterns / 429."""
+    async def _admit(self, context: Any, permission: str, name: str | None = None) -> Principal:
+        """The gate's one admission, as over REST: key, then rate and quota, then role, then the key's
+        model scope (a model outside it answers like a missing one)."""
         try:
-            principal = await self.gate.authenticate(_token(context), _address(context))
-            principal.require(permission)
-            if model is not None and not principal.sees(model):
-                raise ModelNotFound(f"no model named {model!r}")
-            await self.gate.admit(principal)
+            return await self.worker.gate.admit(
+                _token(context),
+                _address(context),
+                permission,
+                name,
+                on_denied=lambda who: self.worker.record_denial(who, f"gRPC {permission}"),
+            )
         except RateLimited as exc:
             context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
             await context.abort(_code(exc), str(exc))
         except ModelportError as exc:
             await context.abort(_code(exc), _message(exc))
-        return principal
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _ref(self, context: Any, name: str, version: str) -> ModelRef:
+        try:
+            return edge_ref(name, version or None)
+        except ModelportError as exc:
+            await context.abort(_code(exc), _message(exc))
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self.plane.live())
@@ -205,9 +189,10 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         await self._admit(context, "read", request.name)
+        ref = await self._ref(context, request.name, request.version)
         try:
-            self.plane.resolve(request.name, request.version or None)
-            ready = await self.plane.model_ready(request.name, request.version or None)
+            self.plane.resolve(ref)
+            ready = await self.plane.model_ready(ref)
         except ModelportError as exc:
             await context.abort(_code(exc), _message(exc))
         except Exception:
@@ -216,8 +201,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         await self._admit(context, "read", request.name)
+        ref = await self._ref(context, request.name, request.version)
         try:
-            meta = await self.plane.model_metadata(request.name, request.version or None)
+            meta = await self.plane.model_metadata(ref)
         except ModelportError as exc:
             await context.abort(_code(exc), _message(exc))
         except Exception:
@@ -237,40 +223,45 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         principal = await self._admit(context, "infer", request.model_name)
         timeline = None
-        if self.tracer is not None:
+        if self.worker.tracer is not None:
             metadata = dict(context.invocation_metadata() or ())
             timeline = Timeline(int(started * 1e9), metadata.get("traceparent"), metadata.get("tracestate"))
         size = request.ByteSize()
-        version: int | None = None
+        done = Finished(
+            "grpc",
+            None,
+            None,
+            200,
+            started,
+            principal,
+            bytes_in=size,
+            request_id=request.id[:128],
+            timeline=timeline,
+        )
         try:
-            version = self.plane.resolve(request.model_name, request.model_version or None)
+            done.ref = ref = edge_ref(request.model_name, request.model_version or None)
+            done.version = self.plane.resolve(ref)  # NOT_FOUND before INVALID_ARGUMENT
             inputs = _inputs(request, self.limits)
             if timeline is not None:
                 timeline.parsed = time.perf_counter_ns()
             requested = [o.name for o in request.outputs] or None
             result = await self.plane.infer(
-                request.model_name,
-                request.model_version or None,
-                inputs,
-                requested,
+                ref,
+                TensorPayload(inputs, size),
                 request_id=request.id[:128],
                 key_id=principal.key_id,
                 timeline=timeline,
                 headers=_metadata(context),
             )
-        except ModelportError as exc:
-            self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
-            self._count(request, version, _status(exc), started)
-            if timeline is not None:
-                self._trace(timeline, request, version, 0, _status(exc), _code(exc), principal)
-            await context.abort(_code(exc), _message(exc))
-        except Exception:
-            self.gate.count(principal, request.model_name, rows=0, error=True, bytes_in=size, bytes_out=0)
-            self._count(request, version, 500, started)
-            if timeline is not None:
-                self._trace(timeline, request, version, 0, 500, grpc.StatusCode.INTERNAL, principal)
+            done.version = result.version
+            outputs = result.outputs(requested)
+        except Exception as exc:
+            outcome = outcome_for(exc)
+            done.status, done.wire_status = outcome.http, _code(exc).value[0]
+            self.worker.finished(done)
+            if isinstance(exc, ModelportError):
+                await context.abort(_code(exc), _message(exc))
             await context.abort(grpc.StatusCode.INTERNAL, "internal error: the model failed")
-        self._count(request, result.version, 200, started)
         response = pb.ModelInferResponse(
             model_name=result.model, model_version=str(result.version), id=request.id
         )
@@ -280,79 +271,32 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 sum(k.values()) for k in result.flags.values()
             )
             response.parameters["flags"].string_param = json.dumps(result.flags, separators=(",", ":"))
-        for tensor in result.outputs:
+        for tensor in outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(tensor_bytes(tensor))
         context.set_trailing_metadata((("x-model-version", str(result.version)),))
         if timeline is not None:
             timeline.serialised = time.perf_counter_ns()
-            self._trace(timeline, request, result.version, result.rows, 200, grpc.StatusCode.OK, principal)
-        self.gate.count(
-            principal,
-            request.model_name,
-            rows=result.rows,
-            error=False,
-            bytes_in=size,
-            bytes_out=response.ByteSize(),
-        )
+        done.rows, done.bytes_out, done.wire_status = result.rows, response.ByteSize(), 0
+        self.worker.finished(done)
         return response
-
-    def _count(self, request: Any, version: int | None, status: int, started: float) -> None:
-        routes = self.plane.pool.routes_of(request.model_name)
-        model = request.model_name if routes is not None else ""
-        alias = alias_label(routes, request.model_version or None)
-        label = "" if version is None or not model else str(version)
-        LOCAL.request(model, label, alias, "grpc", outcome_of(status), time.perf_counter() - started)
-
-    def _trace(
-        self,
-        timeline: Timeline,
-        request: Any,
-        version: int | None,
-        rows: int,
-        status: int,
-        code: grpc.StatusCode,
-        principal: Principal,
-    ) -> None:
-        """Hand a finished request to the tracer; ``status`` is the HTTP status REST would give."""
-        assert self.tracer is not None
-        self.tracer.finish(
-            timeline,
-            protocol="grpc",
-            model=request.model_name[:100],
-            version=version,
-            rows=rows,
-            outcome=outcome_of(status),
-            status=code.value[0],
-            request_id=request.id[:128],
-            key_id=principal.key_id,
-        )
-
-
-def _status(error: Exception) -> int:
-    """The HTTP status the REST adapter would give (outcome labels are shared by both protocols)."""
-    from modelport.serving.rest import status_for
-
-    return status_for(error)
 
 
 class GrpcServer:
-    """Starts and stops the gRPC server inside a worker's event loop."""
+    """Starts and stops the gRPC server inside a worker's event loop (a :class:`ProtocolServer`)."""
 
     def __init__(
         self,
-        plane: DataPlane,
+        worker: Worker,
         limits: Limits,
         host: str,
         port: int,
         *,
-        gate: Gate,
         tls: tuple[Path, Path] | None = None,
-        tracer: Tracer | None = None,
         handshake_timeout: float = 10.0,
     ) -> None:
-        self.plane, self.limits, self.address = plane, limits, f"{host}:{port}"
-        self.gate, self.tls, self.tracer = gate, tls, tracer
+        self.worker, self.limits, self.address = worker, limits, f"{host}:{port}"
+        self.tls = tls
         self.handshake_timeout = handshake_timeout
         self._server: Any = None
 
@@ -373,7 +317,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _Servicer(self.plane, self.limits, self.gate, self.tracer), self._server
+            _Servicer(self.worker, self.limits), self._server
         )
         if self.tls is None:
             self._server.add_insecure_port(self.address)

@@ -10,6 +10,7 @@ import orjson
 from modelport.errors import AuditFailure, StorageFailure, StoreNotReady
 from modelport.monitoring.tracing import Timeline
 from modelport.registry.audit import NOT_WRITTEN
+from modelport.registry.names import ModelRef
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 
 __all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"]
@@ -47,6 +48,13 @@ class Request:
     version: int | None = None  # the version that answered (or was resolved), for metrics
     request_id: str = ""
     timeline: Timeline | None = None  # phase times of a traced inference request (tracing on)
+    ref: ModelRef | None = None  # the model the route names, parsed once at the edge
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """The route's model reference (for handlers of routes that always name one)."""
+        assert self.ref is not None, "the route names no model"
+        return self.ref
 
 
 @dataclass(slots=True)

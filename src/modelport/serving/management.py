@@ -157,7 +157,7 @@ async def get_usage(app: RestApp, request: Request) -> Response:
 
 
 async def get_audit(app: RestApp, request: Request) -> Response:
-    store = app.plane.pool.registry.store
+    store = app.worker.registry.store
     limit_text = _one(request, "limit") or "1000"
     if not re.fullmatch(r"\d{1,6}", limit_text):
         raise InvalidInput("limit must be a number up to 999999")
@@ -171,7 +171,7 @@ async def get_audit(app: RestApp, request: Request) -> Response:
 
 
 async def verify_audit(app: RestApp, request: Request) -> Response:
-    result = await asyncio.to_thread(app.plane.pool.registry.store.verify_audit)
+    result = await asyncio.to_thread(app.worker.registry.store.verify_audit)
     return json_response(
         {"ok": result.ok, "records": result.count, "head": result.head, "problem": result.problem or None},
         200 if result.ok else 409,
@@ -179,7 +179,7 @@ async def verify_audit(app: RestApp, request: Request) -> Response:
 
 
 async def list_models(app: RestApp, request: Request) -> Response:
-    models = await asyncio.to_thread(app.plane.pool.registry.models)
+    models = await asyncio.to_thread(app.worker.registry.models)
     return json_response({"models": [m.to_dict() for m in models if request.principal.sees(m.name)]})
 
 
@@ -214,7 +214,7 @@ async def remove_alias(app: RestApp, request: Request) -> Response:
 
 
 def _manager(app: RestApp) -> ReleaseManager:
-    return ReleaseManager(app.plane.pool.registry)
+    return ReleaseManager(app.worker.registry)
 
 
 def _changed(result: dict[str, Any], applied: dict[str, Any]) -> Response:
@@ -262,12 +262,12 @@ async def start_release(app: RestApp, request: Request) -> Response:
 
 async def release_status(app: RestApp, request: Request) -> Response:
     alias = check_alias_name(request.params["alias"])
-    monitor = app.monitor
+    monitor = app.worker.monitor
 
     def accuracy(name: str) -> dict[str, Any]:
         # through the monitor's child process (no pandas in a serving worker), and only when labels
         # have come at all; no monitor, no accuracy
-        if monitor is None or not app.plane.pool.registry.store.has_feedback(name):
+        if monitor is None or not app.worker.registry.store.monitoring.has_feedback(name):
             return {}
         return monitor.report(name, accuracy_only=True)
 
@@ -312,7 +312,7 @@ async def rollback_alias(app: RestApp, request: Request) -> Response:
 
 async def alias_history(app: RestApp, request: Request) -> Response:
     alias = check_alias_name(request.params["alias"])
-    store = app.plane.pool.registry.store.releases
+    store = app.worker.registry.store.releases
     entries = await asyncio.to_thread(store.history, request.params["name"], alias)
     return json_response(
         {"model": request.params["name"], "alias": alias, "history": [e.to_dict() for e in entries]}
@@ -333,13 +333,13 @@ async def list_changes(app: RestApp, request: Request) -> Response:
         "expired",
     ):
         raise InvalidInput("status is one of pending, approved, rejected, applied, failed, expired")
-    changes = await asyncio.to_thread(app.plane.pool.registry.store.releases.changes, status=status)
+    changes = await asyncio.to_thread(app.worker.registry.store.releases.changes, status=status)
     return json_response({"changes": [c.to_dict() for c in changes if request.principal.sees(c.model)]})
 
 
 async def _visible_change(app: RestApp, request: Request) -> int:
     change_id = int(request.params["change"])
-    change = await asyncio.to_thread(app.plane.pool.registry.store.releases.change, change_id)
+    change = await asyncio.to_thread(app.worker.registry.store.releases.change, change_id)
     if not request.principal.sees(change.model):
         raise NotFound(f"no change {change_id}")  # like a missing one: scopes reveal nothing
     return change_id
@@ -364,7 +364,7 @@ async def reject_change(app: RestApp, request: Request) -> Response:
 async def set_policy(app: RestApp, request: Request) -> Response:
     document = _document(request, {"on_violation"})
     policy = _text(document, "on_violation", required=True) or ""
-    registry = app.plane.pool.registry
+    registry = app.worker.registry
     await asyncio.to_thread(
         registry.set_policy, request.params["name"], policy, actor=request.principal.actor
     )
@@ -408,7 +408,7 @@ async def post_feedback(app: RestApp, request: Request) -> Response:
     if not request.principal.sees(model):
         raise NotFound(f"no model named {model[:100]!r}")
     stored = await asyncio.to_thread(
-        app.plane.pool.registry.store.add_feedback, model, labels, actor=request.principal.actor
+        app.worker.registry.store.monitoring.add_feedback, model, labels, actor=request.principal.actor
     )
     return json_response({"model": model, "stored": stored})
 
@@ -424,7 +424,7 @@ def _drift_query(request: Request) -> tuple[int | None, int]:
 
 async def get_drift(app: RestApp, request: Request) -> Response:
     version, windows = _drift_query(request)
-    monitor = app.monitor
+    monitor = app.worker.monitor
     if monitor is None:
         raise HTTPError(404, "monitoring is off on this server (MODELPORT_METRICS=false)")
     name = request.params["name"]

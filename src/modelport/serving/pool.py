@@ -27,13 +27,11 @@ from typing import Any
 
 from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionArchived, VersionNotFound
 from modelport.monitoring.metrics import METRICS
-from modelport.registry.names import LATEST, ModelRef, check_label, is_label
+from modelport.registry.names import DEFAULT_ALIAS, LATEST, ModelRef, check_label, is_label
 from modelport.registry.service import LoadedVersion, Registry
 from modelport.releases.policy import Release
 
 __all__ = ["DEFAULT_ALIAS", "ModelPool"]
-
-DEFAULT_ALIAS = "production"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +82,7 @@ class ModelPool:
             return False
         table = self.registry.store.routing_table()
         policies = self.registry.store.policies()
-        log_policies = self.registry.store.log_policies()
+        log_policies = self.registry.store.monitoring.log_policies()
         releases = self.registry.store.releases.releases_table()
         labels = self.registry.store.releases.labels_table()
         archived = self.registry.store.releases.archived()

@@ -11,55 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import math
 import re
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import orjson
 
 from modelport._version import __version__
 from modelport.errors import (
-    Conflict,
-    Forbidden,
-    InputMismatch,
-    InvalidInput,
-    ModelNotFound,
     ModelportError,
     NotFound,
     RateLimited,
-    ScoringTimeout,
-    StoreNotReady,
-    Unauthenticated,
-    VersionArchived,
-    VersionFailing,
+    brief,
+    outcome_for,
 )
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
-from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, METRICS, alias_label, outcome_of, render
-from modelport.monitoring.monitor import Monitor
-from modelport.monitoring.tracing import Timeline, Tracer
-from modelport.registry.names import is_model_name, parse_ref
-from modelport.registry.service import LoadedVersion
-from modelport.releases.manager import ReleaseManager
+from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, render
+from modelport.monitoring.tracing import Timeline
+from modelport.registry.names import ModelRef
 from modelport.security.gate import Gate
-from modelport.security.keys import DEV_PRINCIPAL, Principal
+from modelport.security.keys import DEV_PRINCIPAL
 from modelport.serving import management
-from modelport.serving.dataplane import DataPlane
+from modelport.serving.dataplane import OFFLOAD_BYTES, DataPlane, TensorPayload, edge_ref
 from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
-from modelport.serving.mlflow import UnsupportedMediaType, decode_frame, encode_predictions
+from modelport.serving.mlflow import FramePayload, UnsupportedMediaType, encode_predictions
 from modelport.serving.v2 import HEADER_LENGTH, Limits, decode_request, encode_response
+from modelport.serving.worker import Finished, Worker
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-__all__ = ["RestApp", "status_for"]
+__all__ = ["RestApp", "mlflow_ref", "status_for"]
 
 log = logging.getLogger("modelport.serving")
 
@@ -128,33 +112,23 @@ def _complete(receive: Receive) -> bool:
 
 
 def status_for(error: Exception) -> int:
-    """The one place core errors become HTTP statuses."""
+    """The HTTP status of ``error``: the errors table's (``errors.OUTCOMES``), or an HTTPError's own."""
     if isinstance(error, HTTPError):
         return error.status
-    if isinstance(error, Unauthenticated):
-        return 401
-    if isinstance(error, Forbidden):
-        return 403
-    if isinstance(error, RateLimited):
-        return 429
-    if isinstance(error, UnsupportedMediaType):
-        return 415
-    if isinstance(error, InvalidInput | InputMismatch):
-        return 400
-    if isinstance(error, VersionArchived):
-        return 410
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, Conflict):
-        return 409
-    if isinstance(error, StoreNotReady | VersionFailing):
-        return 503
-    if isinstance(error, ScoringTimeout):
-        return 504
-    return 500  # model failures, integrity failures and anything unexpected
+    return outcome_for(error).http
 
 
-USAGE_FLUSH_SECONDS = 1.0
+def mlflow_ref(text: str) -> ModelRef:
+    """``NAME`` or ``NAME@SELECTOR`` from MLflow's ``/endpoints/{REF}`` (or the default model)."""
+    name, sep, selector = text.partition("@")
+    if sep and not selector:
+        raise NotFound(f"reference {text[:100]!r} ends with '@': add an alias or a version number")
+    return edge_ref(name, selector or None)
+
+
+# An answer at least this many rows long is encoded on a thread (MLflow records for 300,000 rows take
+# seconds of pandas), so probes on the same worker keep answering.
+OFFLOAD_ROWS = 5_000
 _NO_DEFAULT = "no default model: start the server with --default-model or call /endpoints/{REF}/invocations"
 
 Handler = Callable[["RestApp", Request], Awaitable[Response]]
@@ -163,31 +137,20 @@ _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
 
 
 class RestApp:
-    """The ASGI application. ``plane`` does the work; this class only translates."""
+    """The ASGI application: HTTP in, the worker's data plane and gate, HTTP out. Only translates."""
 
     def __init__(
         self,
-        plane: DataPlane,
+        worker: Worker,
         limits: Limits,
         default_model: str | None = None,
-        companions: tuple[Any, ...] = (),
         timeout: float = 30.0,
         body_timeout: float = 10.0,
-        drain_seconds: float = 0.0,
-        gate: Gate | None = None,
         hsts: bool = False,
         allowed_hosts: tuple[str, ...] = (),
         metrics_public: bool = False,
-        tracer: Tracer | None = None,
-        monitor: Monitor | None = None,
-        release_flush_seconds: float = 5.0,
-        prediction_flush_seconds: float = 10.0,
     ) -> None:
-        self.gate = gate if gate is not None else Gate(None, insecure=True)
-        self.monitor = monitor
-        self.release_flush_seconds = release_flush_seconds
-        self._evaluation: asyncio.Task[None] | None = None
-        self.prediction_flush_seconds = prediction_flush_seconds
+        self.worker = worker
         # Answered on every response: HSTS when TLS is on; never any CORS header (no cross-origin reads).
         self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
             ((b"strict-transport-security", b"max-age=31536000; includeSubDomains"),) if hsts else ()
@@ -195,16 +158,21 @@ class RestApp:
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self._openapi: bytes | None = None
         self.metrics_public = metrics_public
-        self.tracer = tracer  # None unless MODELPORT_TRACING: then inference requests get a Timeline
         self.timeout = timeout
         self.body_timeout = body_timeout
-        self.drain_seconds = drain_seconds
-        self.plane = plane
         self.limits = limits
         self.default_model = default_model
+        # the default model's reference, parsed once (serve checked its form at start-up)
+        self.default_ref = mlflow_ref(default_model) if default_model is not None else None
         self.in_flight = 0
-        # Servers sharing this worker's event loop (gRPC): objects with async start() and stop().
-        self.companions = companions
+
+    @property
+    def plane(self) -> DataPlane:
+        return self.worker.plane
+
+    @property
+    def gate(self) -> Gate:
+        return self.worker.gate
 
     # -- the route table ------------------------------------------------------------------------
 
@@ -219,62 +187,100 @@ class RestApp:
         return json_response(self.plane.server_metadata())
 
     async def model_metadata(self, request: Request) -> Response:
-        return json_response(
-            await self.plane.model_metadata(request.params["name"], request.params.get("version"))
-        )
+        return json_response(await self.plane.model_metadata(request.model_ref))
 
     async def model_ready(self, request: Request) -> Response:
-        name, version = request.params["name"], request.params.get("version")
-        self.plane.resolve(name, version)  # unknown model or version: 404
-        ready = await self.plane.model_ready(name, version)
-        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
+        ref = request.model_ref
+        self.plane.resolve(ref)  # unknown model or version: 404
+        ready = await self.plane.model_ready(ref)
+        return json_response({"name": ref.name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
-        # 404 before 400
-        request.version = self.plane.resolve(request.params["name"], request.params.get("version"))
-        decoded = decode_request(request.body, request.headers.get(HEADER_LENGTH), self.limits)
+        ref = request.model_ref
+        request.version = self.plane.resolve(ref)  # 404 before 400
+        big = len(request.body) >= OFFLOAD_BYTES
+        header_length = request.headers.get(HEADER_LENGTH)
+        decoded = (
+            await asyncio.to_thread(decode_request, request.body, header_length, self.limits)
+            if big
+            else decode_request(request.body, header_length, self.limits)
+        )
+        if decoded.id is not None and "x-request-id" not in request.headers:
+            # the protocol's own request id names the request in every log, as over gRPC
+            request.request_id = make_request_id(str(decoded.id))
         timeline = request.timeline
         if timeline is not None:
             timeline.parsed = time.perf_counter_ns()
         result = await self.plane.infer(
-            request.params["name"],
-            request.params.get("version"),
-            decoded.inputs,
-            decoded.outputs,
+            ref,
+            TensorPayload(decoded.inputs, len(request.body)),
             request_id=request.request_id,
             key_id=request.principal.key_id,
             timeline=timeline,
             headers=request.headers,
         )
-        request.rows = result.rows
-        parameters: dict[str, Any] = {"model_version": result.version}
+        request.version, request.rows = result.version, result.rows
+        parameters: dict[str, object] = {"model_version": result.version}
         if result.flags:
             parameters["flags"] = result.flags
             parameters["flag_count"] = sum(sum(kinds.values()) for kinds in result.flags.values())
-        body, header_length = encode_response(result, decoded, parameters)
+        if result.rows >= OFFLOAD_ROWS:
+            body, header_length_out = await asyncio.to_thread(encode_response, result, decoded, parameters)
+        else:
+            body, header_length_out = encode_response(result, decoded, parameters)
         if timeline is not None:
             timeline.serialised = time.perf_counter_ns()
         headers: tuple[tuple[bytes, bytes], ...] = ((b"x-model-version", str(result.version).encode()),)
-        if header_length is None:
+        if header_length_out is None:
             return Response(body, headers=headers)
-        headers += ((b"inference-header-content-length", str(header_length).encode()),)
+        headers += ((b"inference-header-content-length", str(header_length_out).encode()),)
         return Response(body, content_type=b"application/octet-stream", headers=headers)
+
+    async def invocations(self, request: Request) -> Response:
+        """MLflow scoring, through the same data plane as V2 and gRPC: value checks with the model's
+        policy, flags, batching, release arms (sticky by header or field), shadow copies, the
+        prediction log and statistics."""
+        ref = request.model_ref
+        request.version = self.plane.resolve(ref)  # 404 before 400
+        content_type = request.headers.get("content-type", "application/json")
+        timeline = request.timeline
+        if timeline is not None:  # the table is decoded against the answering version's signature,
+            timeline.parsed = time.perf_counter_ns()  # in the "validate" phase
+        result = await self.plane.infer(
+            ref,
+            FramePayload(request.body, content_type, self.limits),
+            request_id=request.request_id,
+            key_id=request.principal.key_id,
+            timeline=timeline,
+            headers=request.headers,
+        )
+        request.version, request.rows = result.version, result.rows
+        if result.rows >= OFFLOAD_ROWS:
+            answer = await asyncio.to_thread(
+                encode_predictions, result.prediction, result.signature, result.flags
+            )
+            body = await asyncio.to_thread(orjson.dumps, answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        else:
+            answer = encode_predictions(result.prediction, result.signature, result.flags)
+            body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        if timeline is not None:
+            timeline.serialised = time.perf_counter_ns()
+        return Response(body, headers=((b"x-model-version", str(result.version).encode()),))
 
     async def repository_index(self, request: Request) -> Response:
         sees = request.principal.sees
         return json_response([entry for entry in self.plane.repository_index() if sees(entry["name"])])
 
     async def repository_load(self, request: Request) -> Response:
-        await self.plane.load(request.params["name"])
+        await self.plane.load(request.model_ref)
         return json_response({})
 
     async def repository_unload(self, request: Request) -> Response:
-        self.plane.unload(request.params["name"])
+        self.plane.unload(request.model_ref)
         return json_response({})
 
     async def statistics(self, request: Request) -> Response:
-        name = request.params.get("name")
-        stats = self.plane.statistics(name, request.params.get("version"))
+        stats = self.plane.statistics(request.ref)
         return json_response({"model_stats": [s for s in stats if request.principal.sees(s["name"])]})
 
     async def ping(self, request: Request) -> Response:
@@ -286,8 +292,9 @@ class RestApp:
     async def metrics(self, request: Request) -> Response:
         LOCAL.flush()  # this worker's latest counts; the others flush on their own within 0.25 s
         body = await asyncio.to_thread(render)
-        if self.monitor is not None:
-            body += self.monitor.exposition()  # drift and live accuracy, computed by one worker
+        monitor = self.worker.monitor
+        if monitor is not None:
+            body += monitor.exposition()  # drift and live accuracy, computed by one worker
         principal = request.principal
         if principal.role != "admin" and "*" not in principal.models:
             # A scoped key reads only its models' series: a model's existence is not revealed outside
@@ -303,57 +310,6 @@ class RestApp:
 
             self._openapi = orjson.dumps(document(self.ROUTES))
         return Response(self._openapi)
-
-    async def invocations(self, request: Request) -> Response:
-        ref = request.params.get("ref") or self.default_model
-        if ref is None:
-            raise HTTPError(404, _NO_DEFAULT)
-        parsed = parse_ref(ref)
-        selector = (
-            None
-            if parsed.alias == "latest" and "@" not in ref
-            else (str(parsed.version) if parsed.version else parsed.alias)
-        )
-        # A release splits MLflow traffic too (sticky by header; a field key is not read here, so such
-        # requests go to the primary); shadows mirror V2 traffic only (docs/releases.md).
-        number, release, arm = self.plane.choose(parsed.name, selector, None, request.headers)
-        started = time.perf_counter()
-        content_type = request.headers.get("content-type", "application/json")
-
-        def decode(version: LoadedVersion) -> pd.DataFrame:
-            return decode_frame(request.body, content_type, version.signature, self.limits)
-
-        try:
-            loaded = await self.plane.loaded_number(parsed.name, number)
-            frame = decode(loaded)
-        except Exception as exc:
-            if release is not None:
-                self.plane.count_failure(release, parsed.name, arm, exc, 0.0, decode)
-            raise
-        request.version = loaded.version.number
-        timeline = request.timeline  # MLflow scoring: parse (checked against the signature), infer, serialise
-        if timeline is not None:
-            timeline.parsed = timeline.ran = time.perf_counter_ns()
-        try:
-            prediction = await self.plane.score(loaded, loaded.signature.batch(frame), len(frame))
-        except Exception as exc:
-            if release is not None:
-                seconds = time.perf_counter() - started
-                self.plane.count_failure(release, parsed.name, arm, exc, seconds)
-            raise
-        if release is not None:
-            seconds = time.perf_counter() - started
-            self.plane.release_counts.request(
-                release.release_id, arm, seconds, error=False, labels=prediction.labels
-            )
-        if timeline is not None:
-            timeline.done = timeline.serialising = time.perf_counter_ns()
-        request.rows = len(frame)
-        headers = ((b"x-model-version", str(loaded.version.number).encode()),)
-        response = json_response(encode_predictions(prediction, loaded.signature), headers=headers)
-        if timeline is not None:
-            timeline.serialised = time.perf_counter_ns()
-        return response
 
     # method, path pattern, handler, whether errors use MLflow's shape, permission (None = open probe)
     ROUTES: ClassVar[tuple[tuple[str, re.Pattern[str], Handler, bool, str | None], ...]] = (
@@ -389,14 +345,15 @@ class RestApp:
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        matched = self._match(method, path)
+        matched = self.match(method, path)
         mlflow_errors = matched[2] if matched else not path.startswith("/v2")
         self.in_flight += 1
         request: Request | None = None
+        ref: ModelRef | None = None
         body = b""
         request_id = ""
         try:
-            raw_headers = scope["headers"]
+            raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
             request_id = make_request_id(headers.get("x-request-id"))
             if len(headers) < len(raw_headers):  # some name came twice: only ever this slow path
@@ -419,9 +376,26 @@ class RestApp:
             handler, params, _, permission = matched
             if permission == "metrics":
                 permission = None if self.metrics_public else "read"
+            # The reference is parsed here, once; a malformed one is reported after admission (a
+            # client without a key learns nothing, not even that a name is malformed).
+            malformed: ModelportError | None = None
+            try:
+                ref = self._ref(params, path)
+            except ModelportError as exc:
+                malformed = exc
             principal = DEV_PRINCIPAL
             if permission is not None:
-                principal = await self._admit(headers, scope, permission, method, path, params)
+                principal = await self.gate.admit(
+                    _token(headers),
+                    _client(scope),
+                    permission,
+                    ref.name if ref is not None and path != "/invocations" else None,
+                    on_denied=lambda who: self.worker.record_denial(who, f"{method} {path}"),
+                )
+                if path == "/invocations" and (ref is None or not principal.sees(ref.name)):
+                    raise HTTPError(404, _NO_DEFAULT)  # the default model's name is not revealed
+            if malformed is not None:
+                raise malformed
             body = await self._read_body(receive, headers) if method in ("POST", "PUT", "PATCH") else b""
             if _pickled(headers.get("content-type", ""), body):
                 raise UnsupportedMediaType(
@@ -430,7 +404,8 @@ class RestApp:
                 )
             request = Request(method, path, params, headers, body, principal, _query(scope))
             request.request_id = request_id
-            if self.tracer is not None and permission == "infer":  # admitted inference requests only
+            request.ref = ref
+            if self.worker.tracer is not None and permission == "infer":  # admitted inference only
                 request.timeline = Timeline(
                     int(started * 1e9), headers.get("traceparent"), headers.get("tracestate")
                 )
@@ -448,37 +423,26 @@ class RestApp:
             response = self._error(exc, mlflow_errors)
         finally:
             self.in_flight -= 1
+        if request is not None:
+            request_id = request.request_id  # a V2 body may have named it
         if matched is not None and matched[3] == "infer":
-            # matched[1], not `params`: the request may have failed before they were unpacked
-            self._count(matched[1], request, response.status, mlflow_errors, started)
-            if self.tracer is not None and request is not None and request.timeline is not None:
-                self.tracer.finish(
-                    request.timeline,
-                    protocol="mlflow" if mlflow_errors else "v2",
-                    model=self._model_of(matched[1])[:100],
-                    version=request.version,
-                    rows=request.rows,
-                    outcome=outcome_of(response.status),
-                    status=response.status,
+            self.worker.finished(
+                Finished(
+                    "mlflow" if mlflow_errors else "v2",
+                    ref,
+                    request.version if request is not None else None,
+                    response.status,
+                    started,
+                    request.principal if request is not None else None,
+                    rows=request.rows if request is not None else 0,
+                    bytes_in=len(body),
+                    bytes_out=len(response.body),
                     request_id=request_id,
-                    key_id=request.principal.key_id,
+                    timeline=request.timeline if request is not None else None,
                 )
-        if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
-            self._log(method, path, matched, request, response.status, started, request_id)
-        if (
-            request is not None
-            and matched is not None
-            and matched[3] == "infer"
-            and is_model_name(model := self._model_of(matched[1]))
-        ):
-            self.gate.count(
-                request.principal,
-                model,
-                rows=request.rows,
-                error=response.status >= 400,
-                bytes_in=len(body),
-                bytes_out=len(response.body),
             )
+        if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
+            self._log(method, path, ref, request, response.status, started, request_id)
         await send(
             {
                 "type": "http.response.start",
@@ -496,26 +460,22 @@ class RestApp:
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    def _count(
-        self, params: dict[str, str], request: Request | None, status: int, mlflow: bool, started: float
-    ) -> None:
-        """Count an inference request. Labels stay bounded: only registered models and versions, and
-        aliases that exist, become label values."""
-        routes = self.plane.pool.routes_of(self._model_of(params))
-        model = self._model_of(params) if routes is not None else ""
-        version = (
-            str(request.version) if request is not None and request.version is not None and model else ""
-        )
-        selector = params.get("version") or (params.get("ref") or "").partition("@")[2] or None
-        alias = alias_label(routes, selector)
-        protocol = "mlflow" if mlflow else "v2"
-        LOCAL.request(model, version, alias, protocol, outcome_of(status), time.perf_counter() - started)
+    def _ref(self, params: dict[str, str], path: str) -> ModelRef | None:
+        """The reference a route names: ``{name}`` (+ ``{version}``), MLflow's ``{ref}``, or the
+        default model on ``/invocations``; None for routes about no model."""
+        if "name" in params:
+            return edge_ref(params["name"], params.get("version"))
+        if "ref" in params:
+            return mlflow_ref(params["ref"])
+        if path == "/invocations":
+            return self.default_ref
+        return None
 
     def _log(
         self,
         method: str,
         path: str,
-        matched: tuple[Handler, dict[str, str], bool, str | None] | None,
+        ref: ModelRef | None,
         request: Request | None,
         status: int,
         started: float,
@@ -523,8 +483,7 @@ class RestApp:
     ) -> None:
         if not ACCESS_LOG.enabled:
             return
-        params = matched[1] if matched is not None else {}
-        fields: dict[str, Any] = {
+        fields: dict[str, object] = {
             "msg": "request",
             "event": "request",
             "request_id": request_id,
@@ -539,51 +498,9 @@ class RestApp:
                 fields["version"] = request.version
             if request.rows:
                 fields["rows"] = request.rows
-        if "name" in params or "ref" in params:
-            fields["model"] = self._model_of(params)[:100]
+        if ref is not None:
+            fields["model"] = ref.name
         ACCESS_LOG.write(fields)
-
-    def _model_of(self, params: dict[str, str]) -> str:
-        """The model a request is about: ``{name}``, the model of ``{ref}``, or the default model."""
-        if "name" in params:
-            return params["name"]
-        ref = params.get("ref") or self.default_model or ""
-        return ref.split("@", 1)[0]
-
-    async def _admit(
-        self,
-        headers: dict[str, str],
-        scope: Scope,
-        permission: str,
-        method: str,
-        path: str,
-        params: dict[str, str],
-    ) -> Principal:
-        """Authenticate, then the key's rate and quota (so refusals below are limited too), then its
-        role, then its model scope: a model outside the key's patterns answers like a missing one."""
-        principal = await self.gate.authenticate(_token(headers), _client(scope))
-        await self.gate.admit(principal)
-        if not principal.may(permission):
-            if permission in ("publish", "admin") and await self.gate.may_record_denial(principal):
-                await asyncio.to_thread(self._audit_denied, principal, method, path)
-            principal.require(permission)
-        if "name" in params or "ref" in params:
-            name = self._model_of(params)
-            if not principal.sees(name):
-                raise ModelNotFound(f"no model named {name[:100]!r}")
-        elif (
-            permission == "infer"
-            and path == "/invocations"
-            and (self.default_model is None or not principal.sees(self._model_of(params)))
-        ):
-            raise HTTPError(404, _NO_DEFAULT)  # the default model's name is not revealed
-        return principal
-
-    def _audit_denied(self, principal: Principal, method: str, path: str) -> None:
-        with contextlib.suppress(ModelportError):  # the refusal stands whether or not it is recorded
-            self.plane.pool.registry.store.append_audit(
-                principal.actor, "denied", f"{method} {path}"[:300], after={"role": principal.role}
-            )
 
     def _check_host(self, host: str) -> None:
         if not self.allowed_hosts:
@@ -593,7 +510,7 @@ class RestApp:
         if name is None or (name not in self.allowed_hosts and "*" not in self.allowed_hosts):
             raise HTTPError(400, "the Host header names a host this server does not answer for")
 
-    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool, str | None] | None:
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool, str | None] | None:
         for route_method, pattern, handler, mlflow_errors, permission in self.ROUTES:
             if route_method != method:
                 continue
@@ -666,179 +583,53 @@ class RestApp:
 
     @staticmethod
     def _error(exc: Exception, mlflow_errors: bool) -> Response:
-        status = status_for(exc)
-        if not isinstance(exc, ModelportError | HTTPError):
+        """An error as JSON: ``{"error": …}``, or MLflow's ``{"error_code", "message"}`` on its routes;
+        statuses and codes from the one errors table (``errors.OUTCOMES``)."""
+        known = isinstance(exc, ModelportError | HTTPError)
+        if not known:
             # The client hears only "internal error"; the operator needs the traceback.
             log.error("unexpected error answering a request", exc_info=exc)
-        message = (
-            public_message(exc)
-            if isinstance(exc, ModelportError | HTTPError)
-            else "internal error: the model failed"
-        )
+        status = status_for(exc)
+        message = public_message(exc) if known else "internal error: the model failed"
         headers: tuple[tuple[bytes, bytes], ...] = ()
         if status == 401:
             headers = ((b"www-authenticate", b'Bearer realm="modelport"'),)
         elif isinstance(exc, RateLimited):
             headers = ((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),)
         if mlflow_errors:
-            code = {
-                400: "BAD_REQUEST",
-                404: "RESOURCE_DOES_NOT_EXIST",
-                401: "UNAUTHENTICATED",
-                403: "PERMISSION_DENIED",
-                413: "BAD_REQUEST",
-                415: "BAD_REQUEST",
-                429: "REQUEST_LIMIT_EXCEEDED",
-            }.get(status, "INTERNAL_ERROR")
+            if isinstance(exc, HTTPError):
+                code = _MLFLOW_HTTP_CODES.get(status, "INTERNAL_ERROR")
+            else:
+                code = outcome_for(exc).mlflow
             return json_response({"error_code": code, "message": message}, status, headers)
         return json_response({"error": message}, status, headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        poller: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self.plane.predictions is not None and any(
-                    p.get("sample_rate", 0) > 0 for p in self.plane.pool.log_policies.values()
-                ):
-                    self.plane.predictions.prepare()
-                self.plane.sync_shadows()
-                poller = asyncio.create_task(self._poll())
-                for companion in self.companions:
-                    await companion.start()
-                # Everything loaded so far lives as long as the worker: keep it out of the cyclic
-                # collector's full passes, whose pauses otherwise show up as p99 spikes.
-                gc.collect()
-                gc.freeze()
-                self._drain_on_sigterm()
+                try:
+                    await self.worker.start()
+                except Exception as exc:  # one line for the operator; serve stops (supervisor.py)
+                    with contextlib.suppress(Exception):  # undo what did start, as far as it goes
+                        await self.worker.stop()
+                    reason = f"{type(exc).__name__}: {brief(exc)}"
+                    await send({"type": "lifespan.startup.failed", "message": reason})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.plane.draining = True
-                for companion in self.companions:
-                    await companion.stop()
-                if poller is not None:
-                    poller.cancel()
-                await self._flush_usage()
-                await self._write_predictions(now=True)
-                await self.plane.close_shadows()  # its last answers are counted before the flush
-                await self.plane.close_scoring()
-                with contextlib.suppress(
-                    Exception
-                ):  # the counts of the last seconds, if the database is there
-                    await self._flush_releases()
-                ACCESS_LOG.flush()
-                if self.tracer is not None:
-                    await asyncio.to_thread(self.tracer.shutdown)
+                await self.worker.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _drain_on_sigterm(self) -> None:
-        """On SIGTERM, report not-ready at once but keep serving for ``drain_seconds``; then hand the
-        signal to the server's own handler, which closes the socket and lets in-flight requests finish."""
-        if self.drain_seconds <= 0 or threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous):
-            return
-        loop = asyncio.get_running_loop()
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            if self.plane.draining:
-                return
-            self.plane.draining = True
-            loop.call_soon_threadsafe(loop.call_later, self.drain_seconds, previous, signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    async def _poll(self) -> None:
-        """Notice registry changes from any process (alias moves, key changes) even when no request
-        comes, and add usage counts to the database about once a second. Keys are reloaded until a
-        reload succeeds for the generation seen: one failed read must not leave a revoked key working."""
-        loop = asyncio.get_running_loop()
-        last_flush = last_release_flush = loop.time()
-        keys_generation = self.plane.pool.generation
-        while True:
-            await asyncio.sleep(self.plane.pool.poll_interval)
-            LOCAL.flush()
-            ACCESS_LOG.flush()
-            await self._write_predictions()
-            # in the background: an evaluation takes seconds, and alias moves and key revocations
-            # must still reach this worker within a poll interval meanwhile
-            idle = self._evaluation is None or self._evaluation.done()
-            if idle and self.monitor is not None and self.monitor.due(time.monotonic()):
-                self._evaluation = asyncio.create_task(self._evaluate())
-            try:
-                if await asyncio.to_thread(self.plane.pool.refresh_if_changed):
-                    self.plane.sync_shadows()
-                generation = self.plane.pool.generation
-                if generation != keys_generation:
-                    await asyncio.to_thread(self.gate.reload)
-                    keys_generation = generation
-            except Exception as exc:  # keep polling whatever happens; serve the routes and keys we have
-                log.warning("registry poll failed (%s); retrying", type(exc).__name__)
-            if loop.time() - last_flush >= USAGE_FLUSH_SECONDS:
-                last_flush = loop.time()
-                METRICS.sample_memory()
-                try:
-                    await self._flush_usage()
-                except Exception as exc:
-                    log.warning("usage flush failed (%s)", type(exc).__name__)
-            if loop.time() - last_release_flush >= self.release_flush_seconds:
-                last_release_flush = loop.time()
-                try:
-                    await self._flush_releases()
-                except Exception as exc:
-                    log.warning("release counts not written (%s)", type(exc).__name__)
-
-    async def _evaluate(self) -> None:
-        """Drift and live accuracy for /metrics, once per interval, by one of the workers."""
-        monitor = self.monitor
-        if monitor is None:
-            return
-        try:
-            await asyncio.to_thread(monitor.tick)
-        except Exception as exc:  # a bad segment or an away database must not stop the poller
-            log.warning("drift and accuracy evaluation failed (%s)", type(exc).__name__)
-
-    async def _write_predictions(self, *, now: bool = False) -> None:
-        log = self.plane.predictions
-        if log is None or not (now or log.due(time.monotonic(), self.prediction_flush_seconds)):
-            return
-        items = log.take()
-        if items:
-            try:
-                await asyncio.to_thread(log.write, items)
-            except Exception as exc:  # the disk is full or gone: the requests were answered anyway
-                log.lost(items)  # counted per request, as a full queue counts them
-                logging.getLogger("modelport.monitoring").warning(
-                    "prediction log segment not written (%s)", type(exc).__name__
-                )
-
-    async def _flush_releases(self) -> None:
-        """Add this worker's per-arm counts to the database, then check automatic-rollback bounds."""
-        counts = self.plane.release_counts
-        rows = counts.take()
-        if rows:
-            try:
-                await asyncio.to_thread(self.plane.pool.registry.store.releases.add_stats, rows)
-            except StoreNotReady:
-                counts.restore(rows)  # the database is away: keep them for the next second
-                return
-        releases = self.plane.pool.releases()
-        if any(r.auto_rollback is not None for by_alias in releases.values() for r in by_alias.values()):
-            manager = ReleaseManager(self.plane.pool.registry)
-            for ref in await asyncio.to_thread(manager.check_auto_rollback, releases):
-                log.warning("automatic rollback of %s: the canary broke its bound", ref)
-
-    async def _flush_usage(self) -> None:
-        rows, unflushed = self.gate.take_pending()
-        try:
-            await asyncio.to_thread(self.gate.write_usage, rows)
-        except StoreNotReady:
-            self.gate.restore(rows)  # the database is away: keep the counts for the next attempt
-            return
-        except ModelportError as exc:
-            # The database refused these rows themselves: retrying would refuse them forever and
-            # block every later count. Drop them, say so, and go on.
-            log.warning("usage rows refused by the database and dropped: %s", exc)
-        self.gate.written(unflushed)
+# MLflow codes for errors the HTTP layer raises itself (sizes, media types, routes, timeouts).
+_MLFLOW_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    405: "RESOURCE_DOES_NOT_EXIST",
+    408: "BAD_REQUEST",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    504: "DEADLINE_EXCEEDED",
+}

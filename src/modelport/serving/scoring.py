@@ -40,7 +40,19 @@ from modelport.registry.service import LoadedVersion
 from modelport.runtimes.base import Prediction
 from modelport.signature import Batch
 
-__all__ = ["Hangs", "ScoringLimits", "ScoringThreads", "VersionScoring", "Watchdog", "cancellable", "overran"]
+# The most rows one call may score on the event loop (see VersionScoring.inline).
+INLINE_ROWS = 4096
+
+__all__ = [
+    "INLINE_ROWS",
+    "Hangs",
+    "ScoringLimits",
+    "ScoringThreads",
+    "VersionScoring",
+    "Watchdog",
+    "cancellable",
+    "overran",
+]
 
 _GRACE = 2.0  # seconds a terminated thread call gets to come back before it counts as stuck
 
@@ -197,10 +209,14 @@ class VersionScoring:
 
     def inline(self, rows: int) -> bool:
         """Whether a call of ``rows`` rows may run on the event loop: one row always (the watchdog
-        bounds it), more while their expected time is within half the inline budget."""
+        bounds it), more while their expected time is within half the inline budget — and never more
+        than ``INLINE_ROWS``: the time per row is learnt from small calls, and a runtime stops only
+        between its graph's nodes, so one large node over a huge batch would outrun the watchdog."""
         if self.isolated:
             return False
-        return rows == 1 or (not self.offloaded and rows * self._ns_per_row < self._half_budget_ns)
+        return rows == 1 or (
+            not self.offloaded and rows <= INLINE_ROWS and rows * self._ns_per_row < self._half_budget_ns
+        )
 
     def run_inline(self, batch: Batch, rows: int) -> Prediction:
         options = _run_options()

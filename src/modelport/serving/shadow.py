@@ -44,6 +44,7 @@ __all__ = ["ShadowMirror"]
 log = logging.getLogger("modelport.serving")
 
 RESTART_SECONDS = 5.0
+OFFLOAD_ROWS = 5_000  # a tick's copies of at least this many rows are encoded on a thread
 CLOSE_SECONDS = 10.0  # how long a stopping worker waits for the scorer's last replies
 
 
@@ -171,10 +172,16 @@ class ShadowMirror:
                 self.counters.dropped(release_id, copies)
                 continue
             try:
-                frame = self._frame(group)
+                # a large copy (a 300,000-row table) is encoded on a thread: probes keep answering
+                big = sum(group.rows) >= OFFLOAD_ROWS
+                frame = await asyncio.to_thread(self._frame, group) if big else self._frame(group)
             except Exception as exc:  # an unusual tensor layout must not take the worker down
                 log.warning("shadow copy not sent (%s)", type(exc).__name__)
                 self.counters.shadow(release_id, copies, 0.0, error=True)
+                continue
+            if process.stdin.is_closing():  # the scorer went away while the frame was made
+                self.dropped += copies
+                self.counters.dropped(release_id, copies)
                 continue
             self._ledger.sent(release_id, copies)
             process.stdin.write(frame)

@@ -335,7 +335,7 @@ def encode_response(
     """The response body, and the JSON header length when binary outputs follow it."""
     outputs = []
     blobs: list[bytes] = []
-    for tensor in result.outputs:
+    for tensor in result.outputs(request.outputs):
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         if tensor.name in request.binary_outputs or request.binary_default:
             blob = tensor_bytes(tensor)

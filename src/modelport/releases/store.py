@@ -1,6 +1,7 @@
 """SQL for releases (docs/releases.md): traffic policies on aliases, alias history, approvals, per-arm
 counts, retention, labels and archived versions. Every public method is one transaction; each change is
-audited and bumps the registry generation in that same transaction, like alias moves.
+audited and bumps the registry generation in that same transaction, like alias moves. Names resolve and
+aliases move through the registry store's public helpers, in this store's transaction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import delete, select, update
 
 from modelport.errors import AliasNotFound, Conflict, Forbidden, InvalidInput, NotFound
 from modelport.registry.names import check_alias_name, check_label, check_version_number
@@ -33,6 +34,7 @@ from modelport.releases.policy import AutoRollback, Release, Sticky
 from modelport.releases.retention import AliasState, RetentionPolicy
 
 if TYPE_CHECKING:
+    from modelport.registry.database import Transaction
     from modelport.registry.store import RegistryStore
 
 __all__ = ["APPROVAL_TTL", "HistoryEntry", "PendingChange", "ReleaseStore"]
@@ -112,25 +114,25 @@ class ReleaseStore:
     # -- reads ----------------------------------------------------------------------------------
 
     def release(self, name: str, alias: str) -> Release | None:
-        with self.db.read() as conn:
-            model_id = self.store._model_id(conn, name)
-            return self._release(conn, model_id, alias)
+        with self.db.read() as tx:
+            model_id = self.store.model_id(tx, name)
+            return self._release(tx, model_id, alias)
 
     def releases_table(self) -> dict[str, dict[str, Release]]:
         """Every running release as ``{model: {alias: Release}}`` (what servers route by)."""
-        with self.db.read() as conn:
-            names = dict(conn.execute(select(models.c.id, models.c.name)).all())
+        with self.db.read() as tx:
+            names = dict(tx.execute(select(models.c.id, models.c.name)).all())
             table: dict[str, dict[str, Release]] = {}
-            for row in conn.execute(select(alias_releases)).all():
-                release = self._release(conn, row.model_id, row.alias)
+            for row in tx.execute(select(alias_releases)).all():
+                release = self._release(tx, row.model_id, row.alias)
                 if release is not None:
                     table.setdefault(names[row.model_id], {})[row.alias] = release
             return table
 
     def labels_table(self) -> dict[str, dict[str, int]]:
         """Every label as ``{model: {label: version number}}``."""
-        with self.db.read() as conn:
-            rows = conn.execute(
+        with self.db.read() as tx:
+            rows = tx.execute(
                 select(models.c.name, version_labels.c.label, model_versions.c.number)
                 .select_from(version_labels)
                 .join(model_versions, model_versions.c.id == version_labels.c.version_id)
@@ -142,8 +144,8 @@ class ReleaseStore:
         return table
 
     def archived(self) -> dict[str, set[int]]:
-        with self.db.read() as conn:
-            rows = conn.execute(
+        with self.db.read() as tx:
+            rows = tx.execute(
                 select(models.c.name, model_versions.c.number)
                 .select_from(archived_versions)
                 .join(model_versions, model_versions.c.id == archived_versions.c.version_id)
@@ -156,9 +158,9 @@ class ReleaseStore:
 
     def history(self, name: str, alias: str | None = None, *, limit: int = 1000) -> list[HistoryEntry]:
         """The alias's states, oldest first (every alias of the model when ``alias`` is None)."""
-        with self.db.read() as conn:
-            model_id = self.store._model_id(conn, name)
-            return self._history(conn, model_id, alias, limit)
+        with self.db.read() as tx:
+            model_id = self.store.model_id(tx, name)
+            return self._history(tx, model_id, alias, limit)
 
     # -- releases -------------------------------------------------------------------------------
 
@@ -182,9 +184,9 @@ class ReleaseStore:
                 "a release needs a canary (--canary N --weight P) and/or a shadow (--shadow N)"
             )
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            primary = self.store._alias_number(conn, model_id, alias)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            primary = self.store.alias_number(tx, model_id, alias)
             if primary is None:
                 raise AliasNotFound(
                     f"model {name!r} has no alias {alias!r}: set it first (`modelport alias set`)"
@@ -197,9 +199,9 @@ class ReleaseStore:
                 check_version_number(number)
                 if number == primary:
                     raise InvalidInput(f"the {role} must differ from {name}@{alias}'s version ({primary})")
-                ids[role] = self.store._version_id(conn, name, number)
-                self.store._archived_refusal(conn, ids[role] or 0)
-            current = self._release(conn, model_id, alias)
+                ids[role] = self.store.version_id(tx, name, number)
+                self.store.refuse_archived(tx, ids[role] or 0)
+            current = self._release(tx, model_id, alias)
             same = current is not None and current.canary == canary and current.shadow == shadow
             release_id = current.release_id if same and current is not None else secrets.token_hex(8)
             values = {
@@ -211,67 +213,65 @@ class ReleaseStore:
                 "auto_rollback": None if auto_rollback is None else auto_rollback.to_dict(),
                 "started_at": now
                 if not same or current is None
-                else conn.execute(
+                else tx.execute(
                     select(alias_releases.c.started_at).where(
                         alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
                     )
                 ).scalar_one(),
                 "started_by": actor[:200],
             }
-            conn.execute(
+            tx.execute(
                 delete(alias_releases).where(
                     alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
                 )
             )
-            conn.execute(alias_releases.insert().values(model_id=model_id, alias=alias, **values))
-            release = self._release(conn, model_id, alias)
+            tx.execute(alias_releases.insert().values(model_id=model_id, alias=alias, **values))
+            release = self._release(tx, model_id, alias)
             assert release is not None
-            version_id = self.store._version_id(conn, name, primary)
-            self.store.add_history(conn, model_id, alias, version_id, release.state(), "release", actor, now)
-            self.store._audit(
-                conn,
+            version_id = self.store.version_id(tx, name, primary)
+            self.store.add_history(tx, model_id, alias, version_id, release.state(), "release", actor, now)
+            tx.audit(
                 actor,
                 "release.start" if not same else "release.change",
                 f"{name}@{alias}",
                 before=None if current is None else current.state(),
                 after=release.state(),
             )
-            self.store._bump_generation(conn)
+            tx.bump_generation()
             return release
 
     def stop(self, name: str, alias: str, *, actor: str) -> Release:
         """End the running release; the alias keeps its primary."""
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            current = self._require_release(conn, model_id, name, alias)
-            self._end(conn, model_id, name, alias, current, "stop", actor, now, None)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            current = self._require_release(tx, model_id, name, alias)
+            self._end(tx, model_id, name, alias, current, "stop", actor, now, None)
             return current
 
     def promote(self, name: str, alias: str, *, actor: str) -> Release:
         """Make the canary the alias's version and end the release."""
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            current = self._require_release(conn, model_id, name, alias)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            current = self._require_release(tx, model_id, name, alias)
             if current.canary is None:
                 raise Conflict(f"the release on {name}@{alias} has no canary to promote (it only shadows)")
-            conn.execute(
+            tx.execute(
                 delete(alias_releases).where(
                     alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
                 )
             )
-            version_id = self.store._version_id(conn, name, current.canary)
-            self.store._point_alias(conn, model_id, alias, version_id, actor, now, action="promote")
-            self.store._audit(
-                conn,
+            version_id = self.store.version_id(tx, name, current.canary)
+            self.store.point_alias(tx, model_id, alias, version_id, actor, now, action="promote")
+            tx.audit(
                 actor,
                 "release.promote",
                 f"{name}@{alias}",
                 before=current.state(),
                 after={"version": current.canary},
             )
-            self.store._bump_generation(conn)
+            tx.bump_generation()
             return current
 
     def rollback(
@@ -281,37 +281,36 @@ class ReleaseStore:
         at before its last move. With ``release_id`` (automatic rollback) nothing happens unless that
         release is still the one running. Returns ``{"action": ..., "version": ...}``."""
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            current = self._release(conn, model_id, alias)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            current = self._release(tx, model_id, alias)
             if release_id is not None and (current is None or current.release_id != release_id):
                 return {"action": "none", "version": None}
             if current is not None:
                 note = None if reason is None else {"reason": reason[:500]}
                 action = "rollback" if release_id is None else "auto-rollback"
-                self._end(conn, model_id, name, alias, current, action, actor, now, note)
+                self._end(tx, model_id, name, alias, current, action, actor, now, note)
                 return {"action": "release withdrawn", "version": current.primary}
-            primary = self.store._alias_number(conn, model_id, alias)
+            primary = self.store.alias_number(tx, model_id, alias)
             if primary is None:
                 raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
             target = None
-            for entry in reversed(self._history(conn, model_id, alias, 100_000)):
+            for entry in reversed(self._history(tx, model_id, alias, 100_000)):
                 if entry.version is not None and entry.version != primary:
                     target = entry.version
                     break
             if target is None:
                 raise Conflict(f"{name}@{alias} has pointed at no other version: nothing to roll back to")
-            version_id = self.store._version_id(conn, name, target)
-            self.store._point_alias(conn, model_id, alias, version_id, actor, now, action="rollback")
-            self.store._audit(
-                conn,
+            version_id = self.store.version_id(tx, name, target)
+            self.store.point_alias(tx, model_id, alias, version_id, actor, now, action="rollback")
+            tx.audit(
                 actor,
                 "alias.rollback",
                 f"{name}@{alias}",
                 before={"version": primary},
                 after={"version": target},
             )
-            self.store._bump_generation(conn)
+            tx.bump_generation()
             return {"action": "alias moved back", "version": target}
 
     # -- per-arm counts -------------------------------------------------------------------------
@@ -331,13 +330,13 @@ class ReleaseStore:
             _ADD_STATS if self.db.engine.dialect.paramstyle == "qmark" else _ADD_STATS.replace("?", "%s")
         )
         values = [(r["release_id"], r["arm"], r["bucket"], r["metric"], r["key"], r["count"]) for r in batch]
-        with self.db.write() as conn:
-            conn.exec_driver_sql(statement, values)
+        with self.db.write() as tx:
+            tx.connection.exec_driver_sql(statement, values)
 
     def stats(self, release_id: str, since_bucket: int = 0) -> list[tuple[str, int, str, str, int]]:
         """``(arm, bucket, metric, key, count)`` rows of a release from ``since_bucket`` on."""
-        with self.db.read() as conn:
-            rows = conn.execute(
+        with self.db.read() as tx:
+            rows = tx.execute(
                 select(
                     release_stats.c.arm,
                     release_stats.c.bucket,
@@ -355,12 +354,12 @@ class ReleaseStore:
         becomes protected (the promotion gate applies too)."""
         check_alias_name(alias)
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
             key = (protected_aliases.c.model_id == model_id) & (protected_aliases.c.alias == alias)
-            row = conn.execute(select(protected_aliases.c.require_approval).where(key)).first()
+            row = tx.execute(select(protected_aliases.c.require_approval).where(key)).first()
             if row is None:
-                conn.execute(
+                tx.execute(
                     protected_aliases.insert().values(
                         model_id=model_id,
                         alias=alias,
@@ -372,16 +371,14 @@ class ReleaseStore:
             elif bool(row.require_approval) == required:
                 return
             else:
-                conn.execute(update(protected_aliases).where(key).values(require_approval=required))
-            self.store._audit(
-                conn, actor, "alias.require-approval" if required else "alias.no-approval", f"{name}@{alias}"
-            )
-            self.store._bump_generation(conn)
+                tx.execute(update(protected_aliases).where(key).values(require_approval=required))
+            tx.audit(actor, "alias.require-approval" if required else "alias.no-approval", f"{name}@{alias}")
+            tx.bump_generation()
 
     def requires_approval(self, name: str, alias: str) -> bool:
-        with self.db.read() as conn:
-            model_id = self.store._model_id(conn, name)
-            value = conn.execute(
+        with self.db.read() as tx:
+            model_id = self.store.model_id(tx, name)
+            value = tx.execute(
                 select(protected_aliases.c.require_approval).where(
                     protected_aliases.c.model_id == model_id, protected_aliases.c.alias == alias
                 )
@@ -395,9 +392,9 @@ class ReleaseStore:
         if action not in ACTIONS:
             raise InvalidInput(f"unknown change {action!r}")
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            change_id = conn.execute(
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            change_id = tx.execute(
                 pending_changes.insert()
                 .values(
                     model_id=model_id,
@@ -410,25 +407,24 @@ class ReleaseStore:
                 )
                 .returning(pending_changes.c.id)
             ).scalar_one()
-            self.store._audit(
-                conn,
+            tx.audit(
                 actor,
                 "approval.request",
                 f"{name}@{alias}",
                 after={"change": int(change_id), "action": action, **payload},
             )
-            return self._change(conn, int(change_id))
+            return self._change(tx, int(change_id))
 
     def changes(self, *, status: str | None = None) -> list[PendingChange]:
-        with self.db.read() as conn:
+        with self.db.read() as tx:
             query = select(pending_changes.c.id).order_by(pending_changes.c.id)
             if status is not None:
                 query = query.where(pending_changes.c.status == status)
-            return [self._change(conn, int(i)) for i in conn.execute(query).scalars()]
+            return [self._change(tx, int(i)) for i in tx.execute(query).scalars()]
 
     def change(self, change_id: int) -> PendingChange:
-        with self.db.read() as conn:
-            return self._change(conn, change_id)
+        with self.db.read() as tx:
+            return self._change(tx, change_id)
 
     def claim(self, change_id: int, *, approve: bool, actor: str, reason: str | None) -> PendingChange:
         """Approve or reject a pending change: refused for its requester, for a change no longer
@@ -436,14 +432,13 @@ class ReleaseStore:
         applies it (:meth:`finish` records the outcome). Audited either way."""
         now = datetime.now(UTC)
         refusal: Exception | None = None  # raised after the commit: the refusal's audit record stays
-        with self.db.write() as conn:
-            change = self._change(conn, change_id)
+        with self.db.write() as tx:
+            change = self._change(tx, change_id)
             target = f"{change.model}@{change.alias}"
             if change.status != "pending":
                 raise Conflict(f"change {change_id} is {change.status}, not pending")
             if change.requested_by == actor:
-                self.store._audit(
-                    conn,
+                tx.audit(
                     actor,
                     "approval.refused",
                     target,
@@ -453,14 +448,14 @@ class ReleaseStore:
                     f"change {change_id} was requested by this key: another admin or publisher must decide it"
                 )
             elif now - change.requested_at > APPROVAL_TTL:
-                conn.execute(
+                tx.execute(
                     update(pending_changes).where(pending_changes.c.id == change_id).values(status="expired")
                 )
-                self.store._audit(conn, actor, "approval.expired", target, after={"change": change_id})
+                tx.audit(actor, "approval.expired", target, after={"change": change_id})
                 refusal = Conflict(f"change {change_id} expired: it was requested more than 7 days ago")
             else:
                 status = "approved" if approve else "rejected"
-                claimed = conn.execute(
+                claimed = tx.execute(
                     update(pending_changes)
                     .where(pending_changes.c.id == change_id, pending_changes.c.status == "pending")
                     .values(
@@ -473,8 +468,7 @@ class ReleaseStore:
                 if not claimed:
                     raise Conflict(f"change {change_id} was decided meanwhile")
                 note = {"reason": reason[:500]} if reason else {}
-                self.store._audit(
-                    conn,
+                tx.audit(
                     actor,
                     "approval.approve" if approve else "approval.reject",
                     target,
@@ -485,21 +479,20 @@ class ReleaseStore:
                         **note,
                     },
                 )
-                decided = self._change(conn, change_id)
+                decided = self._change(tx, change_id)
         if refusal is not None:
             raise refusal
         return decided
 
     def finish(self, change_id: int, *, applied: bool, detail: str, actor: str) -> None:
-        with self.db.write() as conn:
-            change = self._change(conn, change_id)
-            conn.execute(
+        with self.db.write() as tx:
+            change = self._change(tx, change_id)
+            tx.execute(
                 update(pending_changes)
                 .where(pending_changes.c.id == change_id)
                 .values(status="applied" if applied else "failed", reason=detail[:1000] or change.reason)
             )
-            self.store._audit(
-                conn,
+            tx.audit(
                 actor,
                 "approval.applied" if applied else "approval.failed",
                 f"{change.model}@{change.alias}",
@@ -510,10 +503,10 @@ class ReleaseStore:
 
     def set_retention(self, name: str, policy: RetentionPolicy, *, actor: str) -> None:
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            before = self._retention(conn, model_id)
-            conn.execute(
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            before = self._retention(tx, model_id)
+            tx.execute(
                 self.db.upsert(
                     retention_policies,
                     {"model_id": model_id, **policy.to_dict(), "updated_at": now, "updated_by": actor[:200]},
@@ -521,8 +514,7 @@ class ReleaseStore:
                     update=["keep_last", "keep_days", "legal_hold", "updated_at", "updated_by"],
                 )
             )
-            self.store._audit(
-                conn,
+            tx.audit(
                 actor,
                 "retention.set",
                 name,
@@ -531,17 +523,17 @@ class ReleaseStore:
             )
 
     def retention(self, name: str) -> RetentionPolicy | None:
-        with self.db.read() as conn:
-            return self._retention(conn, self.store._model_id(conn, name))
+        with self.db.read() as tx:
+            return self._retention(tx, self.store.model_id(tx, name))
 
     def retention_inputs(
         self, name: str
     ) -> tuple[list[int], list[AliasState], set[int], RetentionPolicy | None]:
         """What :func:`~modelport.releases.retention.archivable` needs for one model: its live
         (unarchived) version numbers, alias history as states, and the numbers pinned now."""
-        with self.db.read() as conn:
-            model_id = self.store._model_id(conn, name)
-            return self._retention_inputs(conn, model_id)
+        with self.db.read() as tx:
+            model_id = self.store.model_id(tx, name)
+            return self._retention_inputs(tx, model_id)
 
     def archive(
         self, name: str, numbers: list[int], *, actor: str, policy: RetentionPolicy
@@ -551,16 +543,16 @@ class ReleaseStore:
         from modelport.releases.retention import archivable
 
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            live, history, pinned, _ = self._retention_inputs(conn, model_id)
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            live, history, pinned, _ = self._retention_inputs(tx, model_id)
             allowed = set(archivable(live, history, pinned, policy, now.timestamp()))
             chosen = sorted(n for n in numbers if n in allowed)
             archived_ids = []
             for number in chosen:
-                archived_ids.append(self.store._version_id(conn, name, number))
+                archived_ids.append(self.store.version_id(tx, name, number))
             still_used = set(
-                conn.execute(
+                tx.execute(
                     select(artifacts.c.digest)
                     .join(model_versions, model_versions.c.id == artifacts.c.version_id)
                     .where(
@@ -571,34 +563,33 @@ class ReleaseStore:
             )
             freed: dict[str, int] = {}
             for version_id, number in zip(archived_ids, chosen, strict=True):
-                blobs = conn.execute(
+                blobs = tx.execute(
                     select(artifacts.c.digest, artifacts.c.size).where(artifacts.c.version_id == version_id)
                 ).all()
                 size = sum(int(b.size) for b in blobs if b.digest not in still_used and b.digest not in freed)
                 for blob in blobs:
                     if blob.digest not in still_used:
                         freed[blob.digest] = int(blob.size)
-                conn.execute(
+                tx.execute(
                     archived_versions.insert().values(
                         version_id=version_id, archived_at=now, archived_by=actor[:200], freed_bytes=size
                     )
                 )
-                self.store._audit(
-                    conn,
+                tx.audit(
                     actor,
                     "version.archive",
                     f"{name}@{number}",
                     after={"freed_bytes": size, **policy.to_dict()},
                 )
             if chosen:
-                self.store._bump_generation(conn)
+                tx.bump_generation()
             return {"archived": chosen, "digests": sorted(freed), "freed_bytes": sum(freed.values())}
 
     def live_digests(self) -> set[str]:
         """Digests that an unarchived version uses (the artifact store must keep them)."""
-        with self.db.read() as conn:
+        with self.db.read() as tx:
             return set(
-                conn.execute(
+                tx.execute(
                     select(artifacts.c.digest).where(
                         ~artifacts.c.version_id.in_(select(archived_versions.c.version_id))
                     )
@@ -610,10 +601,10 @@ class ReleaseStore:
     def set_label(self, name: str, number: int, label: str, *, actor: str) -> str:
         label = check_label(label)
         now = datetime.now(UTC)
-        with self.db.write() as conn:
-            model_id = self.store._model_id(conn, name)
-            version_id = self.store._version_id(conn, name, number)
-            taken = conn.execute(
+        with self.db.write() as tx:
+            model_id = self.store.model_id(tx, name)
+            version_id = self.store.version_id(tx, name, number)
+            taken = tx.execute(
                 select(model_versions.c.number)
                 .join(version_labels, version_labels.c.version_id == model_versions.c.id)
                 .where(version_labels.c.model_id == model_id, version_labels.c.label == label)
@@ -622,14 +613,14 @@ class ReleaseStore:
                 raise Conflict(
                     f"{name} already has label {label} on version {taken}: labels are unique per model"
                 )
-            existing = conn.execute(
+            existing = tx.execute(
                 select(version_labels.c.label).where(version_labels.c.version_id == version_id)
             ).scalar_one_or_none()
             if existing == label:
                 return label
             if existing is not None:
                 raise Conflict(f"{name}@{number} is already labelled {existing}: a version keeps its label")
-            conn.execute(
+            tx.execute(
                 version_labels.insert().values(
                     version_id=version_id,
                     model_id=model_id,
@@ -638,14 +629,14 @@ class ReleaseStore:
                     created_by=actor[:200],
                 )
             )
-            self.store._audit(conn, actor, "version.label", f"{name}@{number}", after={"label": label})
-            self.store._bump_generation(conn)
+            tx.audit(actor, "version.label", f"{name}@{number}", after={"label": label})
+            tx.bump_generation()
             return label
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _release(self, conn: Connection, model_id: int, alias: str) -> Release | None:
-        row = conn.execute(
+    def _release(self, tx: Transaction, model_id: int, alias: str) -> Release | None:
+        row = tx.execute(
             select(alias_releases).where(
                 alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
             )
@@ -653,7 +644,7 @@ class ReleaseStore:
         if row is None:
             return None
         numbers = dict(
-            conn.execute(
+            tx.execute(
                 select(model_versions.c.id, model_versions.c.number).where(
                     model_versions.c.id.in_(
                         [v for v in (row.canary_version_id, row.shadow_version_id) if v is not None]
@@ -661,7 +652,7 @@ class ReleaseStore:
                 )
             ).all()
         )
-        primary = self.store._alias_number(conn, model_id, alias)
+        primary = self.store.alias_number(tx, model_id, alias)
         assert primary is not None  # a release row only exists beside its alias
         return Release(
             release_id=row.release_id,
@@ -675,15 +666,15 @@ class ReleaseStore:
             started_by=row.started_by,
         )
 
-    def _require_release(self, conn: Connection, model_id: int, name: str, alias: str) -> Release:
-        current = self._release(conn, model_id, alias)
+    def _require_release(self, tx: Transaction, model_id: int, name: str, alias: str) -> Release:
+        current = self._release(tx, model_id, alias)
         if current is None:
             raise NotFound(f"no release is running on {name}@{alias}")
         return current
 
     def _end(
         self,
-        conn: Connection,
+        tx: Transaction,
         model_id: int,
         name: str,
         alias: str,
@@ -693,26 +684,25 @@ class ReleaseStore:
         now: datetime,
         note: Any,
     ) -> None:
-        conn.execute(
+        tx.execute(
             delete(alias_releases).where(
                 alias_releases.c.model_id == model_id, alias_releases.c.alias == alias
             )
         )
-        version_id = self.store._version_id(conn, name, current.primary)
+        version_id = self.store.version_id(tx, name, current.primary)
         self.store.add_history(
-            conn, model_id, alias, version_id, {"version": current.primary}, action, actor, now
+            tx, model_id, alias, version_id, {"version": current.primary}, action, actor, now
         )
-        self.store._audit(
-            conn,
+        tx.audit(
             actor,
             f"release.{action}",
             f"{name}@{alias}",
             before=current.state(),
             after={"version": current.primary, **(note or {})},
         )
-        self.store._bump_generation(conn)
+        tx.bump_generation()
 
-    def _history(self, conn: Connection, model_id: int, alias: str | None, limit: int) -> list[HistoryEntry]:
+    def _history(self, tx: Transaction, model_id: int, alias: str | None, limit: int) -> list[HistoryEntry]:
         query = (
             select(alias_history, model_versions.c.number)
             .outerjoin(model_versions, model_versions.c.id == alias_history.c.version_id)
@@ -720,14 +710,14 @@ class ReleaseStore:
         )
         if alias is not None:
             query = query.where(alias_history.c.alias == alias)
-        rows = conn.execute(query.order_by(alias_history.c.id.desc()).limit(limit)).all()
+        rows = tx.execute(query.order_by(alias_history.c.id.desc()).limit(limit)).all()
         return [
             HistoryEntry(r.id, r.alias, r.number, dict(r.state or {}), r.action, _utc(r.at), r.actor)
             for r in reversed(rows)
         ]
 
-    def _change(self, conn: Connection, change_id: int) -> PendingChange:
-        row = conn.execute(
+    def _change(self, tx: Transaction, change_id: int) -> PendingChange:
+        row = tx.execute(
             select(pending_changes, models.c.name)
             .join(models, models.c.id == pending_changes.c.model_id)
             .where(pending_changes.c.id == change_id)
@@ -749,20 +739,18 @@ class ReleaseStore:
         )
 
     @staticmethod
-    def _retention(conn: Connection, model_id: int) -> RetentionPolicy | None:
-        row = conn.execute(
-            select(retention_policies).where(retention_policies.c.model_id == model_id)
-        ).first()
+    def _retention(tx: Transaction, model_id: int) -> RetentionPolicy | None:
+        row = tx.execute(select(retention_policies).where(retention_policies.c.model_id == model_id)).first()
         if row is None:
             return None
         return RetentionPolicy(int(row.keep_last), float(row.keep_days), bool(row.legal_hold))
 
     def _retention_inputs(
-        self, conn: Connection, model_id: int
+        self, tx: Transaction, model_id: int
     ) -> tuple[list[int], list[AliasState], set[int], RetentionPolicy | None]:
         numbers = [
             int(n)
-            for n in conn.execute(
+            for n in tx.execute(
                 select(model_versions.c.number).where(
                     model_versions.c.model_id == model_id,
                     ~model_versions.c.id.in_(select(archived_versions.c.version_id)),
@@ -770,29 +758,29 @@ class ReleaseStore:
             ).scalars()
         ]
         history = []
-        for entry in self._history(conn, model_id, None, 10_000_000):
+        for entry in self._history(tx, model_id, None, 10_000_000):
             pointed = {entry.version} if entry.version is not None else set()
             pointed |= {entry.state[k] for k in ("canary", "shadow") if isinstance(entry.state.get(k), int)}
             history.append(AliasState(entry.alias, entry.at.timestamp(), frozenset(pointed)))
         pinned = {
             int(n)
-            for n in conn.execute(
+            for n in tx.execute(
                 select(model_versions.c.number)
                 .join(aliases, aliases.c.version_id == model_versions.c.id)
                 .where(aliases.c.model_id == model_id)
             ).scalars()
         }
-        for row in conn.execute(select(alias_releases).where(alias_releases.c.model_id == model_id)).all():
+        for row in tx.execute(select(alias_releases).where(alias_releases.c.model_id == model_id)).all():
             for version_id in (row.canary_version_id, row.shadow_version_id):
                 if version_id is not None:
                     pinned.add(
                         int(
-                            conn.execute(
+                            tx.execute(
                                 select(model_versions.c.number).where(model_versions.c.id == version_id)
                             ).scalar_one()
                         )
                     )
-        for payload in conn.execute(
+        for payload in tx.execute(
             select(pending_changes.c.payload).where(
                 pending_changes.c.model_id == model_id, pending_changes.c.status == "pending"
             )
@@ -800,7 +788,7 @@ class ReleaseStore:
             for key in ("version", "canary", "shadow"):
                 if isinstance(payload.get(key), int):
                     pinned.add(int(payload[key]))
-        return numbers, history, pinned, self._retention(conn, model_id)
+        return numbers, history, pinned, self._retention(tx, model_id)
 
 
 class _SelfApproval(Forbidden):
