@@ -26,6 +26,19 @@ __all__ = ["Batch", "Feature", "Outputs", "Signature", "check_float32_range"]
 Batch = dict[str, np.ndarray]
 """Input columns by feature name, in signature order: float64 for numbers, object for text."""
 
+
+class MatrixBatch(dict[str, np.ndarray]):
+    """A :data:`Batch` whose columns are views of one float64 ``[rows, features]`` matrix in signature
+    order (an all-numeric request sent as one 2-D tensor): a runtime that wants the matrix takes it as
+    it came instead of stacking the columns again."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, columns: dict[str, np.ndarray], matrix: np.ndarray) -> None:
+        super().__init__(columns)
+        self.matrix = matrix
+
+
 DType = Literal["float64", "int64", "bool", "string"]
 _MAX_CATEGORIES = 100
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -109,7 +122,7 @@ class Signature:
             below = matrix < self._lower
             above = matrix > self._upper
             missing = np.isnan(matrix) & self._never_missing
-            if below.any() or above.any() or missing.any():
+            if (below | above | missing).any():  # one reduction on the usual, clean request
                 for kind, mask in (("below_range", below), ("above_range", above), ("missing", missing)):
                     for index in np.flatnonzero(mask.any(axis=0)):
                         found.setdefault(self._numeric[index], {})[kind] = int(mask[:, index].sum())

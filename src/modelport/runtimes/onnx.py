@@ -143,6 +143,7 @@ class OnnxRuntime:
         self._inputs = [(i.name, _NUMPY_TYPES.get(i.type, np.float32)) for i in inputs]
         self._outputs = [(o.name, o.type) for o in self._session.get_outputs()]
         self._label_output, self._score_output = self._pick_outputs()
+        self._by_text = {str(c): c for c in signature.outputs.classes}
 
     def _pick_outputs(self) -> tuple[str | None, str]:
         if self._signature.outputs.task == "regression" or len(self._outputs) == 1:
@@ -157,6 +158,9 @@ class OnnxRuntime:
     def feeds(self, batch: Batch) -> dict[str, np.ndarray]:
         if self._matrix:
             name, dtype = self._inputs[0]
+            sent = getattr(batch, "matrix", None)  # a MatrixBatch: the request's own matrix
+            if sent is not None:
+                return {name: sent.astype(dtype)}
             matrix: np.ndarray = np.column_stack([batch[n] for n in self._signature.names]).astype(dtype)
             return {name: matrix}
         feeds: dict[str, np.ndarray] = {}
@@ -182,16 +186,16 @@ class OnnxRuntime:
         if self._label_index:
             labels = np.asarray(classes, dtype=object)[labels.astype(np.int64)]
         else:
-            labels = _as_class_values(labels, classes)
+            labels = _as_class_values(labels, self._by_text)
         return Prediction(labels=labels, probabilities=prediction.probabilities)
 
     def close(self) -> None:
         del self._session
 
 
-def _as_class_values(labels: np.ndarray, classes: list[Any]) -> np.ndarray:
-    """Labels as the signature's class values (ONNX may return int64 or bytes/str)."""
-    by_text = {str(c): c for c in classes}
+def _as_class_values(labels: np.ndarray, by_text: dict[str, Any]) -> np.ndarray:
+    """Labels as the signature's class values (ONNX may return int64 or bytes/str); ``by_text`` maps
+    each class's text to its value."""
     return np.array([by_text.get(str(v), v) for v in labels.tolist()], dtype=object)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from modelport.errors import InputMismatch, InvalidInput
 from modelport.runtimes.base import Prediction
-from modelport.signature import Batch, Signature, check_float32_range
+from modelport.signature import Batch, MatrixBatch, Signature, check_float32_range
 
 __all__ = ["DATATYPES", "Tensor", "batch_from_tensors", "numbers_as", "tensors_from_prediction"]
 
@@ -169,7 +169,8 @@ def batch_from_tensors(tensors: list[Tensor], signature: Signature) -> tuple[Bat
             # the common case: one numeric matrix, checked once and split into column views
             values = matrix.astype(np.float64, copy=False)
             check_float32_range(values, signature.names)
-            return {f.name: values[:, i] for i, f in enumerate(features)}, tensor.shape[0], values
+            columns = {f.name: values[:, i] for i, f in enumerate(features)}
+            return MatrixBatch(columns, values), tensor.shape[0], values
         batch: Batch = {}
         for index, feature in enumerate(features):
             column = matrix[:, index]
