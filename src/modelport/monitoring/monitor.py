@@ -78,13 +78,19 @@ def logged(
             written = _written(segment.name)
             if written is not None and written < since:
                 continue
+            # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
+            # pandas (~80 MB and half a second in the evaluation child)
+            parquet = pq.ParquetFile(segment)
             if inputs:
-                table = pq.read_table(segment)
+                table = parquet.read()
             else:
-                names = pq.read_schema(segment).names
-                table = pq.read_table(segment, columns=[n for n in names if not n.startswith("in.")])
-            seconds = pc.divide(table["ts"].cast(pa.int64()), 1_000_000.0)
-            keep = pc.and_(pc.greater_equal(seconds, since), pc.less(seconds, until))
+                names = parquet.schema_arrow.names
+                table = parquet.read(columns=[n for n in names if not n.startswith("in.")])
+            # constants as Arrow scalars: the evaluation child runs without pandas (see _child)
+            seconds = pc.divide(table["ts"].cast(pa.int64()), pa.scalar(1_000_000.0))
+            keep = pc.and_(
+                pc.greater_equal(seconds, pa.scalar(float(since))), pc.less(seconds, pa.scalar(float(until)))
+            )
             table = table.filter(keep)
             if table.num_rows:
                 tables.append(table)

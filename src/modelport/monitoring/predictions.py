@@ -608,7 +608,7 @@ def query(
     for segment in _segments(home, model):
         if since is not None and segment.parent.name.removeprefix("date=") < since.date().isoformat():
             continue
-        for row in pq.read_table(segment).to_pylist():
+        for row in pq.ParquetFile(segment).read().to_pylist():  # no pyarrow.dataset, no pandas
             if version is not None and row["version"] != version:
                 continue
             if since is not None and row["ts"] < since:
@@ -627,7 +627,7 @@ def erase(home: Path, subject: str, model: str | None = None) -> tuple[int, int]
     key = subject_key(_secret(home), subject)
     before = after = 0
     for segment in _segments(home, model):
-        table = pq.read_table(segment)
+        table = pq.ParquetFile(segment).read()
         hits = pc.equal(table["subject"], key)
         removed = int(pc.sum(hits).as_py() or 0)
         if not removed:

@@ -213,7 +213,7 @@ class Worker:
             # in the background: an evaluation takes seconds, and alias moves and key revocations
             # must still reach this worker within a poll interval meanwhile
             idle = self._evaluation is None or self._evaluation.done()
-            if idle and self.monitor is not None and self.monitor.due(time.monotonic()):
+            if idle and self.monitor is not None and self.monitor.due(time.monotonic()) and self.logging():
                 self._evaluation = asyncio.create_task(self.evaluate())
             try:
                 keys_generation = await self.refresh(keys_generation)
@@ -242,6 +242,13 @@ class Worker:
         if generation != keys_generation:
             await asyncio.to_thread(self.gate.reload)
         return generation
+
+    def logging(self) -> bool:
+        """Whether some model logs predictions: only then is there drift or live accuracy to evaluate
+        (and only then does the monitor's evaluation child run, every interval)."""
+        return self.plane.predictions is not None and any(
+            policy.get("sample_rate", 0) > 0 for policy in self.plane.pool.log_policies.values()
+        )
 
     async def evaluate(self) -> None:
         """Drift and live accuracy for /metrics, once per interval, by one of the workers."""
