@@ -154,14 +154,15 @@ def test_shifted_leverage_drifts_alone_and_the_alert_fires(
     with httpx.Client() as client:
         for i in range(10):
             _send(client, server.url, calm.iloc[i * 200 : (i + 1) * 200], f"calm-{i}")
-    calm_gauges = _wait_for(server.url, _rows_in_window(2000, time.time()))
+    calm_sent = time.time()  # every calm row is logged with the time its request was answered
+    calm_gauges = _wait_for(server.url, _rows_in_window(2000, calm_sent))
     calm_psi = _by_feature(calm_gauges, "modelport_feature_drift_psi")
     assert set(calm_psi) == set(FEATURES)
     assert max(calm_psi.values()) < 0.1, calm_psi
     assert set(_by_feature(calm_gauges, "modelport_feature_drifting").values()) == {0.0}
     assert set(_by_feature(calm_gauges, "modelport_feature_drift_ks")) == set(FEATURES)
 
-    time.sleep(WINDOW)  # the calm traffic leaves the window
+    time.sleep(max(0.0, calm_sent + WINDOW - time.time()))  # the calm traffic leaves the window
     shifted = make_dataset(2000, seed=22)
     shifted["leverage"] = shifted["leverage"] * 2
     with httpx.Client() as client:

@@ -19,7 +19,7 @@ from modelport.releases.policy import CANARY, Release, Sticky
 from modelport.settings import Settings
 from tests.conftest import invoke_cli as cli
 from tests.releases.conftest import INFER
-from tests.serving.conftest import Server, serve_in_process, start_server, stop_server
+from tests.serving.conftest import Server, new_connection_each, serve_in_process, start_server, stop_server
 
 TWO_WORKERS = ("--workers", "2")
 FAST = {"MODELPORT_RELEASE_FLUSH_SECONDS": "0.5"}  # per-arm counts reach the database twice a second
@@ -40,6 +40,12 @@ def _infer(client: httpx.Client, url: str, headers: dict[str, str] | None = None
     return str(response.json()["model_version"])
 
 
+def _by_f0(value: int, rest: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)) -> dict[str, Any]:
+    """A one-row request whose f0 (a sticky release's key by field) is ``value``."""
+    row = [[float(value), *rest]]
+    return {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
+
+
 def _wait_for_versions(url: str, wanted: set[str], timeout: float = 10.0, header: str | None = None) -> None:
     """Until the server answers with every version in ``wanted`` (a policy change has propagated);
     with ``header``, each probe carries a new value of it (a sticky release's key)."""
@@ -57,11 +63,11 @@ def _wait_for_only(url: str, version: str, timeout: float = 10.0) -> None:
     """Until 30 requests in a row, each on a new connection (either worker), are answered by ``version``."""
     deadline = time.monotonic() + timeout
     streak = 0
-    while streak < 30:
-        with httpx.Client() as client:
+    with new_connection_each() as client:
+        while streak < 30:
             answered = _infer(client, url)
-        streak = streak + 1 if answered == version else 0
-        assert time.monotonic() < deadline, f"still answered by {answered}, not only {version}"
+            streak = streak + 1 if answered == version else 0
+            assert time.monotonic() < deadline, f"still answered by {answered}, not only {version}"
 
 
 def _status(home: Path) -> dict[str, Any]:
@@ -118,11 +124,11 @@ def test_canary_takes_its_weight_and_both_workers_count_it(home: Path, server: S
     lock = threading.Lock()
 
     def send(count: int) -> None:
-        for _ in range(count):
-            with httpx.Client() as client:  # a new connection each: both workers answer
+        with new_connection_each() as client:  # both workers answer
+            for _ in range(count):
                 version = _infer(client, server.url)
-            with lock:
-                answered[version] += 1
+                with lock:
+                    answered[version] += 1
 
     threads = [threading.Thread(target=send, args=(REQUESTS // 4,)) for _ in range(4)]
     for thread in threads:
@@ -164,12 +170,11 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
     )
     _wait_for_versions(server.url, {"1", "2"}, header="X-Customer")
     arms: dict[str, set[str]] = defaultdict(set)
-    for round_ in range(5):
-        for customer in range(60):
-            # a new connection per request: both workers answer every customer
-            with httpx.Client() as client:
+    with new_connection_each() as client:  # a new connection per request: both workers answer every customer
+        for round_ in range(5):
+            for customer in range(60):
                 arms[f"c{customer}"].add(_infer(client, server.url, {"X-Customer": f"c{customer}"}))
-        del round_
+            del round_
     assert all(len(seen) == 1 for seen in arms.values()), arms
     canary_customers = sum(1 for seen in arms.values() if seen == {"2"})
     assert 15 <= canary_customers <= 45  # about half of 60 (binomial, p = 0.5: 30 ± 15 is > 4 sigma)
@@ -195,24 +200,20 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
         ).returncode
         == 0
     )
-    by_value: dict[float, set[str]] = defaultdict(set)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(v == {"2"} for v in by_value.values()):
-        for value in range(40):
-            row = [[float(value), 0.2, 0.3, 0.4, 0.5, 0.6]]
-            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
-            with httpx.Client() as client:
-                by_value[float(value)].add(_infer(client, server.url, body=body))
+    with new_connection_each() as client:
+        # until some worker answers a value from the canary: the release has arrived
+        while "2" not in {_infer(client, server.url, body=_by_f0(value)) for value in range(40)}:
+            assert time.monotonic() < deadline, "the release by field never reached a worker"
     # Answers until here may predate the release on the other worker: from the first v2, within 1 s
     # every worker has it (test_policy_changes_reach_both_workers_within_a_second). Count afresh.
     time.sleep(1.0)
-    by_value.clear()
-    for round_ in range(3):
-        for value in range(40):
-            other = [0.2, 0.3] if round_ == 0 else [0.9, 0.1]  # other features change, the key does not
-            row = [[float(value), *other, 0.4, 0.5, 0.6]]
-            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row}]}
-            with httpx.Client() as client:
+    by_value: dict[float, set[str]] = defaultdict(set)
+    with new_connection_each() as client:
+        for round_ in range(3):
+            for value in range(40):
+                other = (0.2, 0.3) if round_ == 0 else (0.9, 0.1)  # other features change, the key does not
+                body = _by_f0(value, (*other, 0.4, 0.5, 0.6))
                 by_value[float(value)].add(_infer(client, server.url, body=body))
     assert all(len(seen) == 1 for seen in by_value.values()), by_value
     assert {next(iter(v)) for v in by_value.values()} == {"1", "2"}
@@ -254,15 +255,14 @@ def test_rollback_under_load_fails_no_request_and_history_shows_every_step(
                     versions.append(str(response.json()["model_version"]))
 
     def until_answered_by(wanted: str, only: bool, since: int) -> None:
-        """Until the load after answer ``since`` shows the step: ``wanted`` answered, or (``only``)
-        answering alone, 30 times in a row over all threads (so on every connection's worker)."""
+        """Until the load after answer ``since`` shows the step (``wanted`` answers it) and, with
+        ``only``, every worker answers with ``wanted`` alone."""
         deadline = time.monotonic() + 10
-        while True:
-            after = versions[since:]
-            if (after[-30:] == [wanted] * 30) if only else (wanted in after):
-                return
-            assert time.monotonic() < deadline and not failures, (wanted, Counter(after), failures)
+        while wanted not in versions[since:]:
+            assert time.monotonic() < deadline and not failures, (wanted, Counter(versions[since:]), failures)
             time.sleep(0.02)
+        if only:
+            _wait_for_only(server.url, wanted)
 
     threads = [threading.Thread(target=load) for _ in range(3)]
     for thread in threads:
@@ -394,10 +394,10 @@ class _Prober:
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            with httpx.Client() as client:
+        with new_connection_each() as client:
+            while not self._stop.is_set():
                 version = _infer(client, self.url, self.headers)
-            self.answers.append((time.time(), version))
+                self.answers.append((time.time(), version))
 
     def __enter__(self) -> _Prober:
         self._thread.start()

@@ -16,7 +16,7 @@ import pytest
 from modelport.security.store import KeyStore
 from tests.conftest import invoke_cli
 from tests.security.conftest import INFER, Keys, bearer, make_key, open_home
-from tests.serving.conftest import Server, serve_in_process, start_server, stop_server
+from tests.serving.conftest import Server, new_connection_each, serve_in_process, start_server, stop_server
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -82,18 +82,22 @@ def test_rate_limit_is_shared_by_two_workers(two_workers: Server, keyed_home: Pa
             assert "over its rate" in refused.json()["error"]
 
 
+def _accepted_by_every_worker(url: str, token: str) -> None:
+    """Until a new key is accepted on ten new connections in a row (each may land on either worker);
+    the workers read new keys within a poll of the registry (0.25 s)."""
+    deadline = time.monotonic() + 5
+    streak = 0
+    with new_connection_each(base_url=url, headers=bearer(token), timeout=10) as client:
+        while streak < 10:
+            accepted = client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+            streak = streak + 1 if accepted else 0
+            assert time.monotonic() < deadline, "the new key did not reach both workers"
+
+
 def test_revocation_reaches_both_workers_within_a_second(two_workers: Server, keyed_home: Path) -> None:
     token = make_key(keyed_home, "consumer", ["credit*"])
-    time.sleep(0.6)
+    _accepted_by_every_worker(two_workers.url, token)
     with httpx.Client(base_url=two_workers.url, headers=bearer(token), timeout=10) as client:
-        # new connections land on either worker
-        assert all(
-            httpx.post(
-                f"{two_workers.url}/v2/models/credit/infer", json=INFER, headers=bearer(token)
-            ).status_code
-            == 200
-            for _ in range(10)
-        )
         registry = open_home(keyed_home)
         try:
             KeyStore(registry.store).revoke(Keys.id_of(token), actor="local:test")
@@ -101,13 +105,11 @@ def test_revocation_reaches_both_workers_within_a_second(two_workers: Server, ke
             registry.close()
         revoked_at = time.monotonic()
         late: list[float] = []
-        while time.monotonic() - revoked_at < 2.0:
-            status = httpx.post(
-                f"{two_workers.url}/v2/models/credit/infer", json=INFER, headers=bearer(token)
-            ).status_code
-            if status == 200:
-                late.append(time.monotonic() - revoked_at)
-            time.sleep(0.02)
+        with new_connection_each(base_url=two_workers.url, headers=bearer(token), timeout=10) as fresh:
+            while time.monotonic() - revoked_at < 2.0:  # new connections land on either worker
+                if fresh.post("/v2/models/credit/infer", json=INFER).status_code == 200:
+                    late.append(time.monotonic() - revoked_at)
+                time.sleep(0.02)
         assert not late or max(late) < 1.0, f"revoked key still answered {max(late):.2f} s later"
         assert client.post("/v2/models/credit/infer", json=INFER).status_code == 401
 
@@ -128,13 +130,19 @@ def test_quota_and_usage_records(two_workers: Server, keyed_home: Path, keys: Ke
     # 12 a month: the 13th request onwards is refused (at most one flush interval late across workers)
     assert statuses.count(200) in (11, 12, 13), statuses
     assert statuses[-1] == 429
-    time.sleep(1.6)
-    out = invoke_cli(keyed_home, "usage", "--key", key_id, "--json")
-    assert out.returncode == 0, out.stderr
-    (row,) = json.loads(out.stdout)
+    admitted = len(statuses) - statuses.count(429)
+    deadline = time.monotonic() + 10
+    while True:  # until both workers have added their counts (once a second)
+        out = invoke_cli(keyed_home, "usage", "--key", key_id, "--json")
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        if sum(r["requests"] for r in rows) >= admitted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (row,) = rows
     # Usage counts admitted requests (refusals at the gate cost nothing and are not billed).
     assert row["model"] == "credit" and row["errors"] == 1
-    assert row["requests"] == len(statuses) - statuses.count(429) and row["rows"] == statuses.count(200)
+    assert row["requests"] == admitted and row["rows"] == statuses.count(200)
     assert row["bytes_in"] > 0 and row["bytes_out"] > 0
     csv = invoke_cli(keyed_home, "usage", "--csv").stdout
     assert csv.splitlines()[0] == "day,key_id,model,requests,rows,errors,bytes_in,bytes_out"
@@ -210,7 +218,7 @@ def _within_a_second(check: object, url: str) -> float:
 
 def test_scope_change_reaches_both_workers_within_a_second(two_workers: Server, keyed_home: Path) -> None:
     token = make_key(keyed_home, "consumer", ["credit*"])
-    time.sleep(0.6)
+    _accepted_by_every_worker(two_workers.url, token)
     with httpx.Client(base_url=two_workers.url, headers=bearer(token)) as client:
         assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
         assert client.post("/v2/models/fraud/infer", json=INFER).status_code == 404

@@ -104,12 +104,17 @@ def test_expired_revoked_and_rotated_keys(keyed: Keyed, keyed_home: Path) -> Non
         assert all(secret not in repr(record) for record in stored.values())
     import time
 
-    time.sleep(1.6)  # expiry passes; the revocation and rotations reach the server (< 1 s)
     with keyed.client() as client:
 
         def status(token: str) -> int:
             return client.post("/v2/models/credit/infer", json=INFER, headers=bearer(token)).status_code
 
+        # until the expiry has passed and the last change (the rotation of `graced`, after the others)
+        # has reached the server: it polls the registry every 0.25 s
+        deadline = time.monotonic() + 5
+        while not (status(new_graced) == 200 and status(expired) == 401):
+            assert time.monotonic() < deadline, "the expiry or the key changes never reached the server"
+            time.sleep(0.05)
         assert status(expired) == 401
         assert status(revoked) == 401
         assert status(rotated) == 401 and status(new_no_grace) == 200

@@ -40,6 +40,13 @@ from tests.conftest import FEATURES
 T = TypeVar("T")
 
 
+def new_connection_each(**kwargs: Any) -> httpx.Client:
+    """A client that opens a new connection for every request (it keeps none alive), so that with
+    ``--workers`` each request may land on any worker. One client for many requests: httpx builds an
+    SSL context (loading the CA bundle, ~20 ms of CPU) for every client it makes."""
+    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), **kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,14 +100,16 @@ def start_server(
         stderr.close()  # the child has its own copy
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited during start-up"
-        try:
-            status = httpx.get(f"{url}/v2/health/ready", timeout=1, verify=verify).status_code
-            if status == 200 or not ready_check:
-                return Server(url, port, home, process)
-        except httpx.TransportError:
-            time.sleep(0.1)
+    with new_connection_each(timeout=1, verify=verify) as probe:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "server exited during start-up"
+            try:
+                status = probe.get(f"{url}/v2/health/ready").status_code
+                if status == 200 or not ready_check:
+                    return Server(url, port, home, process)
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
     process.kill()
     raise AssertionError("server did not become ready within 60 s")
 

@@ -281,19 +281,6 @@ def test_matching_tables_in_any_column_order_are_read() -> None:
 # -- the real server: refusals are quick and the worker keeps answering ---------------------------
 
 
-@pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def server(served_home: Path, grpc_port: int) -> Iterator[Server]:
-    """One real server for the module: REST (``/invocations`` answered by credit@production) and gRPC."""
-    running = start_server(served_home, "--default-model", "credit@production", "--grpc-port", str(grpc_port))
-    yield running
-    stop_server(running)
-
-
 def _probe_while(server: Server, work: Any) -> tuple[Any, float]:
     """Run ``work`` while another connection polls the liveness probe; the probe's slowest answer."""
     slowest = 0.0
@@ -374,13 +361,19 @@ def _grpc_request(datatype: str, shape: list[int], field: str | None = None, val
 
 
 @pytest.fixture(scope="module")
-def grpc_stub(server: Server, grpc_port: int) -> Iterator[Any]:
+def grpc_stub(served_home: Path) -> Iterator[Any]:
     """A raw stub: tritonclient's request classes do not let a client declare hostile tensors. The
     messages come from tritonclient's copy of the protocol: the process cannot also load modelport's
     (both register the ``inference`` package in protobuf's default pool), which is why the gRPC
-    decoder is tested through the server rather than called here."""
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
+    decoder is tested through the server rather than called here. A server of its own: the probe
+    timings above are taken on a worker that runs no gRPC server."""
+    port = free_port()
+    running = start_server(served_home, "--grpc-port", str(port))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.GRPCInferenceServiceStub(channel)
+    finally:
+        stop_server(running)
 
 
 @pytest.mark.parametrize(

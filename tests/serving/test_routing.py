@@ -53,7 +53,8 @@ def _load(
                 results[f"version:{response.headers['x-model-version']}"] += 1
 
 
-SECONDS = 14.0  # seven alias flips under load
+FLIP_EVERY = 1.0  # seconds: several times the routes' poll interval (0.25 s)
+SECONDS = 7 * FLIP_EVERY  # seven alias flips under load
 
 
 def test_alias_flips_under_load_with_two_workers(home: Path, data: pd.DataFrame) -> None:
@@ -70,7 +71,7 @@ def test_alias_flips_under_load_with_two_workers(home: Path, data: pd.DataFrame)
         target = 1
         started = time.monotonic()
         while time.monotonic() - started < SECONDS:
-            time.sleep(2)
+            time.sleep(FLIP_EVERY)  # the pace of the flips, under load all along
             target = 2 if target == 1 else 1
             registry.set_alias("credit", "production", target)
         for thread in threads:
@@ -164,7 +165,10 @@ def test_sigterm_lets_every_accepted_request_finish(home: Path, data: pd.DataFra
     threads = [threading.Thread(target=client) for _ in range(4)] + [threading.Thread(target=watch_readiness)]
     for thread in threads:
         thread.start()
-    time.sleep(2)
+    deadline = time.monotonic() + 30
+    while sum(results.values()) < 50:  # the clients are sending
+        assert time.monotonic() < deadline and not failures, (results, failures)
+        time.sleep(0.05)
     before = sum(results.values())
     server.process.send_signal(signal.SIGTERM)
     code = server.process.wait(timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,12 @@ from tests.serving.conftest import Server
 
 
 @pytest.fixture
-def client(server: Server) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+def client(server: Server) -> Iterator[triton.InferenceServerClient]:
+    # closed here, in this thread: left to the collector, its gevent pool may be closed in another
+    # thread (one of a later test's), which gevent refuses (an unraisable error fails that test)
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    yield client
+    client.close()
 
 
 def _expected(server: Server, ref: str, rows: pd.DataFrame) -> pd.DataFrame:

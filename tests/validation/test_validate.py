@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pandas as pd
 import pytest
@@ -49,8 +50,18 @@ def home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_m
     return home
 
 
-def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Path) -> None:
-    out = cli(home, "validate", "credit@production", "--json", "--report", str(tmp_path / "r.md"))
+@pytest.fixture(scope="module")
+def validated(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[CompletedProcess[str], Path]:
+    """`modelport validate credit@production --json --report r.md`, run once for the module (a
+    validation starts private servers: seconds), and the report's path."""
+    report = tmp_path_factory.mktemp("validated") / "r.md"
+    return cli(home, "validate", "credit@production", "--json", "--report", str(report)), report
+
+
+def test_a_good_version_passes_and_the_report_is_stored(
+    home: Path, validated: tuple[CompletedProcess[str], Path]
+) -> None:
+    out, path = validated
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["passed"] and report["version"] == 1
@@ -73,7 +84,7 @@ def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Pa
         c for c in report["checks"] if not c["passed"]
     ]
     assert report["latency"]["p99_us"] > 0 and report["latency"]["hottest"]
-    markdown = (tmp_path / "r.md").read_text()
+    markdown = path.read_text()
     assert markdown.startswith("# Validation of credit@1: PASSED") and "| golden cases | pass |" in markdown
     assert "machine:" in markdown
     registry = open_registry(Settings(home=home))
@@ -85,8 +96,7 @@ def test_a_good_version_passes_and_the_report_is_stored(home: Path, tmp_path: Pa
         registry.close()
 
 
-def test_reports_are_listed(home: Path, tmp_path: Path) -> None:
-    cli(home, "validate", "credit@1", "--report", str(tmp_path / "r.md"))
+def test_reports_are_listed(home: Path, validated: tuple[CompletedProcess[str], Path]) -> None:
     listed = cli(home, "reports", "credit@1", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["passed"] is True
     table = cli(home, "reports", "credit@1")
