@@ -71,7 +71,7 @@ def test_aliases_move_and_latest_is_computed(
     v1 = _register(registry, sklearn_model, data, alias="production")
     v2 = _register(registry, sklearn_model, data, parent=1)
     assert v2.number == 2 and v2.lineage["parent_version"] == 1
-    assert registry.get("credit").number == 2
+    assert registry.get("credit").number == 1  # a bare name is the default route: production
     assert registry.get("credit@latest").number == 2
     assert registry.get("credit@production").number == 1
     registry.set_alias("credit", "production", 2)

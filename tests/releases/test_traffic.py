@@ -59,6 +59,21 @@ def _wait_for_versions(url: str, wanted: set[str], timeout: float = 10.0, header
             seen.add(_infer(client, url, {header: f"probe-{probe}"} if header else None))
 
 
+def _wait_for_sticky(url: str, header: str, timeout: float = 10.0) -> None:
+    """Until every worker applies the sticky release: eight probe keys, each asked ten times on new
+    connections (either worker), each always answered by one version. A worker still on the earlier,
+    unsticky release answers a canary-side key with mixed versions."""
+    deadline = time.monotonic() + timeout
+    with new_connection_each() as client:
+        while True:
+            answers = [
+                {_infer(client, url, {header: f"sticky-probe-{key}"}) for _ in range(10)} for key in range(8)
+            ]
+            if all(len(seen) == 1 for seen in answers):
+                return
+            assert time.monotonic() < deadline, f"the sticky release did not reach every worker: {answers}"
+
+
 def _wait_for_only(url: str, version: str, timeout: float = 10.0) -> None:
     """Until 30 requests in a row, each on a new connection (either worker), are answered by ``version``."""
     deadline = time.monotonic() + timeout
@@ -169,6 +184,7 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
         == 0
     )
     _wait_for_versions(server.url, {"1", "2"}, header="X-Customer")
+    _wait_for_sticky(server.url, "X-Customer")  # both workers, not only the first to see it
     arms: dict[str, set[str]] = defaultdict(set)
     with new_connection_each() as client:  # a new connection per request: both workers answer every customer
         for round_ in range(5):

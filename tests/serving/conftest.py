@@ -183,6 +183,10 @@ def serve_in_process(home: Path, *, insecure_dev: bool = True, **settings: Any) 
     Keyword arguments are :class:`~modelport.settings.Settings` fields, as ``MODELPORT_*`` variables are
     for a real server. The one place the tests build an app and drive its lifespan."""
     settings.setdefault("drain_seconds", 0)
+    # A worker collects garbage as it starts, on its own thread (the app's, here). Collect what earlier
+    # tests left first, in the thread that made it: some finalizers must run there (gevent's, which
+    # tritonclient.http and Locust leave behind, crashed the process from the app's thread).
+    gc.collect()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="asgi-app", daemon=True)
     thread.start()
