@@ -50,8 +50,10 @@ def invoke_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> sub
 
     with CliRunner().isolation(env={**(env or {}), "MODELPORT_HOME": str(home)}) as (out, err, _):
         try:
-            main(list(args))
-            code = 0
+            # a command's own `typer.Exit(n)` comes back as main()'s value (click's non-standalone
+            # mode); the console script passes it to sys.exit, so it is the exit code
+            result = main(list(args))
+            code = result if isinstance(result, int) else 0
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else int(done.code is not None)
         sys.stdout.flush()  # the isolation's text wrappers buffer what print_json wrote
