@@ -22,6 +22,7 @@ from modelport.serving.shadow import RESTART_SECONDS
 from modelport.serving.shadow_scorer import FRAME, decode_arrays, encode, read_frame
 from modelport.settings import Settings
 from tests.conftest import invoke_cli as cli
+from tests.conftest import until
 from tests.releases.conftest import INFER
 from tests.serving.conftest import Server, start_server, stop_server
 
@@ -164,29 +165,19 @@ def _shadow_arm(home: Path) -> dict[str, Any]:
     return dict((json.loads(shown.stdout)["release"] or {}).get("arms", {}).get("shadow", {}))
 
 
-def _until(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(home: Path) -> None:
     assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
     server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"})
     try:
-        first = _until(lambda: _scorers(server))  # started with the release, before any request
+        first = until(lambda: _scorers(server))  # started with the release, before any request
         # a scorer is restarted at most every RESTART_SECONDS after the last start, which was before now
         restart_allowed = time.monotonic() + RESTART_SECONDS
         assert len(first) == 1
-        _until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE)  # set as it starts
+        until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE)  # set as it starts
         with httpx.Client() as client:
             for _ in range(50):
                 assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            _until(lambda: _shadow_arm(home).get("requests") == 50)
+            until(lambda: _shadow_arm(home).get("requests") == 50)
 
             first[0].kill()
             first[0].wait(10)
@@ -196,7 +187,7 @@ def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(hom
             time.sleep(max(0.0, restart_allowed - time.monotonic()))  # past the restart pause
             for _ in range(50):
                 assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            arm = _until(
+            arm = until(
                 lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 150 and a
             )
         assert arm["requests"] >= 100 and arm["requests"] + arm["dropped"] == 150 and arm["errors"] == 0
@@ -204,7 +195,7 @@ def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(hom
         assert len(again) == 1 and again[0].pid != first[0].pid
 
         assert cli(home, "release", "stop", "credit@production").returncode == 0
-        _until(lambda: not _scorers(server))  # no shadow left: the scorer is gone
+        until(lambda: not _scorers(server))  # no shadow left: the scorer is gone
     finally:
         stop_server(server)
 
@@ -215,7 +206,7 @@ def test_copies_beyond_the_queue_are_dropped_and_the_primary_never_waits(home: P
     assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
     server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3", "MODELPORT_SHADOW_QUEUE": "4"})
     try:
-        _until(lambda: _scorers(server))
+        until(lambda: _scorers(server))
         body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [ROW]}]}
         with httpx.Client() as client:
             import concurrent.futures
@@ -226,7 +217,7 @@ def test_copies_beyond_the_queue_are_dropped_and_the_primary_never_waits(home: P
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 codes = list(pool.map(send, range(400)))
         assert codes == [200] * 400
-        arm = _until(lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 400 and a)
+        arm = until(lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 400 and a)
         assert arm["requests"] + arm["dropped"] == 400 and arm["dropped"] > 0 and arm["requests"] > 0
     finally:
         stop_server(server)

@@ -12,7 +12,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from modelport.monitoring.predictions import query
 from modelport.releases.manager import ReleaseManager
 from modelport.security.store import KeyStore
 from modelport.settings import Settings
-from tests.conftest import FEATURES, run_cli
+from tests.conftest import FEATURES, run_cli, until
 from tests.serving.conftest import Server, free_port, start_server, stop_server
 
 IN_RANGE = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
@@ -164,16 +164,6 @@ def _call(running: Running, protocol: str, row: list[float], request_id: str = "
     return Answer(True, "200", flags=document.get("flags"), version=int(answer.headers["x-model-version"]))
 
 
-def _until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def _arms(home: Path) -> dict[str, dict[str, Any]]:
     registry = open_registry(Settings(home=home))
     try:
@@ -204,14 +194,14 @@ def test_every_protocol_flags_logs_counts_and_mirrors(running: Running) -> None:
                 for arm in ("primary", "shadow")
             )
 
-        _until(grown)  # counted by the primary arm and scored by the shadow, for this protocol too
+        until(grown)  # counted by the primary arm and scored by the shadow, for this protocol too
         counted = {arm: n + 4 for arm, n in counted.items()}
     arms = _arms(running.home)
     assert arms["primary"]["requests"] == counted["primary"] == 16 and arms["primary"]["errors"] == 0
     assert arms["shadow"]["requests"] == 16 and arms["shadow"]["errors"] == 0
 
     wanted = {f"{p}-{i}" for p in PROTOCOLS for i in (0, 1, 2)} | {f"{p}-flagged" for p in PROTOCOLS}
-    records = _until(
+    records = until(
         lambda: (
             (found := query(running.home, "credit", limit=10_000))
             and wanted <= {r["request_id"] for r in found}
@@ -296,7 +286,7 @@ def test_admission_is_rate_then_role_then_scope_on_rest_and_grpc(running: Runnin
         return "OK"
 
     # the worker picks up new keys within a poll; the outsider's first request meets its scope
-    first = _until(lambda: (status := rest(outsider, "GET", "/v2/models/credit")) != 401 and status, 5)
+    first = until(lambda: (status := rest(outsider, "GET", "/v2/models/credit")) != 401 and status, 5)
     assert first == 404
     # role: a consumer may not load models (403) — once; then its rate answers first
     assert rest(role_probe, "POST", "/v2/repository/models/credit/load") == 403
@@ -359,7 +349,7 @@ def test_every_protocol_refuses_values_under_the_reject_policy(running: Running)
         registry.set_policy("credit", "reject")
     finally:
         registry.close()
-    _until(lambda: not _call(running, "v2-json", OUT_OF_RANGE).ok, timeout=10)  # the worker re-read it
+    until(lambda: not _call(running, "v2-json", OUT_OF_RANGE).ok, timeout=10)  # the worker re-read it
     refused = {protocol: _call(running, protocol, OUT_OF_RANGE) for protocol in PROTOCOLS}
     assert refused["v2-json"].code == refused["v2-binary"].code == "400"
     assert refused["grpc"].code == "INVALID_ARGUMENT"
