@@ -155,6 +155,17 @@ def make_data(rows: int = 600, seed: int = 0, classes: int = 3) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server (SeaweedFS, tests/seaweed.py) shared by the session: ~3 s to start. Give each
+    test its own key prefix or bucket. Its data is thrown away at the end, so it is not given the
+    ~15 s a clean stop takes: SIGTERM, then SIGKILL after 2 s (still waited for, by PID)."""
+    from tests.seaweed import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), stop_timeout=2) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def data() -> pd.DataFrame:
     return make_data()
 

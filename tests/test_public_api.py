@@ -4,38 +4,49 @@ import modelport
 
 
 def test_exports_match_all() -> None:
-    public = {name for name in dir(modelport) if not name.startswith("_")} - {
-        "annotations",
-        "TYPE_CHECKING",
-        "Any",
-    }
-    modules = {
-        "app",
-        "cli",
-        "environment",
-        "errors",
-        "monitoring",
-        "registry",
-        "releases",
-        "runtimes",
-        "security",
-        "serving",
-        "settings",
-        "signature",
-        "tables",
-        "validation",
-    }
-    assert public - modules == set(modelport.__all__) - {"__version__", "errors"}
+    import modelport.cli.main  # submodules imported so far must not show either
+
+    # dir() is what a notebook's completion offers: the public API and nothing else — not the
+    # submodules, not `annotations`, `TYPE_CHECKING` or `Any` (d4cef34 showed all of those).
+    assert dir(modelport) == sorted(modelport.__all__)
     for name in modelport.__all__:
         assert hasattr(modelport, name), name
+    assert not hasattr(modelport, "no_such_name")
+
+
+def test_register_takes_typed_keyword_arguments() -> None:
+    """`modelport.register`'s options are named and typed (an editor completes them), not `**options`:
+    the same as `Registry.register`'s, less the file-only ones."""
+    import inspect
+
+    from modelport.registry.service import Registry
+
+    api = inspect.signature(modelport.register).parameters
+    assert not [p for p in api.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    core = inspect.signature(Registry.register).parameters
+    file_only = {"self", "path", "format", "trust_pickle", "creator", "progress"}
+    assert set(api) - {"settings"} == set(core) - file_only
+    for name in set(api) - {"model", "settings"}:
+        assert api[name].annotation == core[name].annotation, name
+        assert api[name].default == core[name].default, name
 
 
 def test_register_from_a_notebook(tmp_path, sklearn_model, data) -> None:  # type: ignore[no-untyped-def]
     settings = modelport.Settings(home=tmp_path / "nb", equivalence_rows=100)
-    version = modelport.register(sklearn_model, name="nb", sample=data, target="label", settings=settings)
+    modelport.open_registry(settings, create=True).close()  # `modelport init`, from Python
+    version = modelport.register(
+        sklearn_model, name="nb", sample=data, target="label", alias="production", settings=settings
+    )
     assert version.ref == "nb@1"
+    # what a notebook shows for `version` or `print(version)`: who it is, on one line — d4cef34 dumped
+    # the signature, environment and every golden row (~10 KB)
+    shown = repr(version)
+    assert str(version) == shown and "\n" not in shown and len(shown) < 250, shown
+    assert shown.startswith("VersionRecord(ref='nb@1', uuid=") and "aliases=('production',)" in shown
+    assert len(repr(version.artifacts[0])) < 120
     registry = modelport.open_registry(settings)
     try:
+        assert len(repr(registry.model("nb"))) < 200
         assert "label" in registry.predict("nb", data.drop(columns=["label"]).head(2)).columns
     finally:
         registry.close()

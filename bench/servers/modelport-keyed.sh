@@ -28,6 +28,7 @@ if [ $SPEC = 1 ]; then
   exec 3>&1 1>&2   # only the spec lines below go to stdout; everything the CLI prints goes to stderr
   if ! "$MP" show "$MODEL@production" >/dev/null 2>&1; then
     head -n 2001 "$ROOT/data/batch_1m.csv" > "$ROOT/run/modelport-keyed-sample.csv"
+    "$MP" init  # only `init` creates a registry
     "$MP" register "$MODEL" "$ROOT/models/$MODEL.onnx" --sample "$ROOT/run/modelport-keyed-sample.csv" \
       --alias production
   fi

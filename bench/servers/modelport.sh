@@ -15,6 +15,7 @@ export MODELPORT_HOME=$ROOT/run/modelport-home
 if [ $SPEC = 1 ]; then
   if ! "$MP" show "$MODEL@production" >/dev/null 2>&1; then
     head -n 2001 "$ROOT/data/batch_1m.csv" > "$ROOT/run/modelport-sample.csv"
+    "$MP" init >&2  # only `init` creates a registry
     "$MP" register "$MODEL" "$ROOT/models/$MODEL.onnx" --sample "$ROOT/run/modelport-sample.csv" \
       --alias production >&2
   fi

@@ -27,6 +27,7 @@ def main() -> None:
     from train import OUT, train_and_register
 
     home = os.environ.get("MODELPORT_HOME", ".modelport")
+    run("init")  # creates the registry (or migrates it) and prints its first admin key, once
     print(f"training the credit-rating example and registering it in {home} …", flush=True)
     version = train_and_register()
     print(f"registered {version.ref} (alias production), serving format {version.serving_format}")
@@ -43,14 +44,14 @@ def main() -> None:
 Serving every registered model on http://127.0.0.1:{port} (Ctrl-C stops it).
 Every call needs an API key. A consumer key for credit-rating* was just created (shown only once):
 
-  export MODELPORT_KEY={token}
+  export APP_KEY={token}   # not MODELPORT_KEY: the CLI reads that one as your own identity
 
 Try it from another terminal:
 
   curl -s -X POST http://127.0.0.1:{port}/v2/models/credit-rating/versions/production/infer \\
-       -H "Authorization: Bearer $MODELPORT_KEY" -d '{body}'
+       -H "Authorization: Bearer $APP_KEY" -d '{body}'
 
-  curl -s -X POST http://127.0.0.1:{port}/invocations -H "Authorization: Bearer $MODELPORT_KEY" \\
+  curl -s -X POST http://127.0.0.1:{port}/invocations -H "Authorization: Bearer $APP_KEY" \\
        -H 'Content-Type: text/csv' --data-binary @{OUT / "new_firms.csv"}
 
   .venv/bin/python - <<'PY'

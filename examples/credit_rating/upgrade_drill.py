@@ -39,10 +39,9 @@ def old_environment() -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(DRILL_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-e", str(ROOT), f"scikit-learn=={OLD_SKLEARN}"],
-        check=True,
-    )
+    # modelport with its sklearn extra (skops, skl2onnx: not in the core install), the old scikit-learn
+    editable = ["-e", f"{ROOT}[sklearn]", f"scikit-learn=={OLD_SKLEARN}"]
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *editable], check=True)
     return python
 
 
@@ -64,6 +63,9 @@ def main() -> int:
         return 2
     home = Path(tempfile.mkdtemp(prefix="modelport-drill-")) / "home"
     env = {**os.environ, "MODELPORT_HOME": str(home)}
+
+    step("create the registry")
+    subprocess.run([str(NEW_BIN / "modelport"), "init", "--json"], env=env, check=True, capture_output=True)
 
     step("train and register the example under the old release")
     subprocess.run([str(old_python), str(ROOT / "examples/credit_rating/train.py")], env=env, check=True)

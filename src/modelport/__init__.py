@@ -6,23 +6,30 @@ The public Python API::
     version = modelport.register(model, name="credit-rating", sample=df, alias="production")
     registry = modelport.open_registry()
     registry.predict("credit-rating@production", df)
+
+The registry must exist: ``modelport init`` creates it (or, from Python,
+``modelport.open_registry(create=True)``).
 """
 
 from __future__ import annotations
 
 from importlib import import_module as _import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from modelport import errors
 from modelport._version import __version__
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:  # annotations only: none of these is an attribute of the package
+    from collections.abc import Mapping
     from pathlib import Path
+    from typing import Any
 
     import pandas as pd
 
     from modelport.app import open_registry
-    from modelport.registry import ModelRecord, ModelRef, Registry, VersionRecord, parse_ref
+    from modelport.registry.names import ModelRef, parse_ref
+    from modelport.registry.records import ModelRecord, VersionRecord
+    from modelport.registry.service import Registry
     from modelport.settings import Settings
 
 # The public names are imported on first use (PEP 562): a process that only needs one submodule —
@@ -30,11 +37,11 @@ if TYPE_CHECKING:
 # the registry and the settings (about 0.4 s) by importing the package.
 _LAZY = {
     "open_registry": "modelport.app",
-    "ModelRecord": "modelport.registry",
-    "ModelRef": "modelport.registry",
-    "Registry": "modelport.registry",
-    "VersionRecord": "modelport.registry",
-    "parse_ref": "modelport.registry",
+    "ModelRecord": "modelport.registry.records",
+    "ModelRef": "modelport.registry.names",
+    "Registry": "modelport.registry.service",
+    "VersionRecord": "modelport.registry.records",
+    "parse_ref": "modelport.registry.names",
     "Settings": "modelport.settings",
 }
 
@@ -49,7 +56,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public API only: not the submodules imported so far, nor this module's own helpers.
+    return sorted(__all__)
 
 
 __all__ = [
@@ -71,19 +79,57 @@ def register(
     *,
     name: str,
     sample: pd.DataFrame | str | Path,
+    target: str | None = None,
+    alias: str | None = None,
+    description: str = "",
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    training_data: pd.DataFrame | str | Path | None = None,
+    code_revision: str | None = None,
+    parent: int | None = None,
+    classes: list[Any] | None = None,
+    require_onnx: bool = False,
     settings: Settings | None = None,
-    **options: Any,
 ) -> VersionRecord:
-    """Register an in-process model as a new version of ``name`` and return that version.
+    """Register an in-process model (scikit-learn, XGBoost, LightGBM or ONNX) as a new version of
+    ``name`` and return that version.
 
-    Creates the registry (under ``MODELPORT_HOME``) on first use. ``options`` are those of
-    :meth:`Registry.register`: ``alias``, ``description``, ``tags``, ``params``, ``metrics``,
-    ``training_data``, ``code_revision``, ``parent``, ``target``, ``classes``, ``require_onnx``.
+    - ``sample``: rows like the training data (a DataFrame or a CSV/Parquet/JSON file); the signature's
+      ranges and categories are learned from it and its rows prove the ONNX twin.
+    - ``target``: the label column in ``sample``, dropped before use (gives reference accuracy).
+    - ``alias``: point this alias (``production`` …) at the new version.
+    - ``description``, ``tags``: free text and ``{key: value}`` strings.
+    - ``params``, ``metrics``: training parameters (default: a scikit-learn model's own) and metrics.
+    - ``training_data``: a DataFrame or file, fingerprinted (sha256) in the lineage.
+    - ``code_revision``: default the git commit of the current directory.
+    - ``parent``: the number of the version of ``name`` this one derives from.
+    - ``classes``: class names in the model's order, for models that know them only as 0..k-1.
+    - ``require_onnx``: fail unless an equivalent ONNX twin is produced.
+    - ``settings``: where the registry is (default: ``MODELPORT_*`` variables, ``./.modelport``).
+
+    The registry must exist (``modelport init``); a missing one is named, with the fix, in a
+    :class:`~modelport.errors.StoreNotReady` error, and nothing is created.
     """
     from modelport.app import open_registry
 
-    registry = open_registry(settings, create=True)
+    registry = open_registry(settings)
     try:
-        return registry.register(model, name=name, sample=sample, **options)
+        return registry.register(
+            model,
+            name=name,
+            sample=sample,
+            target=target,
+            alias=alias,
+            description=description,
+            tags=tags,
+            params=params,
+            metrics=metrics,
+            training_data=training_data,
+            code_revision=code_revision,
+            parent=parent,
+            classes=classes,
+            require_onnx=require_onnx,
+        )
     finally:
         registry.close()

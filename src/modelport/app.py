@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import TYPE_CHECKING
 
-from modelport.monitoring.monitor import DriftSettings, Monitor
+from modelport.errors import InvalidInput, StoreNotReady
 from modelport.registry.artifacts import open_artifact_store
 from modelport.registry.database import Database
 from modelport.registry.service import Registry
 from modelport.registry.store import RegistryStore
-from modelport.security.gate import Gate
-from modelport.security.ratelimit import Buckets, FileBuckets, LocalBuckets
-from modelport.security.store import KeyStore
-from modelport.serving.dataplane import DataPlane
-from modelport.serving.pool import ModelPool
-from modelport.serving.rest import RestApp
-from modelport.serving.scoring import ScoringLimits
-from modelport.serving.v2 import Limits
-from modelport.serving.worker import Worker
 from modelport.settings import Settings
+
+if TYPE_CHECKING:
+    from modelport.monitoring.monitor import DriftSettings
+    from modelport.security.gate import Gate
+    from modelport.security.oidc import TokenVerifier
+    from modelport.serving.rest import RestApp
 
 __all__ = ["create_app", "create_app_from_env", "drift_settings", "open_registry"]
 
@@ -33,10 +31,12 @@ def open_registry(
 ) -> Registry:
     """Open the registry described by ``settings``.
 
-    ``create=True`` creates the home directory and database if needed and migrates the schema to the
-    newest revision; otherwise a missing or outdated schema raises :class:`~modelport.errors.StoreNotReady`.
-    Opening also finishes any registration that a killed process left half-written (stray blobs are
-    removed; see ``registry/artifacts.py``).
+    ``create=True`` (``modelport init``, and nothing else) creates the home directory and database if
+    needed and migrates the schema to the newest revision. Otherwise nothing is created: a missing
+    registry raises :class:`~modelport.errors.StoreNotReady` naming where it was looked for and how to
+    create or find it, and an outdated schema raises it naming the migration. Opening also finishes any
+    registration that a killed process left half-written (stray blobs are removed; see
+    ``registry/artifacts.py``).
     """
     settings = settings if settings is not None else Settings()
     if create and settings.database_url is None:
@@ -55,11 +55,15 @@ def open_registry(
     try:
         if create:
             database.make_private()
-        if create and database.current_revision() != database.head_revision():
-            database.migrate()
+            if database.current_revision() != database.head_revision():
+                database.migrate()
+        elif database.current_revision() is None:
+            # Creating one here would fork the registry (a `register` in the wrong folder once made a
+            # new ./.modelport silently, without the admin key that `init` prints).
+            raise StoreNotReady(_no_registry(settings, database))
         database.check_schema()
         store = RegistryStore(database)
-        artifacts = open_artifact_store(settings.resolved_artifact_url)
+        artifacts = open_artifact_store(settings)
         artifacts.recover(store.referenced_digests)
     except BaseException:
         database.dispose()
@@ -67,9 +71,32 @@ def open_registry(
     return Registry(settings, store, artifacts)
 
 
+def _no_registry(settings: Settings, database: Database) -> str:
+    """Where no registry was found, and the two ways out."""
+    if settings.database_url is None:
+        return (
+            f"no modelport registry in {settings.home.resolve()}: run `modelport init` to create one "
+            "there, or give the home of an existing registry with --home or MODELPORT_HOME"
+        )
+    return (
+        f"no modelport registry in {database.describe()}: run `modelport init` to create one there, or "
+        "set MODELPORT_DATABASE_URL to the database of an existing registry"
+    )
+
+
 def create_app(settings: Settings | None = None) -> RestApp:
     """The HTTP application: registry → model pool → data plane → worker (gate, monitor, duties)
     → protocol adapters (REST; gRPC beside it when a port is set)."""
+    # Imported here, not at the top: the CLI opens registries through this module and must not pay
+    # for the serving stack (docs/performance.md, "CLI start-up").
+    from modelport.monitoring.monitor import Monitor
+    from modelport.serving.dataplane import DataPlane
+    from modelport.serving.pool import ModelPool
+    from modelport.serving.rest import RestApp
+    from modelport.serving.scoring import ScoringLimits
+    from modelport.serving.v2 import Limits
+    from modelport.serving.worker import Worker
+
     settings = settings if settings is not None else Settings()
     if not settings.metrics:
         from modelport.monitoring.metrics import disable
@@ -134,6 +161,10 @@ def create_app(settings: Settings | None = None) -> RestApp:
         prediction_flush_seconds=settings.prediction_log_flush_seconds,
         release_flush_seconds=settings.release_flush_seconds,
     )
+    if settings.batch_roots:  # jobs over the API (docs/batch.md): this worker starts waiting ones
+        from modelport.batch.runner import JobRunner
+
+        worker.jobs = JobRunner(registry, settings)
     if settings.grpc_port is not None:
         from modelport.serving.grpc import GrpcServer
 
@@ -165,6 +196,8 @@ def create_app(settings: Settings | None = None) -> RestApp:
 
 
 def drift_settings(settings: Settings) -> DriftSettings:
+    from modelport.monitoring.monitor import DriftSettings
+
     return DriftSettings(
         threshold=settings.drift_threshold,
         min_rows=settings.drift_min_rows,
@@ -175,8 +208,13 @@ def drift_settings(settings: Settings) -> DriftSettings:
 
 def create_gate(settings: Settings, registry: Registry) -> Gate:
     """Keys from the registry; rate-limit buckets in Redis, else in a file the workers share."""
+    from modelport.security.gate import Gate
+    from modelport.security.ratelimit import Buckets, FileBuckets, LocalBuckets
+    from modelport.security.store import KeyStore
+
     if settings.insecure_dev:
         return Gate(None, insecure=True)
+    oidc = create_token_verifier(settings)
     local: Buckets
     try:
         local = FileBuckets(settings.home.resolve() / "run" / "buckets")
@@ -194,6 +232,32 @@ def create_gate(settings: Settings, registry: Registry) -> Gate:
         fallback=fallback,
         failure_rate=settings.auth_failure_rate,
         failure_burst=float(settings.auth_failure_burst),
+        oidc=oidc,
+    )
+
+
+def create_token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The OpenID access-token verifier, when an issuer is set (security/oidc.py). Its keys are fetched
+    on the first token, so a server starts while the provider is away."""
+    if settings.oidc_issuer is None:
+        return None
+    from modelport.security.oidc import ClaimMapping, SigningKeys, TokenVerifier
+
+    if not settings.oidc_audience:
+        raise InvalidInput("MODELPORT_OIDC_ISSUER needs MODELPORT_OIDC_AUDIENCE, the audience tokens name")
+    mapping = ClaimMapping(
+        settings.oidc_roles,
+        settings.oidc_scopes,
+        role_claim=settings.oidc_role_claim,
+        identity_claim=settings.oidc_identity_claim,
+    )
+    keys = SigningKeys(settings.oidc_issuer, refetch_seconds=settings.oidc_jwks_refetch_seconds)
+    return TokenVerifier(
+        keys,
+        settings.oidc_audience,
+        mapping,
+        algorithms=settings.oidc_algorithms,
+        leeway=settings.oidc_leeway_seconds,
     )
 
 

@@ -23,11 +23,14 @@
      ├── ScoringTimeout               a runtime call passed its deadline and was stopped
      ├── VersionFailing               a version missed its deadline repeatedly and is rested for a while
      ├── StorageFailure               the database refused an operation (reported without its SQL)
-     ├── StoreNotReady                the registry database is missing, unreachable or needs a migration
+     ├── StoreNotReady                the registry database or artifact store is missing, unreachable, refused
+     │    │                           us, or needs a migration
+     │    └── IdentityProviderUnavailable  the OpenID provider's signing keys cannot be fetched
      ├── Unauthenticated              no key, or a key that is unknown, wrong, expired or revoked
      ├── Forbidden                    the key's role does not allow the operation
      ├── RateLimited                  the key (or address) is over its rate or quota; carries retry_after
-     └── AuditFailure                 the audit chain does not verify, or an audit record cannot be written
+     ├── AuditFailure                 the audit chain does not verify, or an audit record cannot be written
+     └── MissingExtra                 an optional dependency is not installed; says which extra to install
 
 :data:`OUTCOMES` is the one table that maps each class to its HTTP status, gRPC status code, MLflow
 ``error_code`` and CLI exit code; every adapter reads it through :func:`outcome_for`. Messages built
@@ -48,10 +51,12 @@ __all__ = [
     "ConversionFailed",
     "FileMissing",
     "Forbidden",
+    "IdentityProviderUnavailable",
     "InputMismatch",
     "IntegrityFailure",
     "InvalidInput",
     "InvalidName",
+    "MissingExtra",
     "ModelNotFound",
     "ModelportError",
     "NotFound",
@@ -178,7 +183,13 @@ class StorageFailure(ModelportError):
 
 
 class StoreNotReady(ModelportError):
-    """The registry database does not exist yet, cannot be reached, or its schema needs a migration."""
+    """The registry database does not exist yet, cannot be reached, or its schema needs a migration; or
+    the artifact store (an S3 bucket) is missing, unreachable, or refuses the credentials."""
+
+
+class IdentityProviderUnavailable(StoreNotReady):
+    """The OpenID provider's signing keys (its JWKS) cannot be fetched: access tokens cannot be checked
+    for now (API keys do not depend on it)."""
 
 
 class Unauthenticated(ModelportError):
@@ -199,6 +210,11 @@ class RateLimited(ModelportError):
 
 class AuditFailure(ModelportError):
     """The audit chain does not verify, or an audit record could not be written."""
+
+
+class MissingExtra(ModelportError):
+    """An optional dependency is not installed (or too old); the message names the ``pip install
+    'modelport[EXTRA]'`` command that fixes it (``modelport/optional.py``)."""
 
 
 class PromotionRefused(Conflict):
@@ -236,6 +252,8 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (StoreNotReady, Outcome(503, "UNAVAILABLE", "TEMPORARILY_UNAVAILABLE", 5)),
     (VersionFailing, Outcome(503, "UNAVAILABLE", "TEMPORARILY_UNAVAILABLE", 1)),
     (ScoringTimeout, Outcome(504, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", 1)),
+    # The server lacks what the request needs (an XGBoost runtime, say): 501 is "not supported here".
+    (MissingExtra, Outcome(501, "UNIMPLEMENTED", "NOT_IMPLEMENTED", 1)),
 )
 # Model failures, storage refusals and anything unexpected.
 INTERNAL = Outcome(500, "INTERNAL", "INTERNAL_ERROR", 1)

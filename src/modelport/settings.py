@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -32,7 +32,37 @@ class Settings(BaseSettings):
 
     artifact_url: str | None = None
     """Where artifacts live, as a URL. Unset: the directory ``artifacts`` under ``home``.
-    Supported schemes: ``file://`` (a local directory)."""
+    Supported schemes: ``file://`` (a local directory) and ``s3://bucket/prefix`` (S3-compatible
+    object storage, with the ``s3`` extra; see the ``s3_*`` and ``artifact_cache_*`` settings)."""
+
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Endpoint of an S3-compatible service (MinIO, SeaweedFS, Ceph, …), e.g. ``http://minio:9000``.
+    Unset: AWS S3 itself."""
+
+    s3_region: str | None = None
+    """Region of the bucket. Unset: boto3's own configuration (``AWS_REGION``, the profile)."""
+
+    s3_access_key_id: str | None = None
+    """Access key id for S3. Unset (with ``s3_secret_access_key``): boto3's credential chain —
+    ``AWS_*`` variables, a profile, a Kubernetes service account (IRSA) or an instance role."""
+
+    s3_secret_access_key: SecretStr | None = None
+    """Secret key for ``s3_access_key_id``. Never printed, logged or put in an error message."""
+
+    s3_multipart_bytes: int = Field(default=64 << 20, ge=5 << 20, le=5 << 30)
+    """Artifacts at least this large are uploaded in parts of this size, several at once (S3 allows
+    parts of 5 MiB to 5 GiB)."""
+
+    s3_lease_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    """A registration writing to S3 renews its lease (its journal object) every quarter of this; a
+    journal not renewed for this long belongs to a dead registration, whose unreferenced blobs are
+    then deleted. Must exceed the longest pause a live registration may suffer."""
+
+    artifact_cache_dir: Path | None = None
+    """Local cache of artifacts read from S3 (each replica has its own). Unset: ``home/cache/artifacts``."""
+
+    artifact_cache_bytes: int = Field(default=2 << 30, ge=0)
+    """Bytes of artifacts kept in the local cache; the least recently used go first. 0: no cache."""
 
     golden_rows: int = Field(default=50, ge=1, le=10_000)
     """Rows of the registration sample stored with each version, with the outputs computed at
@@ -74,11 +104,18 @@ class Settings(BaseSettings):
     """Largest number of BYTES (text) elements in one request, over all its inputs: text is decoded
     element by element, so it has its own, smaller bound (about 0.3 s of decoding at the default)."""
 
-    max_loaded_models: int = Field(default=64, ge=1)
-    """Loaded versions kept per worker (least recently used are evicted first)."""
+    max_loaded_models: int = Field(default=1000, ge=1)
+    """Loaded versions kept per worker (least recently used are evicted first). Every registered
+    version is served whatever this is — one not loaded is loaded on its first request; the memory
+    bound (``max_loaded_bytes``) is the one that usually decides."""
 
     max_loaded_bytes: int = Field(default=2 << 30, ge=1)
-    """Artifact bytes of loaded versions kept per worker."""
+    """Memory the loaded versions of one worker may use, in bytes, as measured when each was loaded
+    (the heap it added, at least its artifact's size — an ONNX session keeps several times its file);
+    least recently used versions are evicted beyond it. On top come the worker's own memory (~85 MiB;
+    onnxruntime adds 19 MiB at the first ONNX load), ~20 kB per version ever served (its metric
+    series) and heap fragmentation from loading and evicting (~35 MiB after 1,000 models churned
+    through a 64 MiB bound): see docs/performance.md, "Density"."""
 
     max_batch_rows: int = Field(default=256, ge=1)
     """Largest micro-batch handed to a runtime in one call."""
@@ -199,12 +236,12 @@ class Settings(BaseSettings):
     """Share of new traces kept (with ``tracing``); a caller's ``traceparent`` decision is followed."""
 
     redis_url: str | None = None
-    """Redis URL (``redis://host:6379/0``) for rate limits shared by replicas. Unset: buckets are
-    shared by the workers of one server through a file under ``home/run``."""
+    """Redis URL (``redis://host:6379/0``) for rate limits and quotas shared by replicas. Unset: buckets
+    and quota counters are shared by the workers of one server through a file under ``home/run``."""
 
     redis_timeout_seconds: float = Field(default=0.1, gt=0, le=10)
     """Longest a request waits for Redis. A Redis that is down or slower than this is skipped for 5 s
-    at a time: rate limits then hold per server (the local buckets) until it answers again."""
+    at a time: rate limits and quotas then hold per server (the bucket file) until it answers again."""
 
     auth_failure_rate: float = Field(default=5.0, gt=0)
     """Failed authentications allowed per client address and second (after a burst of
@@ -217,11 +254,79 @@ class Settings(BaseSettings):
     """Host header values the server answers (JSON list, e.g. ``["models.example.com"]``); empty:
     any host with a key, only localhost names in ``--insecure-dev`` (DNS-rebinding guard)."""
 
+    batch_roots: list[Path] = Field(default_factory=list)
+    """Folders that batch jobs submitted over the API (``POST /api/v1/jobs``) may read and write (JSON
+    list, e.g. ``["/srv/scoring"]``); inputs and outputs must resolve inside one. Empty: the API runs no
+    jobs (`modelport score` in a shell is not limited by it)."""
+
+    batch_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    """How often a running batch job tells the registry it is alive. A server restarts a job it queued
+    whose runner has been silent for five of these (the runner died: a crash, a kill, a reboot)."""
+
     tls_cert: Path | None = None
     """PEM certificate (chain) for HTTPS and gRPC over TLS; with ``tls_key``. TLS 1.2 or newer."""
 
     tls_key: Path | None = None
     """PEM private key for ``tls_cert``."""
+
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    """How long a sign-in to the web console (``/ui/``) lasts. A session also ends at once when its key
+    is revoked, expires or is rotated past its grace period (docs/console.md)."""
+
+    oidc_issuer: str | None = Field(default=None, pattern=r"^https?://")
+    """Issuer URL of an OpenID provider whose JWT access tokens are accepted as bearer tokens beside API
+    keys (its keys are found through ``<issuer>/.well-known/openid-configuration``); needs the ``oidc``
+    extra and ``oidc_audience``. https, or http to a loopback address only. Unset: API keys only."""
+
+    oidc_audience: str | None = None
+    """The audience (``aud``) an access token must name to be accepted here: the resource indicator or
+    API identifier this server is registered under at the provider."""
+
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    """Signature algorithms accepted on access tokens (JSON list). Asymmetric ones only (RS*, PS*, ES*,
+    EdDSA): ``none`` and HS* are refused at start."""
+
+    oidc_role_claim: str = "groups"
+    """The token claim listing the caller's groups: a list, or one space-separated string; a dotted
+    path reaches into an object (``realm_access.roles``)."""
+
+    oidc_roles: dict[str, str] = Field(default_factory=dict)
+    """Group → modelport role (JSON object), e.g. ``{"risk": "consumer", "ml-publishers": "publisher",
+    "platform-admins": "admin"}``. A caller gets the highest role of its groups; a token whose groups
+    map to no role is refused (403)."""
+
+    oidc_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    """Group → model patterns (JSON object), e.g. ``{"risk": ["credit*"]}``: a caller sees the models of
+    all its groups' patterns (admins see every model). Empty: every caller sees every model."""
+
+    oidc_identity_claim: str = "sub"
+    """The claim naming the caller in the audit log, as ``oidc:<value>`` (``sub`` when a token lacks it).
+    Choose one the provider does not let people set themselves."""
+
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    """Clock difference with the provider tolerated on ``exp``, ``nbf`` and ``iat``."""
+
+    oidc_jwks_refetch_seconds: float = Field(default=30.0, ge=0, le=3600)
+    """Least time between fetches of the provider's keys caused by a token with an unknown key id: a
+    rotated key is picked up on the first token that uses it, and callers cycling made-up key ids
+    cannot make the server hammer the provider. Known keys are re-read every 15 minutes."""
+
+    oidc_client_id: str | None = None
+    """The console's client id at the OpenID provider (``oidc_issuer``): with ``oidc_redirect_url`` set,
+    ``/ui/login`` offers single sign-on (authorization code + PKCE, docs/console.md). ID tokens must name
+    it as their audience."""
+
+    oidc_client_secret: SecretStr | None = None
+    """The console client's secret (sent to the token endpoint, ``client_secret_post``). Unset for a
+    public client, which PKCE alone protects."""
+
+    oidc_redirect_url: str | None = Field(default=None, pattern=r"^https?://[^/]+/ui/oidc/callback$")
+    """The console's callback as registered at the provider, e.g.
+    ``https://models.example.com/ui/oidc/callback``. Set explicitly: it is never built from a request's
+    Host header, which a client chooses."""
+
+    oidc_display_name: str = Field(default="single sign-on", max_length=60)
+    """The provider's name on the sign-in button ("Sign in with …")."""
 
     @property
     def resolved_database_url(self) -> str:

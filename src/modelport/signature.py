@@ -115,7 +115,17 @@ class Signature:
         ``below_range``, ``above_range``, ``missing`` (where the sample had none) and
         ``unknown_category``. Empty when everything is in bounds (one vectorised pass for numbers).
         ``matrix``: the numeric features already as one ``[rows, features]`` array, if the caller has it."""
-        found: dict[str, dict[str, int]] = {}
+        return {
+            name: {kind: int(mask.sum()) for kind, mask in kinds.items()}
+            for name, kinds in self.violation_masks(batch, matrix).items()
+        }
+
+    def violation_masks(
+        self, batch: Batch, matrix: np.ndarray | None = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The checks of :meth:`violations` row by row: ``{feature: {kind: boolean mask over rows}}``,
+        only for the feature/kind pairs that occur (a batch job's per-row flags, docs/batch.md)."""
+        found: dict[str, dict[str, np.ndarray]] = {}
         if self._numeric:
             if matrix is None:
                 matrix = np.column_stack([batch[name] for name in self._numeric])
@@ -125,18 +135,20 @@ class Signature:
             if (below | above | missing).any():  # one reduction on the usual, clean request
                 for kind, mask in (("below_range", below), ("above_range", above), ("missing", missing)):
                     for index in np.flatnonzero(mask.any(axis=0)):
-                        found.setdefault(self._numeric[index], {})[kind] = int(mask[:, index].sum())
+                        found.setdefault(self._numeric[index], {})[kind] = mask[:, index]
         for feature in self.features:
             if feature.numeric:
                 continue
             column = batch[feature.name]
             absent = np.array([v is None for v in column], dtype=bool)
             if feature.missing_rate == 0 and absent.any():
-                found.setdefault(feature.name, {})["missing"] = int(absent.sum())
+                found.setdefault(feature.name, {})["missing"] = absent
             if feature.categories is not None:
                 known = set(feature.categories)
-                unknown = sum(1 for v, a in zip(column, absent, strict=True) if not a and v not in known)
-                if unknown:
+                unknown = np.array(
+                    [not a and v not in known for v, a in zip(column, absent, strict=True)], dtype=bool
+                )
+                if unknown.any():
                     found.setdefault(feature.name, {})["unknown_category"] = unknown
         return found
 
@@ -222,6 +234,40 @@ class Signature:
                 batch[feature.name] = _checked(feature, numbers.to_numpy(dtype=np.float64, na_value=np.nan))
             else:
                 batch[feature.name] = _texts(column)
+        return batch
+
+    def table_batch(self, table: Any) -> Batch:
+        """A pyarrow table's feature columns in signature order (batch scoring, docs/batch.md): numeric
+        features as float64 (nulls → NaN) with the float32-range check every decoder makes, text
+        features as :meth:`batch` reads them. All-numeric signatures get a :class:`MatrixBatch`: the
+        matrix is filled column by column once, and the value checks and the runtime read it as the
+        2-D tensor of a V2 request is read."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = table.num_rows
+        numbers: dict[str, np.ndarray] = {}
+        for feature in self.features:
+            if not feature.numeric:
+                continue
+            column = table.column(feature.name)
+            try:
+                column = pc.cast(column, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise _not_numeric(feature) from None
+            numbers[feature.name] = column.to_numpy()
+        if self.all_numeric:
+            matrix = np.empty((rows, len(self.features)), dtype=np.float64)
+            for index, name in enumerate(self.names):
+                matrix[:, index] = numbers[name]
+            check_float32_range(matrix, self.names)
+            return MatrixBatch({name: matrix[:, index] for index, name in enumerate(self.names)}, matrix)
+        batch: Batch = {}
+        for feature in self.features:
+            if feature.numeric:
+                batch[feature.name] = _checked(feature, numbers[feature.name])
+            else:
+                batch[feature.name] = _texts(table.column(feature.name).to_pylist())
         return batch
 
     def rows_batch(self, columns: list[str], rows: list[list[Any]]) -> Batch:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joblib
@@ -44,15 +48,20 @@ def registered_home(
     return root / "home"
 
 
-@pytest.fixture
-def files(tmp_path: Path, sklearn_model: object, data: pd.DataFrame) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def files(
+    tmp_path_factory: pytest.TempPathFactory, sklearn_model: object, data: pd.DataFrame
+) -> dict[str, Path]:
+    """The model and data files, written once per module: the tests read them (what a test writes
+    goes beside them under a name of its own)."""
+    folder = tmp_path_factory.mktemp("files")
     paths = {
-        "skops": tmp_path / "model.skops",
-        "pickle": tmp_path / "model.pkl",
-        "sample": tmp_path / "sample.csv",
-        "parquet": tmp_path / "sample.parquet",
-        "rows_csv": tmp_path / "rows.csv",
-        "rows_json": tmp_path / "rows.json",
+        "skops": folder / "model.skops",
+        "pickle": folder / "model.pkl",
+        "sample": folder / "sample.csv",
+        "parquet": folder / "sample.parquet",
+        "rows_csv": folder / "rows.csv",
+        "rows_json": folder / "rows.json",
     }
     skops.io.dump(sklearn_model, paths["skops"])
     joblib.dump(sklearn_model, paths["pickle"])
@@ -98,11 +107,14 @@ def test_full_workflow(home: Path, files: dict[str, Path], capsys: pytest.Captur
     )
     assert code == 0, err
     assert "registered credit@1" in out and "serving format onnx" in out and "equivalent" in out
+    # the second version from the trusted pickle, read in this process: the preflight child of a skops
+    # file (seconds) is the first registration's
     code, out, _ = run(
         capsys,
         "register",
         "credit",
-        str(files["skops"]),
+        str(files["pickle"]),
+        "--trust-pickle",
         "--sample",
         str(files["parquet"]),
         "--target",
@@ -150,6 +162,27 @@ def test_full_workflow(home: Path, files: dict[str, Path], capsys: pytest.Captur
         capsys, "predict", "credit@1", "--input", str(files["rows_csv"]), "--output", str(target)
     )
     assert code == 0 and len(pd.read_parquet(target)) == 4
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -> dict[str, str]:
+    """The malformed inputs, written once per module (only read)."""
+    folder = tmp_path_factory.mktemp("bad-files")
+    (folder / "model.bin").write_bytes(b"\x00junk")
+    data[FEATURES].head(2).assign(f0=1e308).to_csv(folder / "huge.csv", index=False)
+    data.head(1).to_csv(folder / "one.csv", index=False)
+    columns = [*FEATURES, "f5"]
+    (folder / "dup.json").write_text(json.dumps({"columns": columns, "data": [[0.0] * len(columns)]}))
+    (folder / "bad.json").write_text("{not json")
+    data[FEATURES[:-1]].to_csv(folder / "missing.csv", index=False)
+    return {
+        "model_bin": str(folder / "model.bin"),
+        "bad_json": str(folder / "bad.json"),
+        "rows_missing": str(folder / "missing.csv"),
+        "huge": str(folder / "huge.csv"),
+        "one_row": str(folder / "one.csv"),
+        "dup_json": str(folder / "dup.json"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -290,31 +323,15 @@ def test_bad_input_gets_a_clear_message_and_exit_code(
     home: Path,
     registered_home: Path,
     files: dict[str, Path],
+    bad_files: dict[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     exit_code: int,
     message: str,
-    data: pd.DataFrame,
 ) -> None:
-    (tmp_path / "model.bin").write_bytes(b"\x00junk")
-    data[FEATURES].head(2).assign(f0=1e308).to_csv(tmp_path / "huge.csv", index=False)
-    data.head(1).to_csv(tmp_path / "one.csv", index=False)
-    columns = [*FEATURES, "f5"]
-    (tmp_path / "dup.json").write_text(json.dumps({"columns": columns, "data": [[0.0] * len(columns)]}))
-    (tmp_path / "bad.json").write_text("{not json")
-    data[FEATURES[:-1]].to_csv(tmp_path / "missing.csv", index=False)
-    shutil.copytree(registered_home, home)  # credit@1, registered from the skops file once per module
-    names = {
-        "tmp": str(tmp_path),
-        "model_bin": str(tmp_path / "model.bin"),
-        "bad_json": str(tmp_path / "bad.json"),
-        "rows_missing": str(tmp_path / "missing.csv"),
-        "huge": str(tmp_path / "huge.csv"),
-        "one_row": str(tmp_path / "one.csv"),
-        "dup_json": str(tmp_path / "dup.json"),
-        **{k: str(v) for k, v in files.items()},
-    }
+    shutil.copytree(registered_home, home)  # credit@1, registered once per module
+    names = {"tmp": str(tmp_path), **bad_files, **{k: str(v) for k, v in files.items()}}
     code, out, err = run(capsys, *[a.format(**names) for a in args])
     assert code == exit_code, (out, err)
     assert message in err
@@ -351,28 +368,19 @@ def test_database_problems_are_reported_without_secrets(
     assert code == 2 and "unsupported database 'mysql'" in err
 
 
-def test_installed_entry_point(home: Path, files: dict[str, Path]) -> None:
-    exe = Path(sys.executable).with_name("modelport")
-    done = subprocess.run(
-        [
-            str(exe),
-            "register",
-            "credit",
-            str(files["pickle"]),
-            "--sample",
-            str(files["sample"]),
-            "--target",
-            "label",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 2 and "--trust-pickle" in done.stderr
-    done = subprocess.run(
-        [
-            str(exe),
+def test_installed_entry_point(
+    home: Path, files: dict[str, Path], registered_home: Path, tmp_path: Path
+) -> None:
+    """The console script, in real processes: three chains at once (each child starts in ~1 s)."""
+    exe = str(Path(sys.executable).with_name("modelport"))
+
+    def console(*args: str, at: Path = home) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MODELPORT_HOME": str(at)}
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
+
+    def init_then_register() -> tuple[int, subprocess.CompletedProcess[str]]:
+        initialised = console("init").returncode
+        registered = console(
             "register",
             "credit",
             str(files["pickle"]),
@@ -381,24 +389,30 @@ def test_installed_entry_point(home: Path, files: dict[str, Path]) -> None:
             "--target",
             "label",
             "--trust-pickle",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+        )
+        return initialised, registered
+
+    # a registry that holds credit@1 already, for the refusal and the prediction
+    other = shutil.copytree(registered_home, tmp_path / "registered")
+    huge = tmp_path / "huge.csv"
+    pd.read_csv(files["rows_csv"]).assign(f1=-1e300).to_csv(huge, index=False)
+    with ThreadPoolExecutor(3) as pool:
+        chain = pool.submit(init_then_register)
+        refused = pool.submit(
+            console,
+            *("register", "credit", str(files["pickle"]), "--sample", str(files["sample"])),
+            *("--target", "label"),
+            at=other,
+        )
+        # the real process, with real warnings machinery: no tracebacks or library paths on stderr
+        predicted = pool.submit(console, "predict", "credit@1", "--input", str(huge), at=other)
+    initialised, done = chain.result()
+    assert initialised == 0
     assert done.returncode == 0, done.stderr
     assert "registered credit@1" in done.stdout
-    # the real process, with real warnings machinery: no tracebacks or library paths on stderr
-    huge = files["rows_csv"].with_name("huge.csv")
-    pd.read_csv(files["rows_csv"]).assign(f1=-1e300).to_csv(huge, index=False)
-    done = subprocess.run(
-        [str(exe), "predict", "credit@1", "--input", str(huge)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = refused.result()
+    assert done.returncode == 2 and "--trust-pickle" in done.stderr
+    done = predicted.result()
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "site-packages" not in done.stderr
 
@@ -436,9 +450,12 @@ def _number(home: Path, ref: str) -> int:
     return int(json.loads(shown.stdout)["number"])
 
 
-def _state(home: Path) -> tuple[str, str]:
-    """Everything a command could change: models (aliases, policy, latest) and the audit trail."""
-    return invoke_cli(home, "models", "--json").stdout, invoke_cli(home, "audit", "--json").stdout
+def _state(home: Path) -> dict[str, list[str]]:
+    """Everything a command could change: every row of every table of the registry (models with their
+    aliases, policy and latest version, the audit trail, releases, labels …), read directly."""
+    with contextlib.closing(sqlite3.connect(home / "registry.db")) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: sorted(map(repr, db.execute(f'SELECT * FROM "{table}"'))) for table in tables}
 
 
 def test_a_bare_name_is_the_default_route_in_the_cli_and_the_python_api(routed: Path) -> None:
@@ -630,13 +647,16 @@ def test_whole_model_commands_still_cover_every_version(routed: Path) -> None:
 
 
 def test_module_entry_point_in_a_child_process(routed: Path) -> None:
-    done = run_cli(routed, "alias", "set", "credit", "production", "2")
+    with ThreadPoolExecutor(2) as pool:  # two children at once: neither changes the registry
+        old_form = pool.submit(run_cli, routed, "alias", "set", "credit", "production", "2")
+        absent = pool.submit(run_cli, routed, "show", "credit@9")
+    done = old_form.result()
     assert done.returncode == 2
     assert done.stderr == (
         "error: too many arguments ('2'): the form is `modelport alias set REF ALIAS`; "
         "write `modelport alias set credit@2 production`\n"
     )
-    done = run_cli(routed, "show", "credit@9")
+    done = absent.result()
     assert done.returncode == 3 and done.stderr == "error: model 'credit' has no version 9\n"
 
 

@@ -41,6 +41,71 @@ def test_init_prints_the_first_admin_key_once(home: Path, capsys: pytest.Capture
     assert "admin_key" not in json.loads(out)
 
 
+_GIVEN = "mpk_k8sadmin0001_" + "S3cr3t-from-a-Kubernetes-Secret_0123456789"
+
+
+def test_init_adopts_an_admin_key_from_a_file_and_never_prints_it(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text(_GIVEN + "\n")  # as a mounted Secret often ends
+    code, out, err = run(capsys, "init", "--admin-key-file", str(secret_file), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["admin_key"]["key"]["id"] == "k8sadmin0001" and "token" not in info["admin_key"]
+    assert _GIVEN.split("_", 2)[2] not in out + err
+    store = _keys(home)
+    (admin,) = store.list_keys()
+    assert admin.role == "admin" and KeyRing([admin]).authenticate(_GIVEN).role == "admin"
+    # a second init (every rollout runs the Job) changes nothing and says so
+    code, out, _ = run(capsys, "init", "--admin-key-file", str(secret_file))
+    assert code == 0 and "not used" in out and _GIVEN not in out and len(store.list_keys()) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # an empty Secret
+        "mpk_short_secret",  # not the format
+        "mpk_k8sadmin0001_" + "x" * 20,  # a secret too short to be a key
+        "mpk_K8SADMIN0001_" + "y" * 40,  # an id out of the alphabet
+        "mpk_k8sadmin0001_" + "z" * 40 + "\nsecond line",  # two things in one file
+        "mpk_k8sadmin0001_" + "a" * 39 + "\x00",  # a control character
+    ],
+)
+def test_a_bad_admin_key_file_is_refused_before_anything_is_created(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text(content)
+    code, out, err = run(capsys, "init", "--admin-key-file", str(secret_file))
+    assert code == 2, (code, out, err)
+    assert "admin key must be one token" in err and "Traceback" not in err
+    assert content.strip() == "" or content.strip()[:30] not in err  # the token is never repeated
+    assert not home.exists()  # nothing created: no registry, no key
+
+
+def test_a_missing_or_unreadable_admin_key_file_is_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "init", "--admin-key-file", str(tmp_path / "absent"))
+    assert code == 2 and "cannot read --admin-key-file" in err and not home.exists()
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00mpk")
+    code, _, err = run(capsys, "init", "--admin-key-file", str(binary))
+    assert code == 2 and "cannot read --admin-key-file" in err and not home.exists()
+    # a wrong mount: a folder, a device that never ends, a huge file — refused without reading them
+    huge = tmp_path / "huge"
+    huge.write_bytes(_GIVEN.encode() + b" " * (64 << 20))
+    for path, message in (
+        (tmp_path, "cannot read"),
+        (Path("/dev/zero"), "cannot read"),
+        (huge, "over 4096 bytes"),
+    ):
+        code, _, err = run(capsys, "init", "--admin-key-file", str(path))
+        assert code == 2 and message in err and not home.exists(), (path, err)
+
+
 def test_keys_lifecycle(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "init")
     code, out, _ = run(

@@ -31,6 +31,7 @@ def test_generator_is_deterministic_and_monotone() -> None:
 
 def test_example_trains_registers_and_serves_from_its_onnx_twin(tmp_path: Path) -> None:
     settings = modelport.Settings(home=tmp_path / "home", equivalence_rows=1_000)
+    modelport.open_registry(settings, create=True).close()  # what `modelport init` does
     version = train_and_register(rows=2_000, n_estimators=10, out=tmp_path / "out", settings=settings)
     assert version.ref == "credit-rating@1" and version.aliases == ("production",)
     assert version.serving_format == "onnx", version.conversion

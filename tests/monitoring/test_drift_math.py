@@ -22,14 +22,72 @@ def test_psi_matches_the_formula_and_is_zero_for_equal_shares() -> None:
     assert psi(np.array([1.0, 0.0]), np.array([0.5, 0.5])) > 2  # an empty reference bin is rare, not infinite
 
 
-def test_ks_agrees_with_scipy() -> None:
+def _samples(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 20,000-row reference and live windows of 5,000 rows, from calm to far moved."""
+    if kind == "discrete":  # a rating 0-4 and its moves; a value the reference never had
+        shares = [0.1, 0.2, 0.4, 0.2, 0.1]
+        reference = rng.choice(5, 20_000, p=shares).astype(np.float64)
+        lives = [
+            rng.choice(5, 5_000, p=p)
+            for p in (shares, [0.15, 0.2, 0.35, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1, 0.0])
+        ]
+        lives.append(rng.choice(6, 5_000))
+        return reference, [live.astype(np.float64) for live in lives]
+    if kind == "continuous":
+        return rng.normal(size=20_000), [rng.normal(loc=shift, size=5_000) for shift in (0.0, 0.1, 0.5, 2.0)]
+
+    # mixed: zero-inflated amounts (40 % exactly 0, the rest continuous), and a discrete reference met
+    # by continuous live values
+    def amounts(zeros: float, scale: float, n: int) -> np.ndarray:
+        return np.where(rng.random(n) < zeros, 0.0, rng.lognormal(sigma=scale, size=n))
+
+    lives = [amounts(0.4, 1.0, 5_000), amounts(0.5, 1.0, 5_000), amounts(0.3, 1.5, 5_000)]
+    return amounts(0.4, 1.0, 20_000), lives
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "mixed"])
+def test_ks_agrees_with_scipy(kind: str) -> None:
+    """Within 0.01 of scipy's two-sample KS on the same rows. Interpolating between quantiles read a
+    discrete feature's calm window as 0.2 where scipy reads 0.016: the profile keeps value counts."""
     rng = np.random.default_rng(0)
-    reference = rng.normal(size=20_000)
-    profile = build_profile({"x": reference}, {"x": True}, np.zeros(20_000), True)
-    for shift in (0.0, 0.1, 0.5, 2.0):
-        live = rng.normal(loc=shift, size=5_000)
-        ours = ks_statistic(profile["features"]["x"]["quantiles"], live)
-        assert ours == pytest.approx(ks_2samp(reference, live).statistic, abs=0.015), shift
+    reference, lives = _samples(kind, rng)
+    profile = build_profile({"x": reference}, {"x": True}, np.zeros(len(reference)), True)
+    feature = profile["features"]["x"]
+    assert ("values" in feature) == (kind == "discrete")  # counts only for few distinct values
+    if kind == "mixed":
+        ratings = rng.integers(1, 6, 20_000).astype(np.float64)
+        rated = build_profile({"x": ratings}, {"x": True}, np.zeros(20_000), True)["features"]["x"]
+        noisy = [ratings[:5_000] + rng.normal(scale=s, size=5_000) for s in (0.01, 0.3)]
+        for live in noisy:
+            assert ks_statistic(rated, live) == pytest.approx(ks_2samp(ratings, live).statistic, abs=0.01)
+    for live in lives:
+        ours = ks_statistic(feature, live)
+        assert ours == pytest.approx(ks_2samp(reference, live).statistic, abs=0.01), kind
+        if kind == "discrete":  # from counts the statistic is exact
+            assert ours == pytest.approx(ks_2samp(reference, live).statistic, abs=1e-12)
+    drifts, _ = compare(profile, {"x": lives[-1]}, None)
+    assert drifts[0].ks == round(ks_statistic(feature, lives[-1]), 6)
+
+
+def test_profiles_made_before_value_counts_are_still_read() -> None:
+    """A stored profile from before value counts (101 quantiles, no counts) is read from its
+    quantiles: within one quantile step (1/100) plus one row's share of scipy, and drift still runs."""
+    rng = np.random.default_rng(3)
+    for kind in ("discrete", "continuous", "mixed"):
+        reference, lives = _samples(kind, rng)
+        present = reference[~np.isnan(reference)]
+        old = {
+            **build_profile({"x": reference}, {"x": True}, np.zeros(len(reference)), True)["features"]["x"],
+            "quantiles": [float(q) for q in np.quantile(present, np.linspace(0, 1, 101))],
+        }
+        old.pop("values", None)
+        old.pop("counts", None)
+        for live in lives:
+            bound = 0.01 + 1 / len(reference)
+            assert abs(ks_statistic(old, live) - ks_2samp(reference, live).statistic) <= bound, kind
+        profile = {"rows": len(reference), "features": {"x": old}, "prediction": old}
+        features, _ = compare(profile, {"x": lives[0]}, lives[0])
+        assert features[0].ks is not None and features[0].psi is not None
 
 
 def test_bins_categories_and_missing_values() -> None:

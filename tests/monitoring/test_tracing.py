@@ -32,6 +32,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from modelport.app import open_registry
 from modelport.security.store import KeyStore
 from modelport.settings import Settings
+from tests.conftest import until
 from tests.serving.conftest import free_port, start_server, stop_server
 
 # Distinctive inputs: none of them may show up in a span.
@@ -309,13 +310,17 @@ def test_unreachable_collector_fails_no_request(served_home: Path, tmp_path: Pat
             "MODELPORT_TRACING": "true",
             "MODELPORT_TRACING_ENDPOINT": nowhere,
             "OTEL_BSP_SCHEDULE_DELAY": "50",
+            # the exporter gives a batch up after half a second (its default: 10 s of retries, of which
+            # the worker's exit waits up to 5): the stop below need not wait for that
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0.5",
         },
         log_file=log,
     )
     try:
         with server.client() as http:
             statuses = [http.post("/v2/models/credit/infer", json=ROW).status_code for _ in range(5)]
-            time.sleep(0.5)  # exports have been tried (and failed) by now
+            # an export has been tried, and has failed
+            until(lambda: '"logger":"opentelemetry.exporter' in log.read_text(), interval=0.02)
             statuses += [http.post("/v2/models/credit/infer", json=ROW).status_code for _ in range(5)]
         assert statuses == [200] * 10
     finally:
@@ -332,11 +337,11 @@ def test_missing_extra_fails_start_up_naming_it(served_home: Path) -> None:
 import sys
 sys.modules["opentelemetry"] = None  # as if the tracing extra were not installed
 from modelport.app import create_app
-from modelport.errors import InvalidInput
+from modelport.errors import MissingExtra
 from modelport.settings import Settings
 try:
     create_app(Settings(home={str(served_home)!r}, insecure_dev=True, tracing=True))
-except InvalidInput as exc:
+except MissingExtra as exc:
     print(exc)
 else:
     raise SystemExit("started without OpenTelemetry")

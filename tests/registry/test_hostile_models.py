@@ -4,15 +4,18 @@ indices, a lying LightGBM header, a memory bomb) are refused with a clear error;
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+import select
 import signal
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -33,12 +36,22 @@ from modelport.registry.service import Registry
 from modelport.runtimes.base import load_runtime
 from modelport.runtimes.onnx import OnnxRuntime
 from modelport.signature import Feature, Outputs, Signature
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
+
+T = TypeVar("T")
 
 SECRET = b"TOP-SECRET-REGISTRY-BYTES-0123456789abcdef"
 NAMES = ["a", "b", "c", "d"]
 FRAME = pd.DataFrame(np.random.default_rng(0).normal(size=(200, 4)), columns=NAMES)
 LABELS = np.where(FRAME["a"] > 0, "hi", "lo")
+
+
+def _at_once(*calls: Callable[[], T], workers: int = 4) -> list[T]:
+    """The results of ``calls``, run side by side in threads (each mostly waits for a child process:
+    a preflight or a probe), in order; the first failure (an assertion, an unexpected error) raised."""
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
 
 def _blobs(registry: Registry) -> list[Path]:
@@ -77,55 +90,84 @@ def out_of_range_forest() -> bytes:
     return bytes(skops.io.dumps(forest))
 
 
-def _in_child(blob: bytes, code: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
-    """Use a crafted file the way the attacker wants it used: skops load + predict, no checks."""
+def _in_child(path: Path, blob: bytes, code: str) -> subprocess.Popen[bytes]:
+    """Use a crafted file (``blob``, written to ``path``) the way the attacker wants it used: skops
+    load + predict, no checks. The child's standard output is piped back, unbuffered (a line read
+    from it is never more than that line)."""
+    path.write_bytes(blob)
     script = (
         "import sys, numpy as np, skops.io as sio\n"
-        "blob = sys.stdin.buffer.read()\n"
+        "blob = open(sys.argv[1], 'rb').read()\n"
         "model = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))\n" + code
     )
-    return subprocess.run(
-        [sys.executable, "-c", script], input=blob, capture_output=True, timeout=timeout, check=False
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
     )
 
 
 @pytest.mark.timeout(120)
-def test_the_crafted_trees_really_hang_and_crash(cyclic_tree: bytes, out_of_range_forest: bytes) -> None:
+def test_the_crafted_trees_really_hang_and_crash(
+    cyclic_tree: bytes, out_of_range_forest: bytes, tmp_path: Path
+) -> None:
     """Without the checks: one request with a = 3e38 never returns; one row segfaults."""
-    with pytest.raises(subprocess.TimeoutExpired):
-        # imports take ~1 s and one row of a sound tree microseconds: 4 s is a hang
-        _in_child(cyclic_tree, "model.predict(np.array([[3e38, 0, 0, 0]]))", timeout=4)
-    crashed = _in_child(out_of_range_forest, "model.predict(np.full((1, 4), 3e38))", timeout=60)
-    assert crashed.returncode == -signal.SIGSEGV
+    # Both children at once. The cyclic tree first scores a row that does not reach the cycle (a = 0
+    # goes left at the root), so what follows its marker is one more row of a loaded, warmed-up tree.
+    hanging = _in_child(
+        tmp_path / "cyclic.skops",
+        cyclic_tree,
+        "model.predict(np.zeros((1, 4)))\n"
+        "print('scoring', flush=True)\n"
+        "model.predict(np.array([[3e38, 0, 0, 0]]))\n"
+        "print('scored', flush=True)\n",
+    )
+    crashing = _in_child(
+        tmp_path / "forest.skops", out_of_range_forest, "model.predict(np.full((1, 4), 3e38))"
+    )
+    try:
+        assert hanging.stdout is not None and hanging.stdout.readline() == b"scoring\n"
+        # one row of a sound tree takes microseconds: no answer (nor exit) in 2 s is a hang
+        answered, _, _ = select.select([hanging.stdout], [], [], 2)
+        assert answered == [] and hanging.poll() is None
+        assert crashing.wait(timeout=60) == -signal.SIGSEGV
+    finally:
+        for child in (hanging, crashing):
+            child.kill()
+            child.wait()
+            assert child.stdout is not None
+            child.stdout.close()
+
+
+CRAFTED = {
+    "cyclic_tree": r"tree DecisionTreeClassifier\.tree_: node \d+'s right child 0 is an ancestor \(cycle\)",
+    "out_of_range_forest": (
+        r"tree RandomForestClassifier\.estimators_\[3\]\.tree_: node 0's right child 1000000000 is out of range"
+    ),
+}
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize(
-    ("fixture", "message"),
-    [
-        (
-            "cyclic_tree",
-            r"tree DecisionTreeClassifier\.tree_: node \d+'s right child 0 is an ancestor \(cycle\)",
-        ),
-        (
-            "out_of_range_forest",
-            r"tree RandomForestClassifier\.estimators_\[3\]\.tree_: node 0's right child 1000000000 is out of range",
-        ),
-    ],
-)
 def test_crafted_trees_are_refused_at_registration_and_at_load(
-    fixture: str, message: str, request: pytest.FixtureRequest, tmp_path: Path, sqlite_registry: Registry
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_registry: Registry
 ) -> None:
-    blob: bytes = request.getfixturevalue(fixture)
-    path = tmp_path / "model.skops"
-    path.write_bytes(blob)
-    with pytest.raises(UnsafeFormat, match=message):
-        sqlite_registry.register(name="trees", path=path, sample=FRAME)
+    """Each crafted file (the registrations side by side: each waits for its preflight child)."""
+    blobs: dict[str, bytes] = {fixture: request.getfixturevalue(fixture) for fixture in CRAFTED}
+
+    def refused(fixture: str) -> None:
+        blob, message = blobs[fixture], CRAFTED[fixture]
+        path = tmp_path / f"{fixture}.skops"
+        path.write_bytes(blob)
+        with pytest.raises(UnsafeFormat, match=message):
+            sqlite_registry.register(name="trees", path=path, sample=FRAME)
+        # A file stored before this check existed never takes traffic: the loader refuses it.
+        signature = Signature([Feature(n, "float64") for n in NAMES], Outputs("classification", ["hi", "lo"]))
+        with pytest.raises(UnsafeFormat, match=message):
+            load_runtime("skops", blob, {}, signature)
+
+    _at_once(*(functools.partial(refused, fixture) for fixture in CRAFTED))
     assert sqlite_registry.models() == [] and _blobs(sqlite_registry) == []
-    # A file stored before this check existed never takes traffic: the loader refuses it.
-    signature = Signature([Feature(n, "float64") for n in NAMES], Outputs("classification", ["hi", "lo"]))
-    with pytest.raises(UnsafeFormat, match=message):
-        load_runtime("skops", blob, {}, signature)
 
 
 @pytest.mark.timeout(300)
@@ -133,7 +175,8 @@ def test_cli_register_refuses_a_cyclic_tree(tmp_path: Path, cyclic_tree: bytes) 
     model, sample = tmp_path / "cyclic.skops", tmp_path / "sample.csv"
     model.write_bytes(cyclic_tree)
     FRAME.to_csv(sample, index=False)
-    result = run_cli(tmp_path / "home", "register", "trees", str(model), "--sample", str(sample), timeout=240)
+    assert invoke_cli(tmp_path / "home", "init", "--json").returncode == 0
+    result = invoke_cli(tmp_path / "home", "register", "trees", str(model), "--sample", str(sample))
     assert result.returncode != 0
     assert "is an ancestor (cycle)" in result.stderr
     assert "Traceback" not in result.stderr and "Segmentation" not in result.stderr
@@ -158,17 +201,24 @@ def _lying_lightgbm() -> str:
 def test_a_file_that_crashes_its_library_is_refused(tmp_path: Path, sqlite_registry: Registry) -> None:
     path = tmp_path / "model.txt"
     path.write_text(_lying_lightgbm())
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys, lightgbm as lgb; lgb.Booster(model_str=sys.stdin.read())"],
-        input=path.read_text(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert probe.returncode == -signal.SIGABRT  # the threat is real: unchecked, registration dies
-    with pytest.raises(UnsafeFormat, match=r"'model.txt' crashed the model library \(SIGABRT\).*refused"):
-        sqlite_registry.register(name="lgb", path=path, sample=FRAME)
+
+    def probe() -> int:
+        return subprocess.run(
+            [sys.executable, "-c", "import sys, lightgbm as lgb; lgb.Booster(model_str=sys.stdin.read())"],
+            input=path.read_text(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).returncode
+
+    def refused() -> None:
+        with pytest.raises(UnsafeFormat, match=r"'model.txt' crashed the model library \(SIGABRT\).*refused"):
+            sqlite_registry.register(name="lgb", path=path, sample=FRAME)
+
+    # the unchecked read and the registration side by side
+    aborted, _ = _at_once(probe, refused)
+    assert aborted == -signal.SIGABRT  # the threat is real: unchecked, registration dies
     assert sqlite_registry.models() == [] and _blobs(sqlite_registry) == []
 
 
@@ -196,17 +246,31 @@ def _memory_bomb() -> bytes:
 def test_preflight_limits_memory_cpu_and_time(tmp_path: Path, sqlite_registry: Registry) -> None:
     bomb = tmp_path / "bomb.skops"
     bomb.write_bytes(_memory_bomb())
-    with pytest.raises(UnsafeFormat, match=r"'bomb.skops' needed more than 8 GiB of memory .*: refused"):
-        sqlite_registry.register(name="bomb", path=bomb, sample=FRAME)
     valid = bytes(skops.io.dumps(DecisionTreeClassifier(random_state=0).fit(FRAME, LABELS)))
-    assert check_in_child(valid, "skops", "ok.skops")["converted"] == "ok"
+
+    def bombed() -> None:
+        with pytest.raises(UnsafeFormat, match=r"'bomb.skops' needed more than 8 GiB of memory .*: refused"):
+            sqlite_registry.register(name="bomb", path=bomb, sample=FRAME)
+
+    def accepted() -> None:
+        assert check_in_child(valid, "skops", "ok.skops")["converted"] == "ok"
+
     # Reading, converting and scoring takes well over a CPU second and a wall-clock half second.
-    with pytest.raises(UnsafeFormat, match=r"more than 1 s of CPU time \(SIGXCPU\)"):
-        check_in_child(valid, "skops", "ok.skops", Limits(cpu_seconds=1))
-    with pytest.raises(UnsafeFormat, match=r"still being read, converted or scored after 0.5 s"):
-        check_in_child(valid, "skops", "ok.skops", Limits(wall_seconds=0.5))
-    with pytest.raises(UnknownFormat, match=r"'junk\.skops' is not a readable skops model"):
-        check_in_child(b"not a zip file", "skops", "junk.skops")
+    def out_of_cpu() -> None:
+        with pytest.raises(UnsafeFormat, match=r"more than 1 s of CPU time \(SIGXCPU\)"):
+            check_in_child(valid, "skops", "ok.skops", Limits(cpu_seconds=1))
+
+    def out_of_time() -> None:
+        with pytest.raises(UnsafeFormat, match=r"still being read, converted or scored after 0.5 s"):
+            check_in_child(valid, "skops", "ok.skops", Limits(wall_seconds=0.5))
+
+    def unreadable() -> None:
+        with pytest.raises(UnknownFormat, match=r"'junk\.skops' is not a readable skops model"):
+            check_in_child(b"not a zip file", "skops", "junk.skops")
+
+    # Five preflight children side by side (each limit is the child's own: CPU time, address space,
+    # its own clock), the longest first.
+    _at_once(accepted, out_of_cpu, bombed, unreadable, out_of_time)
     assert "(SIGSEGV)" in str(refusal(-signal.SIGSEGV, "m.skops", Limits()))
     assert "(SIGKILL)" in str(refusal(-signal.SIGKILL, "m.skops", Limits()))
     assert sqlite_registry.models() == [] and _blobs(sqlite_registry) == []
@@ -336,12 +400,16 @@ def test_onnx_tensors_in_external_files_are_refused_everywhere(
     monkeypatch.chdir(sqlite_registry.settings.home)  # where registry.db lives: what the attack read
     assert (sqlite_registry.settings.home / "registry.db").is_file()
     sample = pd.DataFrame(np.zeros((20, 4)), columns=NAMES)
-    for where, blob in _hostile_onnx().items():
+
+    def refused(where: str, blob: bytes) -> None:
         path = tmp_path / f"{where.replace(' ', '_')}.onnx"
         path.write_bytes(blob)
-        with pytest.raises(UnsafeFormat, match=r"keeps tensor '\w+' \(.*\) in an external file") as refused:
+        with pytest.raises(UnsafeFormat, match=r"keeps tensor '\w+' \(.*\) in an external file") as caught:
             sqlite_registry.register(name="leak", path=path, sample=sample)
-        assert "registry.db" not in str(refused.value).replace("'registry.db'", ""), where
+        assert "registry.db" not in str(caught.value).replace("'registry.db'", ""), where
+
+    # the registrations side by side: each waits for its preflight child
+    _at_once(*(functools.partial(refused, where, blob) for where, blob in _hostile_onnx().items()))
     assert sqlite_registry.models() == [] and _blobs(sqlite_registry) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from modelport.registry.records import VersionRecord
 from modelport.registry.schema import metadata
 from modelport.registry.service import Registry
 from modelport.settings import Settings
-from tests.conftest import FEATURES
+from tests.conftest import FEATURES, invoke_cli
+from tests.serving.conftest import registered_home
 
 
 def _register(registry: Registry, model: object, data: pd.DataFrame, **options: Any) -> VersionRecord:
@@ -189,3 +191,32 @@ def test_init_is_idempotent(settings: Settings) -> None:
 def test_sqlite_runs_in_wal_mode(sqlite_registry: Registry) -> None:
     with sqlite_registry.store.db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_show_and_versions_give_the_archived_status_and_the_label(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    """Issue 14: an archived version read ``ready`` and the semantic version label was never shown."""
+    home = registered_home("releases", tmp_path / "home", tmp_path_factory, data, sklearn_model)
+    assert invoke_cli(home, "label", "credit@3", "2.1.0").returncode == 0
+    assert invoke_cli(home, "retention", "credit", "--keep-last", "1", "--keep-days", "30").returncode == 0
+    archived = invoke_cli(home, "gc", "--json")
+    assert archived.returncode == 0 and json.loads(archived.stdout)["models"][0]["archive"] == [2]
+
+    listed = invoke_cli(home, "versions", "credit", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(v["number"], v["status"], v["label"]) for v in json.loads(listed.stdout)] == [
+        (1, "ready", None),
+        (2, "archived", None),
+        (3, "ready", "2.1.0"),
+    ]
+    shown = json.loads(invoke_cli(home, "show", "credit@2", "--json").stdout)
+    assert shown["status"] == "archived" and shown["archived_at"] is not None
+    assert json.loads(invoke_cli(home, "show", "credit@2.1.0", "--json").stdout)["label"] == "2.1.0"
+
+    table = invoke_cli(home, "versions", "credit").stdout
+    rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 2}
+    assert "archived" in rows["2"] and "ready" not in rows["2"] and "2.1.0" in rows["3"]
+    detail = invoke_cli(home, "show", "credit@2").stdout
+    assert "archived on " in detail and "ready" not in detail
+    assert "2.1.0" in invoke_cli(home, "show", "credit@3").stdout

@@ -85,11 +85,18 @@ def test_self_approval_is_refused_and_a_second_key_approves(
     again = http.post(f"{api}/approvals/{change['id']}/approve", json={}, headers=bearer(keys["alice"]))
     assert again.status_code == 409  # decided already
 
-    # A second change: Alice asks to promote, Bob rejects with a reason; nothing moves.
+    # A second change: Alice asks to promote without an override, which the gate would refuse whoever
+    # approved it: refused when asked. The admin asks with one; Bob rejects with a reason; nothing moves.
     promote = http.post(
         f"{api}/models/credit/aliases/production/release/promote",
         json={},
         headers=bearer(keys["alice"]),
+    )
+    assert promote.status_code == 409 and "no passing validation report" in promote.json()["error"]
+    promote = http.post(
+        f"{api}/models/credit/aliases/production/release/promote",
+        json={"override_reason": "validated offline, ticket RISK-12"},
+        headers=bearer(keys["admin"]),
     )
     assert promote.status_code == 202
     second = promote.json()["change"]["id"]
@@ -115,7 +122,7 @@ def test_self_approval_is_refused_and_a_second_key_approves(
     assert ("approval.approve", bob, "credit@production") in audit
     assert ("approval.applied", bob, "credit@production") in audit
     assert ("release.start", f"{admin}+{bob}", "credit@production") in audit
-    assert ("approval.request", alice, "credit@production") in audit
+    assert ("alias.refused", alice, "credit@production") in audit
     assert ("approval.reject", bob, "credit@production") in audit
     assert ("release.rollback", alice, "credit@production") in audit
     # the app kept serving through all of it
@@ -128,14 +135,34 @@ def test_approvals_from_the_cli_with_two_keys(home: Path) -> None:
     first, second = make_key(home, "publisher"), make_key(home, "publisher")
     assert cli(home, "alias", "protect", "credit@staging", "--require-approval").returncode == 0
     env_first = {"MODELPORT_KEY": first}
-    asked = cli(home, "alias", "set", "credit@2", "staging", "--json", env=env_first)
+    # staging is protected now and v2 has no validation report: without an override the gate refuses
+    # the request itself (tests/releases/test_guard_rails.py); with one it waits for a second key
+    ask = ("alias", "set", "credit@2", "staging", "--override-reason", "validated offline", "--json")
+    asked = cli(home, *ask, env=env_first)
     assert asked.returncode == 0, asked.stderr
     change = json.loads(asked.stdout)["change"]["id"]
     own = cli(home, "approvals", "approve", str(change), env=env_first)
     assert own.returncode == 1 and "another admin or publisher" in own.stderr
     done = cli(home, "approvals", "approve", str(change), env={"MODELPORT_KEY": second})
-    # staging is protected now, and v2 has no validation report: the approved change fails at the gate
-    assert done.returncode == 6 and "no passing validation report" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert json.loads(cli(home, "show", "credit@staging", "--json").stdout)["number"] == 2
+
+    # A change that cannot be applied when approved is marked failed with the reason: here v3's ONNX
+    # blob is damaged between the request and the approval.
+    asked = cli(home, "alias", "set", "credit@3", "staging", *ask[4:], env=env_first)
+    assert asked.returncode == 0, asked.stderr
+    change = json.loads(asked.stdout)["change"]["id"]
+    registry = open_registry(Settings(home=home))
+    try:
+        onnx = registry.get("credit@3").artifact("onnx")
+        assert onnx is not None
+        path = registry.artifacts.path_for(onnx.digest)  # type: ignore[attr-defined]
+    finally:
+        registry.close()
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    done = cli(home, "approvals", "approve", str(change), env={"MODELPORT_KEY": second})
+    assert done.returncode == 4 and "does not match the recorded digest" in done.stderr
     listed = json.loads(cli(home, "approvals", "list", "--status", "failed", "--json").stdout)
     assert [c["id"] for c in listed] == [change]
     bad_key = cli(home, "approvals", "approve", str(change), env={"MODELPORT_KEY": "mpk_nope_nope"})

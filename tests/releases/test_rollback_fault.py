@@ -19,6 +19,8 @@ from tests.conftest import invoke_cli as cli
 from tests.serving.conftest import InProcess, registered_home, serve_in_process
 
 RULE = "error_rate=0.2,window=60,min_requests=20"
+# counts reach the database, and are judged, ten times a second (the duties run every poll interval)
+FLUSH = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,8 @@ def keyed(narrow_home: Path) -> Iterator[tuple[InProcess, str]]:
     import json
 
     key = json.loads(created.stdout)["token"]
-    with serve_in_process(narrow_home, insecure_dev=False, release_flush_seconds=0.3) as app:
+    settings = {"release_flush_seconds": FLUSH, "route_poll_seconds": FLUSH}
+    with serve_in_process(narrow_home, insecure_dev=False, **settings) as app:
         yield app, key
 
 
@@ -109,12 +112,12 @@ def test_refusals_every_arm_gives_do_not_roll_back(
         for _ in range(60):  # refused by both arms: the shape is wrong, the values far out of every range
             assert http.post("/v2/models/credit/infer", json=bad_shape).status_code == 400
             assert http.post("/v2/models/credit/infer", json=far).status_code == 400
-    # counts are flushed every 0.3 s and judged right after: give it several rounds
-    deadline = time.monotonic() + 3
+    # counts are flushed every FLUSH seconds and judged right after: give it ten rounds
+    deadline = time.monotonic() + 10 * FLUSH
     while time.monotonic() < deadline:
         release = _release(narrow_home)
         assert release is not None, "a client forced an automatic rollback"
-        time.sleep(0.3)
+        time.sleep(FLUSH)
     assert release is not None
     arms = release["arms"]
     assert isinstance(arms, dict) and arms["canary"]["requests"] > 20 and arms["canary"]["errors"] == 0

@@ -1,6 +1,7 @@
 """The shadow scorer (serving/shadow_scorer.py): its wire format, the child process on its own (idle
-priority, counts, refusals, a clean end), and on a real server: killed and restarted, stopped with the
-release, copies beyond its queue dropped and counted."""
+priority, counts, refusals, a clean end), and as a child of a serving app (in this process: the scorer
+is a child process all the same): killed and restarted, stopped with the release, copies beyond its
+queue dropped and counted."""
 
 from __future__ import annotations
 
@@ -13,18 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import psutil
 import pytest
 
-from modelport.serving.shadow import RESTART_SECONDS
+from modelport.serving import shadow
 from modelport.serving.shadow_scorer import FRAME, decode_arrays, encode, read_frame
 from modelport.settings import Settings
 from tests.conftest import invoke_cli as cli
 from tests.conftest import until
 from tests.releases.conftest import INFER
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.serving.conftest import serve_in_process
 
 ROW = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
 
@@ -151,12 +151,18 @@ def test_a_nice_scorer_takes_a_small_share_instead(scorer: subprocess.Popen[byte
     assert psutil.Process(scorer.pid).nice() == 19
 
 
-def _scorers(server: Server) -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process(server.process.pid).children(recursive=True)
-        if "modelport.serving.shadow_scorer" in " ".join(p.cmdline())
-    ]
+def _scorers(others: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """The shadow scorers of the app running in this process (its children), but for ``others``."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        if process.pid in others:
+            continue
+        try:
+            if "modelport.serving.shadow_scorer" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:  # it exited between the listing and the look: gone is gone
+            continue
+    return found
 
 
 def _shadow_arm(home: Path) -> dict[str, Any]:
@@ -165,59 +171,66 @@ def _shadow_arm(home: Path) -> dict[str, Any]:
     return dict((json.loads(shown.stdout)["release"] or {}).get("arms", {}).get("shadow", {}))
 
 
-def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(home: Path) -> None:
-    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
-    server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3"})
-    try:
-        first = until(lambda: _scorers(server))  # started with the release, before any request
-        # a scorer is restarted at most every RESTART_SECONDS after the last start, which was before now
-        restart_allowed = time.monotonic() + RESTART_SECONDS
-        assert len(first) == 1
-        until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE)  # set as it starts
-        with httpx.Client() as client:
-            for _ in range(50):
-                assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            until(lambda: _shadow_arm(home).get("requests") == 50)
+# The app in this process (one worker): the scorer is its child process all the same, and the pause
+# before a scorer is restarted can be shortened for the test.
+FAST: dict[str, Any] = {"release_flush_seconds": 0.3, "route_poll_seconds": 0.1}
+RESTART = 2.0  # seconds (RESTART_SECONDS is 5): still longer than the kill comes after the first start
 
-            first[0].kill()
-            first[0].wait(10)
-            # requests keep being answered; copies offered while no scorer runs are dropped and counted
-            for _ in range(50):
-                assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            time.sleep(max(0.0, restart_allowed - time.monotonic()))  # past the restart pause
-            for _ in range(50):
-                assert client.post(f"{server.url}/v2/models/credit/infer", json=INFER).status_code == 200
-            arm = until(
-                lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 150 and a
-            )
+
+def test_a_killed_scorer_is_counted_and_restarted_and_stops_with_the_release(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shadow, "RESTART_SECONDS", RESTART)
+    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
+    others = frozenset(p.pid for p in _scorers())  # not this app's (none, unless a test left one)
+    with serve_in_process(home, **FAST) as app, app.client() as client:
+        first = until(lambda: _scorers(others), interval=0.02)  # started with the release, before any request
+        # a scorer is restarted at most every RESTART seconds after the last start, which was before now
+        restart_allowed = time.monotonic() + RESTART
+        assert len(first) == 1
+        until(lambda: os.sched_getscheduler(first[0].pid) == os.SCHED_IDLE, interval=0.02)  # set as it starts
+        for _ in range(50):
+            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        until(lambda: _shadow_arm(home).get("requests") == 50, interval=0.05)
+
+        first[0].kill()
+        first[0].wait(10)
+        # requests keep being answered; copies offered while no scorer runs are dropped and counted
+        for _ in range(50):
+            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        time.sleep(max(0.0, restart_allowed - time.monotonic()))  # past the restart pause
+        for _ in range(50):
+            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+        arm = until(
+            lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 150 and a,
+            interval=0.05,
+        )
         assert arm["requests"] >= 100 and arm["requests"] + arm["dropped"] == 150 and arm["errors"] == 0
-        again = _scorers(server)
+        again = _scorers(others)
         assert len(again) == 1 and again[0].pid != first[0].pid
 
         assert cli(home, "release", "stop", "credit@production").returncode == 0
-        until(lambda: not _scorers(server))  # no shadow left: the scorer is gone
-    finally:
-        stop_server(server)
+        until(lambda: not _scorers(others), interval=0.02)  # no shadow left: the scorer is gone
 
 
 def test_copies_beyond_the_queue_are_dropped_and_the_primary_never_waits(home: Path) -> None:
     """A scorer that cannot keep up (capacity 4 copies) loses copies, counted; every request is
     answered by the primary."""
     assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
-    server = start_server(home, env={"MODELPORT_RELEASE_FLUSH_SECONDS": "0.3", "MODELPORT_SHADOW_QUEUE": "4"})
-    try:
-        until(lambda: _scorers(server))
+    others = frozenset(p.pid for p in _scorers())
+    with serve_in_process(home, shadow_queue=4, **FAST) as app, app.client() as client:
+        until(lambda: _scorers(others), interval=0.02)
         body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": [ROW]}]}
-        with httpx.Client() as client:
-            import concurrent.futures
+        import concurrent.futures
 
-            def send(_: int) -> int:
-                return client.post(f"{server.url}/v2/models/credit/infer", json=body).status_code
+        def send(_: int) -> int:
+            return client.post("/v2/models/credit/infer", json=body).status_code
 
-            with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                codes = list(pool.map(send, range(400)))
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(send, range(400)))
         assert codes == [200] * 400
-        arm = until(lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 400 and a)
+        arm = until(
+            lambda: (a := _shadow_arm(home)).get("requests", 0) + a.get("dropped", 0) >= 400 and a,
+            interval=0.05,
+        )
         assert arm["requests"] + arm["dropped"] == 400 and arm["dropped"] > 0 and arm["requests"] > 0
-    finally:
-        stop_server(server)

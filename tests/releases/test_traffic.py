@@ -1,9 +1,13 @@
 """Releases on a real `--workers 2` server: canary share, sticky assignment, shadow, promote and rollback
 under load, automatic rollback, and what the status, history and audit trail show. How the arm is
-chosen, over many requests and keys, is tested as the pure function it is in test_policy.py."""
+chosen, over many requests and keys, is tested as the pure function it is in test_policy.py.
+
+One server and one registry for the module: each test starts from (and a fixture restores) no release
+running and ``credit@production`` on v1."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -12,26 +16,60 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
+import psutil
 import pytest
 
 from modelport.app import open_registry
 from modelport.releases.policy import CANARY, Release, Sticky
 from modelport.settings import Settings
 from tests.conftest import invoke_cli as cli
+from tests.conftest import until
 from tests.releases.conftest import INFER
-from tests.serving.conftest import Server, new_connection_each, serve_in_process, start_server, stop_server
+from tests.serving.conftest import Server, new_connection_each, registered_home, start_server, stop_server
 
 TWO_WORKERS = ("--workers", "2")
-FAST = {"MODELPORT_RELEASE_FLUSH_SECONDS": "0.5"}  # per-arm counts reach the database twice a second
+FAST = {
+    "MODELPORT_RELEASE_FLUSH_SECONDS": "0.5",  # per-arm counts reach the database twice a second
+    "MODELPORT_PREDICTION_LOG_FLUSH_SECONDS": "0.3",  # logged answers (live accuracy) as often
+}
 
 
-@pytest.fixture
-def server(home: Path) -> Iterator[Server]:
-    running = start_server(home, *TWO_WORKERS, env=FAST)
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
+    """``credit`` v1 (production), v2 and v3: the module's server's registry."""
+    return registered_home(
+        "releases", tmp_path_factory.mktemp("traffic") / "home", tmp_path_factory, data, sklearn_model
+    )
+
+
+@pytest.fixture(scope="module")
+def server(shared_home: Path) -> Iterator[Server]:
+    running = start_server(shared_home, *TWO_WORKERS, env=FAST)
     try:
         yield running
     finally:
         stop_server(running)
+
+
+@pytest.fixture
+def home(shared_home: Path, server: Server) -> Path:
+    """The server's registry as every test starts: no release running, ``credit@production`` on v1
+    (whatever the test before left), and both workers answering so."""
+    changed = False
+    if _status(shared_home)["release"] is not None:
+        assert cli(shared_home, "release", "stop", "credit@production").returncode == 0
+        changed = True
+    registry = open_registry(Settings(home=shared_home))
+    try:
+        if registry.get("credit@production").number != 1:
+            registry.set_alias("credit", "production", 1)
+            changed = True
+    finally:
+        registry.close()
+    if changed:
+        _wait_for_only(server.url, "1")
+    return shared_home
 
 
 def _infer(client: httpx.Client, url: str, headers: dict[str, str] | None = None, body: Any = INFER) -> str:
@@ -88,8 +126,6 @@ def _wait_for_only(url: str, version: str, timeout: float = 10.0) -> None:
 def _status(home: Path) -> dict[str, Any]:
     shown = cli(home, "release", "status", "credit@production", "--json")
     assert shown.returncode == 0, shown.stderr
-    import json
-
     return dict(json.loads(shown.stdout))
 
 
@@ -102,7 +138,7 @@ def _wait_for_counts(home: Path, arm: str, expected: int, timeout: float = 15.0)
         if sum(arms.get(a, {}).get("requests", 0) for a in arm.split("+")) >= expected:
             return status
         assert time.monotonic() < deadline, f"counts did not arrive: {arms}"
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def _settled_counts(home: Path, timeout: float = 15.0) -> dict[str, Any]:
@@ -219,11 +255,17 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
     deadline = time.monotonic() + 10
     with new_connection_each() as client:
         # until some worker answers a value from the canary: the release has arrived
-        while "2" not in {_infer(client, server.url, body=_by_f0(value)) for value in range(40)}:
+        while not (
+            canary_side := [v for v in range(40) if _infer(client, server.url, body=_by_f0(v)) == "2"]
+        ):
             assert time.monotonic() < deadline, "the release by field never reached a worker"
-    # Answers until here may predate the release on the other worker: from the first v2, within 1 s
-    # every worker has it (test_policy_changes_reach_both_workers_within_a_second). Count afresh.
-    time.sleep(1.0)
+        # Answers until here may predate the release on the other worker (it answers v1 to every
+        # value): until a value from the canary is answered by v2 twenty times in a row, on new
+        # connections (either worker). Count afresh.
+        streak = 0
+        while streak < 20:
+            streak = streak + 1 if _infer(client, server.url, body=_by_f0(canary_side[0])) == "2" else 0
+            assert time.monotonic() < deadline, "the release by field did not reach every worker"
     by_value: dict[float, set[str]] = defaultdict(set)
     with new_connection_each() as client:
         for round_ in range(3):
@@ -235,24 +277,14 @@ def test_sticky_assignment_by_header_and_by_field(home: Path, server: Server) ->
     assert {next(iter(v)) for v in by_value.values()} == {"1", "2"}
 
 
-def test_shadow_is_scored_and_never_returned(home: Path, server: Server) -> None:
-    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
-    time.sleep(1.5)  # propagation (the shadow is warmed first)
-    with httpx.Client() as client:
-        answered = Counter(_infer(client, server.url) for _ in range(400))
-    assert answered == Counter({"1": 400})  # the client never sees the shadow
-    status = _wait_for_counts(home, "shadow", 400)
-    shadow = status["release"]["arms"]["shadow"]
-    assert shadow["version"] == 3 and shadow["requests"] == 400 and shadow["errors"] == 0
-    assert shadow["compared"] == 400 and shadow["agreement"] is not None
-    # v3 is heavily regularised: on this row it predicts another class than v1 — and the status says so.
-    primary = status["release"]["arms"]["primary"]
-    assert shadow["classes"] != primary["classes"] and shadow["agreement"] == 0.0
-
-
 def test_rollback_under_load_fails_no_request_and_history_shows_every_step(
     home: Path, server: Server
 ) -> None:
+    registry = open_registry(Settings(home=home))
+    try:  # the module's registry has the history of the tests before: this test's steps come after it
+        earlier = registry.store.releases.history("credit", "production")
+    finally:
+        registry.close()
     failures: list[str] = []
     versions: list[str] = []  # in the order answered, by all threads
     stop = threading.Event()
@@ -311,8 +343,13 @@ def test_rollback_under_load_fails_no_request_and_history_shows_every_step(
         audit = [(r.action, r.target) for r in registry.store.audit_records()]
     finally:
         registry.close()
-    assert [(e.action, e.version, e.state.get("canary")) for e in history] == [
-        ("set", 1, None),
+    assert [(e.action, e.version) for e in history[: len(earlier)]] == [
+        (e.action, e.version) for e in earlier
+    ]
+    assert earlier[-1].version == 1  # where the steps start from
+    shown = [(e.action, e.version, e.state.get("canary")) for e in history]
+    assert shown[:1] + shown[len(earlier) :] == [
+        ("set", 1, None),  # the registration's
         ("release", 1, 2),
         ("promote", 2, None),
         ("rollback", 1, None),  # no release running: back to the version before the last move
@@ -365,37 +402,66 @@ def test_automatic_rollback_when_the_canary_breaks_its_bound(home: Path, server:
     assert len(records) == 1 and "p99" in str(records[0].after)
 
 
-def test_status_shows_live_accuracy_per_arm(home: Path) -> None:
+def _scorers(server: Server) -> list[psutil.Process]:
+    """The shadow scorers of the server's workers."""
+    found = []
+    for process in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "modelport.serving.shadow_scorer" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:  # it exited between the listing and the look: gone is gone
+            continue
+    return found
+
+
+SHADOWED = 50
+
+
+def test_shadow_is_scored_never_returned_and_shows_live_accuracy(home: Path, server: Server) -> None:
     assert cli(home, "log-policy", "credit", "--sample", "1").returncode == 0
-    assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
-    # One worker is all this needs: the app in-process (its shadow scorer is still a child process).
-    settings: dict[str, Any] = {"release_flush_seconds": 0.5, "prediction_log_flush_seconds": 0.3}
-    with serve_in_process(home, **settings) as app, app.client() as client:
+    try:
+        assert cli(home, "release", "start", "credit@production", "--shadow", "3").returncode == 0
+        # each worker starts its scorer once the release is in force there (and it warms the shadow)
+        until(lambda: len(_scorers(server)) == 2, interval=0.02)
         answers = []
-        for i in range(50):
-            response = client.post(
-                "/v2/models/credit/infer", json=INFER, headers={"X-Request-ID": f"acc-{i}"}
-            )
-            assert response.status_code == 200
-            answers.append(response.json()["outputs"][0]["data"][0])
-        # labels may come before the logged answers: live accuracy joins them when it is asked for
-        labels = [{"request_id": f"acc-{i}", "label": "c1"} for i in range(50)]
-        sent = client.post("/api/v1/feedback", json={"model": "credit", "labels": labels})
-        assert sent.status_code == 200, sent.text
-        # the scorer child starts and loads v3, scores, and logs its answers every 5 s (LOG_EVERY)
-        deadline = time.monotonic() + 30
-        while True:
-            arms = _status(home)["release"]["arms"]
-            shadow = arms.get("shadow", {}).get("live_accuracy") or {}
-            primary = arms.get("primary", {}).get("live_accuracy") or {}
-            if shadow.get("rows") == 50 and primary.get("rows") == 50:
-                break
-            assert time.monotonic() < deadline, arms
-            time.sleep(0.3)
-        over_http = client.get("/api/v1/models/credit/aliases/production/release").json()
-    assert primary["accuracy"] == pytest.approx(sum(a == "c1" for a in answers) / 50)
-    assert shadow["accuracy"] == 0.0  # v3 answers c2 for this row: every label says c1
-    assert over_http["release"]["arms"]["shadow"]["live_accuracy"]["rows"] == 50
+        with httpx.Client(base_url=server.url) as client:
+            for i in range(SHADOWED):
+                response = client.post(
+                    "/v2/models/credit/infer", json=INFER, headers={"X-Request-ID": f"acc-{i}"}
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["model_version"] == "1"  # the client never sees the shadow
+                answers.append(response.json()["outputs"][0]["data"][0])
+            status = _wait_for_counts(home, "shadow", SHADOWED)
+            shadow = status["release"]["arms"]["shadow"]
+            assert shadow["version"] == 3 and shadow["requests"] == SHADOWED and shadow["errors"] == 0
+            assert shadow["compared"] == SHADOWED and shadow["agreement"] is not None
+            # v3 is heavily regularised: on this row it predicts another class than v1 — and the status
+            # says so.
+            primary = status["release"]["arms"]["primary"]
+            assert shadow["classes"] != primary["classes"] and shadow["agreement"] == 0.0
+
+            # Live accuracy per arm. Labels may come before the logged answers: live accuracy joins
+            # them when it is asked for.
+            labels = [{"request_id": f"acc-{i}", "label": "c1"} for i in range(SHADOWED)]
+            sent = client.post("/api/v1/feedback", json={"model": "credit", "labels": labels})
+            assert sent.status_code == 200, sent.text
+            # the workers log their answers, and the scorers the shadow's, every 0.3 s (FAST)
+            deadline = time.monotonic() + 30
+            while True:
+                arms = _status(home)["release"]["arms"]
+                shadow = arms.get("shadow", {}).get("live_accuracy") or {}
+                primary = arms.get("primary", {}).get("live_accuracy") or {}
+                if shadow.get("rows") == SHADOWED and primary.get("rows") == SHADOWED:
+                    break
+                assert time.monotonic() < deadline, arms
+                time.sleep(0.1)
+            over_http = client.get("/api/v1/models/credit/aliases/production/release").json()
+        assert primary["accuracy"] == pytest.approx(sum(a == "c1" for a in answers) / SHADOWED)
+        assert shadow["accuracy"] == 0.0  # v3 answers c2 for this row: every label says c1
+        assert over_http["release"]["arms"]["shadow"]["live_accuracy"]["rows"] == SHADOWED
+    finally:  # the other tests' requests are not logged
+        assert cli(home, "log-policy", "credit", "--sample", "0").returncode == 0
 
 
 class _Prober:
@@ -424,25 +490,27 @@ class _Prober:
         self._thread.join()
 
 
-def _propagation(home: Path, prober: _Prober, old: str) -> float:
-    """Seconds from the last change's commit (its alias-history time) to the last answer by ``old``."""
+def _committed(home: Path) -> float:
+    """The wall time of the last change's commit (its alias-history time)."""
     registry = open_registry(Settings(home=home))
     try:
-        committed = registry.store.releases.history("credit", "production")[-1].at.timestamp()
+        return registry.store.releases.history("credit", "production")[-1].at.timestamp()
     finally:
         registry.close()
-    late = [at for at, version in prober.answers if version == old and at > committed]
-    assert any(at > committed + 1.0 for at, _ in prober.answers), "the probe stopped too early"
-    return max(late, default=committed) - committed
 
 
 def _changed(home: Path, url: str, old: str, *step: str, headers: dict[str, str] | None = None) -> float:
+    """Seconds from the change's commit to the last answer by ``old``, probed until twenty answers
+    (on new connections: both workers) came more than a second after the commit."""
     with _Prober(url, headers) as prober:
-        time.sleep(0.3)
+        until(lambda: prober.answers, interval=0.02)  # the probe runs
         done = cli(home, *step)
         assert done.returncode == 0, done.stderr
-        time.sleep(1.5)
-    return _propagation(home, prober, old)
+        committed = _committed(home)
+        until(lambda: sum(at > committed + 1.0 for at, _ in prober.answers) >= 20, interval=0.02)
+    late = [at for at, version in prober.answers if version == old and at > committed]
+    assert any(at > committed + 1.0 for at, _ in prober.answers), "the probe stopped too early"
+    return max(late, default=committed) - committed
 
 
 def test_policy_changes_reach_both_workers_within_a_second(home: Path, server: Server) -> None:

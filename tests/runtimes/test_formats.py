@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def test_native_predictions_equal_the_in_process_model(
 def test_files_in_every_format_register(
     tmp_path: Path,
     sqlite_registry: Registry,
+    registered: Registry,
     sklearn_model: Any,
     xgb_model: Any,
     lgbm_model: Any,
@@ -121,8 +123,8 @@ def test_files_in_every_format_register(
     xgb_model.save_model(tmp_path / "m.json")
     xgb_model.save_model(tmp_path / "m.ubj")
     lgbm_model.booster_.save_model(tmp_path / "m.txt")
-    first = sqlite_registry.register(name="sk", path=tmp_path / "m.skops", sample=sample, target="label")
-    (tmp_path / "m.onnx").write_bytes(sqlite_registry.read_artifact(first, "onnx"))
+    # the ONNX twin modelport made of the same scikit-learn model
+    (tmp_path / "m.onnx").write_bytes(registered.read_artifact(registered.get("sk@1"), "onnx"))
     cases = {
         "m.skops": ("skops", "onnx"),
         "m.json": ("xgboost-json", "onnx"),
@@ -130,13 +132,25 @@ def test_files_in_every_format_register(
         "m.txt": ("lightgbm-text", "onnx"),
         "m.onnx": ("onnx", "onnx"),
     }
+
+    def register(file: str) -> int:
+        """As another client would (its own registry): each file's preflight child runs beside the others."""
+        registry = open_registry(sqlite_registry.settings)
+        try:
+            return registry.register(name="files", path=tmp_path / file, sample=sample, target="label").number
+        finally:
+            registry.close()
+
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        numbers = dict(zip(cases, pool.map(register, cases), strict=True))
+    assert sorted(numbers.values()) == [1, 2, 3, 4, 5]
     for file, (native_format, serving) in cases.items():
-        version = sqlite_registry.register(name="files", path=tmp_path / file, sample=sample, target="label")
+        version = sqlite_registry.get(f"files@{numbers[file]}")
         assert native_format in version.formats, (file, version.formats)
         assert version.serving_format == serving, (file, version.conversion)
         predictions = sqlite_registry.predict(f"files@{version.number}", data[FEATURES].head(5))
         assert len(predictions) == 5
-    onnx_version = sqlite_registry.get("files@5")
+    onnx_version = sqlite_registry.get(f"files@{numbers['m.onnx']}")
     assert onnx_version.conversion["status"] == "not_needed"
     assert onnx_version.signature["outputs"]["classes"] == ["c0", "c1", "c2"]
 

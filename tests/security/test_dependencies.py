@@ -42,13 +42,16 @@ class HeldLock:
         self.connection.close()
 
 
-@pytest.fixture
-def locked_server(keyed_home: Path, tmp_path: Path) -> Iterator[tuple[InProcess, str, Path]]:
+@pytest.fixture(scope="module")
+def locked_server(
+    keyed_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[InProcess, str, Path]]:
     """The app (in-process) on a copy of ``keyed_home``, an admin key, the home: requests time out
-    after 1 s, changes wait 2 s for a database lock."""
+    after 1 s, changes wait 2 s for a database lock. One for the module: one test moves
+    ``production``, the other ``staging``."""
     import shutil
 
-    home = tmp_path / "home"
+    home = tmp_path_factory.mktemp("locked") / "home"
     shutil.copytree(keyed_home, home)
     admin = make_key(home, "admin")
     settings = {"request_timeout_seconds": 1, "database_lock_timeout_seconds": 2}

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -231,3 +232,37 @@ def test_init_makes_the_home_and_the_database_private(tmp_path: Path) -> None:
     database.chmod(0o644)
     assert run_cli(home, "init", "--json").returncode == 0
     assert _mode(home) == 0o750 and _mode(database) == 0o640
+
+
+def test_registration_leaves_only_owner_only_files(
+    tmp_path: Path, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    """Issue 14: under the usual umask (022) `registry.db` was created world-readable, and the artifact
+    store still is: 0755 folders and 0444 blobs, readable by anyone once it lives outside the home
+    (MODELPORT_ARTIFACT_URL). Everything init and a registration create is the owner's alone."""
+    home, store = tmp_path / "home", tmp_path / "shared" / "models" / "artifacts"
+    settings = Settings(home=home, artifact_url=store.as_uri(), equivalence_rows=300)
+    previous = os.umask(0o022)
+    try:
+        done = run_cli(home, "init", "--json", env={"MODELPORT_ARTIFACT_URL": store.as_uri()})
+        assert done.returncode == 0, done.stderr
+        database = home / "registry.db"
+        reader = sqlite3.connect(database)  # keeps the WAL files after the registry's connections close
+        registry = open_registry(settings)
+        try:
+            reader.execute("SELECT count(*) FROM models").fetchall()
+            registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
+            journal = [database.with_name("registry.db-wal"), database.with_name("registry.db-shm")]
+            assert all(path.exists() and _mode(path) == 0o600 for path in journal)
+        finally:
+            registry.close()
+            reader.close()
+    finally:
+        os.umask(previous)
+    assert _mode(home) == 0o700 and _mode(database) == 0o600
+    assert _mode(tmp_path / "shared") == _mode(tmp_path / "shared" / "models") == 0o700
+    blobs = [path for path in store.rglob("*") if path.is_file() and path.parent.parent.name == "sha256"]
+    assert len(blobs) == 2 and all(_mode(blob) == 0o400 for blob in blobs)  # the skops and ONNX files
+    for path in [store, *store.rglob("*"), *home.rglob("*")]:  # folders, journal, lock, database
+        expected = {0o700} if path.is_dir() else {0o600, 0o400}
+        assert _mode(path) in expected, (path, oct(_mode(path)))

@@ -96,6 +96,28 @@ def test_usage_counts_only_real_model_names_and_keeps_flowing(keyed_app: InProce
     assert [(r["model"], r["requests"]) for r in rows] == [("credit", 3)]
 
 
+def test_usage_leaves_out_models_that_do_not_exist(keyed_app: InProcess, keys: Keys) -> None:
+    """Issue 14: docs/security.md says only requests naming a valid model are counted; well-formed
+    names in the key's scope that no model has were billed (``credit-ghost``, 3 requests)."""
+    token = make_key(keyed_app.home, "consumer", ["credit*"])
+    _until_known(keyed_app, token)
+    with keyed_app.client(token) as client:
+        for path in (
+            "/v2/models/credit-ghost/infer",
+            "/v2/models/credit-ghost/versions/1/infer",
+            "/v2/models/creditx@production/infer",
+        ):
+            assert client.post(path, json=INFER).status_code == 404, path
+        ghost = client.post("/endpoints/credit-ghost/invocations", json={"inputs": [[0.1] * 6]})
+        assert ghost.status_code == 404
+        for _ in range(2):  # counted after the refusals: once these show, those would have too
+            assert client.post("/v2/models/credit/infer", json=INFER).status_code == 200
+    rows = _usage(
+        keyed_app, keys.admin, Keys.id_of(token), lambda rows: sum(r["requests"] for r in rows) >= 2
+    )
+    assert [(r["model"], r["requests"], r["errors"]) for r in rows] == [("credit", 2, 0)]
+
+
 def test_refusals_are_rate_limited_and_denials_do_not_flood_the_audit_log(
     keyed_app: InProcess, keyed_home: Path
 ) -> None:

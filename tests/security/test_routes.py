@@ -24,6 +24,7 @@ PARAMS = {
     "key": "abcdefghijkl",
     "alias": "production",
     "change": "1",
+    "job": "job-0123456789ab",
 }
 PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 

@@ -3,7 +3,6 @@ gRPC-TLS clients work, plaintext to a TLS port fails, TLS 1.2 is the floor, HSTS
 
 from __future__ import annotations
 
-import functools
 import socket
 import ssl
 import warnings
@@ -101,7 +100,9 @@ def test_tritonclient_https(tls: TlsServer, keys: Keys) -> None:
     client = triton.InferenceServerClient(
         f"127.0.0.1:{tls.port}",
         ssl=True,
-        ssl_context_factory=functools.partial(gevent.ssl.create_default_context, cafile=str(tls.ca_file)),
+        # geventhttpclient calls the factory with cafile=ssl_options["ca_certs"] (certifi's by default)
+        ssl_options={"ca_certs": str(tls.ca_file)},
+        ssl_context_factory=gevent.ssl.create_default_context,
     )
     try:
         assert client.is_server_ready()

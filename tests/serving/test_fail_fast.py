@@ -9,16 +9,23 @@ The failures are real ones, brought about from the environment only:
   same way in every process that tries it — only the workers do (the `serve` process never imports
   the gRPC code);
 - the gRPC port is taken: the worker's start-up (its ASGI lifespan) raises.
+
+The four `serve` runs (two failures, one and two workers) run at once, each on its own copy of the
+registry, before the module's first test; each test checks its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +47,7 @@ class _OldProtobufRuntime:
 
             raise VersionError(
                 "Detected incompatible Protobuf Gencode/Runtime versions when loading "
-                "modelport/serving/protocol/inference.proto: gencode 7.36.2 runtime 6.31.1. "
+                "modelport/serving/protocol/inference.proto: gencode 6.30.0 runtime 5.29.5. "
                 "Runtime version cannot be older than the linked gencode version."
             )
         return None
@@ -96,24 +103,68 @@ def _group_members(group: int) -> list[int]:
     return members
 
 
+@dataclass
+class Runs:
+    cannot_import: dict[int, Future[Ended]]  # by worker count
+    start_up_fails: dict[int, tuple[Future[Ended], int]]  # by worker count: the run, the taken port
+
+
+@pytest.fixture(scope="module")
+def runs(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    base = tmp_path_factory.mktemp("fail-fast")
+    (base / "site").mkdir()
+    (base / "site" / "sitecustomize.py").write_text(OLD_PROTOBUF_RUNTIME)
+    path = os.pathsep.join(filter(None, [str(base / "site"), os.environ.get("PYTHONPATH")]))
+
+    def home(name: str) -> Path:
+        return shutil.copytree(served_home, base / name)
+
+    with ExitStack() as stack:
+        taken = {}  # the gRPC ports to fail on, held until every run has ended (closed last)
+        for workers in (1, 2):
+            taken[workers] = stack.enter_context(socket.socket())
+            taken[workers].bind(("127.0.0.1", 0))
+            taken[workers].listen()
+        pool = stack.enter_context(ThreadPoolExecutor(4))
+        cannot_import = {
+            workers: pool.submit(
+                serve_until_it_ends,
+                home(f"import-{workers}"),
+                "--workers",
+                str(workers),
+                "--grpc-port",
+                str(free_port()),
+                env={"PYTHONPATH": path},
+            )
+            for workers in (1, 2)
+        }
+        start_up_fails = {}
+        for workers, sock in taken.items():
+            grpc_port = sock.getsockname()[1]
+            run = pool.submit(
+                serve_until_it_ends,
+                home(f"start-up-{workers}"),
+                "--workers",
+                str(workers),
+                "--grpc-port",
+                str(grpc_port),
+            )
+            start_up_fails[workers] = (run, grpc_port)
+        yield Runs(cannot_import, start_up_fails)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_worker_that_cannot_import_stops_serve_with_the_reason(
-    served_home: Path, tmp_path: Path, workers: int
-) -> None:
-    (tmp_path / "sitecustomize.py").write_text(OLD_PROTOBUF_RUNTIME)
-    ended = serve_until_it_ends(
-        served_home,
-        "--workers",
-        str(workers),
-        "--grpc-port",
-        str(free_port()),
-        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
-    )
+def test_a_worker_that_cannot_import_stops_serve_with_the_reason(runs: Runs, workers: int) -> None:
+    ended = runs.cannot_import[workers].result()
     assert ended.status == 1, ended.stderr
     lines = ended.stderr.strip().splitlines()
+    # the reason, and what to install about it (serving/protocol/__init__.py)
     assert lines[-1].startswith(
-        "error: the server could not start: VersionError: Detected incompatible Protobuf Gencode/Runtime"
+        "error: the server could not start: MissingExtra: gRPC serving (--grpc-port) needs "
+        "protobuf>=6.30.0 and grpcio>=1.72.1, found protobuf "
     ), ended.stderr
+    assert "(Detected incompatible Protobuf Gencode/Runtime versions" in lines[-1], ended.stderr
+    assert "pip install --upgrade 'modelport[grpc]'" in lines[-1], ended.stderr
     assert "Traceback" not in ended.stderr
     if workers > 1:
         # started again twice, then given up: a bounded number of attempts
@@ -123,12 +174,9 @@ def test_a_worker_that_cannot_import_stops_serve_with_the_reason(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_worker_whose_start_up_fails_stops_serve(served_home: Path, workers: int) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        grpc_port = taken.getsockname()[1]
-        ended = serve_until_it_ends(served_home, "--workers", str(workers), "--grpc-port", str(grpc_port))
+def test_a_worker_whose_start_up_fails_stops_serve(runs: Runs, workers: int) -> None:
+    run, grpc_port = runs.start_up_fails[workers]
+    ended = run.result()
     assert ended.status == 1, ended.stderr
     assert f"Failed to bind to address 127.0.0.1:{grpc_port}" in ended.stderr  # uvicorn logged why
     last = ended.stderr.strip().splitlines()[-1]

@@ -208,8 +208,18 @@ def test_every_protocol_flags_logs_counts_and_mirrors(running: Running) -> None:
             and found
         )
     )
-    flagged = [r for r in records if r["request_id"].endswith("-flagged")]
+    # the primary's answers (version 1); the shadow's (version 2) are logged too, as they come
+    flagged = [r for r in records if r["request_id"].endswith("-flagged") and r["version"] == 1]
     assert len(flagged) == 4 and all(r["inputs"]["f0"] == 1e6 for r in flagged)
+    assert until(
+        lambda: (
+            sum(
+                r["request_id"].endswith("-flagged") and r["version"] == 2
+                for r in query(running.home, "credit", limit=10_000)
+            )
+            == 4
+        )
+    )
 
 
 def test_mlflow_records_with_unknown_or_missing_keys_are_refused(running: Running) -> None:
@@ -262,9 +272,11 @@ def test_admission_is_rate_then_role_then_scope_on_rest_and_grpc(running: Runnin
     from tritonclient.utils import InferenceServerException
 
     # A rate of one request per 1,000 s: the first request passes the limiter, the rest do not.
-    outsider = _key(running.home, "consumer", ["other*"], rate=0.001)
+    # `outsider` is made last: once the worker knows it, it knows the keys made before it (a reload
+    # reads every key of the generation it sees)
     role_probe = _key(running.home, "consumer", ["credit*"], rate=0.001)
     grpc_outsider = _key(running.home, "consumer", ["other*"], rate=0.001)
+    outsider = _key(running.home, "consumer", ["other*"], rate=0.001)
     tensor = triton_grpc.InferInput("input", [1, 6], "FP64")
     tensor.set_data_from_numpy(np.array([IN_RANGE]))
 
@@ -299,6 +311,7 @@ def test_admission_is_rate_then_role_then_scope_on_rest_and_grpc(running: Runnin
     assert rest(grpc_outsider, "GET", "/v2/models/credit") == 429
 
 
+@pytest.mark.solo
 def test_a_large_mlflow_table_does_not_stall_the_probes(running: Running) -> None:
     """300,000 rows as CSV on MLflow's route: decoding, checking, scoring and encoding run off the
     event loop, so liveness probes on the same (only) worker keep answering."""
@@ -316,9 +329,8 @@ def test_a_large_mlflow_table_does_not_stall_the_probes(running: Running) -> Non
                 headers={"Authorization": f"Bearer {running.token}", "Content-Type": "text/csv"},
                 timeout=120,
             )
-            answer["status"] = response.status_code
-            answer["rows"] = len(response.json().get("predictions", []))
-        finally:
+            answer["response"] = response  # parsed after the probes: 300k records hold this
+        finally:  # process's interpreter for ~0.2 s, which would be charged to the probes
             done.set()
 
     probes: list[float] = []
@@ -332,14 +344,19 @@ def test_a_large_mlflow_table_does_not_stall_the_probes(running: Running) -> Non
             probes.append(time.perf_counter() - started)
             time.sleep(0.02)
         worker.join()
-    assert answer == {"status": 200, "rows": 300_000}
+    response = answer["response"]
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 300_000
     assert len(probes) >= 10, "the table was scored too quickly to probe anything"
-    # Issue 13 asks for every probe within 100 ms. Measured on the 2-core machine with this test's own
-    # client on the same cores: the median is a few ms, the slowest 110-310 ms (was 4.6 s before the
-    # pipeline left the loop) — some step still holds the interpreter for ~0.2 s (docs/serving.md).
+    # Every probe within 100 ms (issue 13). Measured in 14 runs on the 2-core machine, this test's own
+    # client on the same cores: median 2-4 ms, the slowest 34-93 ms. One probe of ~60 may be late by
+    # a scheduling hiccup of the shared machine; the rest must be on time and none stalled.
     probes.sort()
-    assert probes[len(probes) // 2] < 0.05, f"median probe {probes[len(probes) // 2] * 1000:.0f} ms"
-    assert max(probes) < 1.0, f"slowest probe {max(probes) * 1000:.0f} ms of {len(probes)}"
+    print(
+        f"probes: {len(probes)}, median {probes[len(probes) // 2] * 1000:.1f} ms, max {probes[-1] * 1000:.1f} ms"
+    )
+    assert probes[-2] < 0.1, f"second-slowest probe {probes[-2] * 1000:.0f} ms of {len(probes)}"
+    assert probes[-1] < 0.5, f"slowest probe {probes[-1] * 1000:.0f} ms of {len(probes)}"
 
 
 def test_every_protocol_refuses_values_under_the_reject_policy(running: Running) -> None:

@@ -53,8 +53,8 @@ def _load(
                 results[f"version:{response.headers['x-model-version']}"] += 1
 
 
-FLIP_EVERY = 1.0  # seconds: several times the routes' poll interval (0.25 s)
-SECONDS = 7 * FLIP_EVERY  # seven alias flips under load
+FLIP_EVERY = 0.5  # seconds: twice the routes' poll interval (0.25 s), so every flip reaches both workers
+SECONDS = 6 * FLIP_EVERY  # six alias flips under load
 
 
 def test_alias_flips_under_load_with_two_workers(home: Path, data: pd.DataFrame) -> None:
@@ -130,7 +130,7 @@ def test_alias_move_reaches_the_app_and_broken_versions_never_serve(
 def test_sigterm_lets_every_accepted_request_finish(home: Path, data: pd.DataFrame) -> None:
     """Clients behave like a load balancer: they send while readiness says 200. The server keeps
     serving through the drain period, so every request sent is answered; none is dropped."""
-    server = start_server(home, env={"MODELPORT_DRAIN_SECONDS": "1.5"})
+    server = start_server(home, env={"MODELPORT_DRAIN_SECONDS": "1"})
     results: Counter[str] = Counter()
     failures: list[str] = []
     ready = threading.Event()

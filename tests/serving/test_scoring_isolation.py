@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import tritonclient.grpc as triton
 from onnx import TensorProto, helper
@@ -30,7 +31,7 @@ from modelport.settings import Settings
 from tests.conftest import FEATURES
 from tests.serving.conftest import Server, free_port, start_server, stop_server
 
-TIMEOUT = 2.0
+TIMEOUT = 1.0  # every runaway call below costs it: lower than the default, well above any real answer
 
 
 def _runaway_onnx(path: Path) -> None:
@@ -105,6 +106,13 @@ def runaway_home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, s
     return home
 
 
+def _until_ready(url: str, model: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while http.get(f"/v2/models/{model}/ready").status_code != 200 and time.monotonic() < deadline:
+            pass  # each probe waits for the load up to the request timeout
+
+
 @pytest.fixture(scope="module")
 def server(runaway_home: Path) -> Iterator[tuple[Server, int]]:
     grpc_port = free_port()
@@ -114,8 +122,15 @@ def server(runaway_home: Path) -> Iterator[tuple[Server, int]]:
         "MODELPORT_SCORING_REST_SECONDS": "600",
     }
     running = start_server(runaway_home, "--grpc-port", str(grpc_port), env=env)
-    yield running, grpc_port
-    stop_server(running)
+    # Asking whether the native model is ready starts its scoring process and loads it (seconds): in
+    # the background, while the runaway tests wait for their timeouts. The native test waits for it.
+    warming = threading.Thread(target=_until_ready, args=(running.url, "slow"), daemon=True)
+    warming.start()
+    try:
+        yield running, grpc_port
+    finally:
+        warming.join(30)
+        stop_server(running)
 
 
 def _runaway_row(f0: float) -> dict[str, object]:
@@ -165,7 +180,7 @@ def test_a_runaway_onnx_call_is_stopped_at_the_timeout(server: tuple[Server, int
             response = http.post("/v2/models/runaway/infer", json=_runaway_row(3e18))
             took = time.monotonic() - started
         assert response.status_code == 504, response.text
-        assert "within 2 s" in response.json()["error"]
+        assert f"within {TIMEOUT:g} s" in response.json()["error"]
         assert took < TIMEOUT + 3
         # both probes (live, another model) answered in under half a second each, throughout
         assert probe.answers >= 5 and not probe.failures and probe.worst < 0.5, (probe.worst, probe.failures)
@@ -184,7 +199,7 @@ def test_mlflow_binary_and_grpc_take_the_same_guarded_path(server: tuple[Server,
             content=header + np.array([3e18, 1.0], dtype="<f8").tobytes(),
             headers={"Inference-Header-Content-Length": str(len(header))},
         )
-        assert binary.status_code == 504 and "within 2 s" in binary.json()["error"], binary.text
+        assert binary.status_code == 504 and f"within {TIMEOUT:g} s" in binary.json()["error"], binary.text
         response = http.post(
             "/endpoints/runaway@1/invocations",
             json={"dataframe_split": {"columns": ["f0", "f1"], "data": [[3e18, 1.0]]}},
@@ -202,9 +217,21 @@ def test_mlflow_binary_and_grpc_take_the_same_guarded_path(server: tuple[Server,
         )
 
 
+def _scoring_processes(server: Server) -> list[int]:
+    """The pids of the worker's scoring processes (children running ``modelport.serving.isolated``)."""
+    found = []
+    for process in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "modelport.serving.isolated" in " ".join(process.cmdline()):
+                found.append(process.pid)
+        except psutil.NoSuchProcess:  # it exited between the listing and the look: gone is gone
+            continue
+    return found
+
+
 def test_a_native_model_runs_in_a_scoring_process_that_is_replaced(server: tuple[Server, int]) -> None:
     running, _ = server
-    # 60,000 rows × 200,000 neighbours to compare: tens of seconds of work, far past the 2 s timeout
+    # 60,000 rows × 200,000 neighbours to compare: tens of seconds of work, far past the timeout
     rows = np.random.default_rng(1).normal(size=(60_000, 6))
     big = {
         "inputs": [
@@ -216,10 +243,12 @@ def test_a_native_model_runs_in_a_scoring_process_that_is_replaced(server: tuple
         # ready = loaded where it scores (the scoring process starts and loads it: seconds, not counted
         # against any request's timeout)
         deadline = time.monotonic() + 60
-        while http.get("/v2/models/slow/ready").status_code != 200:  # 504 while it loads (timeout 2 s)
+        while http.get("/v2/models/slow/ready").status_code != 200:  # 504 while it loads (the timeout)
             assert time.monotonic() < deadline, "the native model never became ready"
         first = http.post("/v2/models/slow/infer", json=one)
         assert first.status_code == 200, first.text
+        scoring = _scoring_processes(running)
+        assert len(scoring) == 1, scoring
         with Probe(running.url) as probe:
             started = time.monotonic()
             response = http.post("/v2/models/slow/infer", json=big)
@@ -236,6 +265,8 @@ def test_a_native_model_runs_in_a_scoring_process_that_is_replaced(server: tuple
             again.status_code == 200
             and again.json()["outputs"][0]["data"] == first.json()["outputs"][0]["data"]
         )
+        replaced = _scoring_processes(running)
+        assert len(replaced) == 1 and replaced != scoring, (scoring, replaced)
 
 
 def test_repeated_hangs_mark_the_version_failing(server: tuple[Server, int]) -> None:

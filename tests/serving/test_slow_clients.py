@@ -1,16 +1,21 @@
 """Slow and hostile clients against a real `modelport serve`, over raw sockets: nothing a client without
 a key can hold is unbounded (headers, bodies, time, connections), duplicated credentials are refused,
-``--insecure-dev`` refuses what a browser sends cross-site, and an expired TLS certificate is reported."""
+``--insecure-dev`` refuses what a browser sends cross-site, and an expired TLS certificate is reported.
+
+The module's four servers start together (each on its own copy of the registry) before its first test:
+their start-ups overlap each other, never a test's timings."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import json
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +26,9 @@ import trustme
 
 from modelport.cli.main import certificate_warning
 from tests.security.conftest import make_key
-from tests.serving.conftest import Server, free_port, start_server, stop_server
+from tests.serving.conftest import Server, free_port, new_connection_each, start_server, stop_server
 
-TIMEOUT = 1.0  # header and body timeouts of the `slow` server, seconds
+TIMEOUT = 0.5  # header and body timeouts of the `slow` server, seconds (never early, at most T/4 late)
 SLACK = 2.5  # how late a timeout may fire on a loaded test machine
 CAP = 4  # connections per address of the `keyed` server
 
@@ -35,25 +40,77 @@ class Keyed:
     key: str
 
 
+@dataclass
+class Servers:
+    slow: Server  # header and body timeouts of TIMEOUT
+    keyed: Keyed  # keys checked, CAP connections per address, gRPC
+    workers: Server  # two workers, header timeout of TIMEOUT
+    tls: Server  # TLS with an expired certificate
+    tls_log: Path  # its standard error
+
+
 @pytest.fixture(scope="module")
-def slow(served_home: Path) -> Iterator[Server]:
-    env = {
+def servers(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    base = tmp_path_factory.mktemp("slow-clients")
+    homes = {name: shutil.copytree(served_home, base / name) for name in ("slow", "keyed", "workers", "tls")}
+    key = make_key(homes["keyed"], "admin")
+    grpc_port = free_port()
+    now = dt.datetime.now(dt.UTC)
+    cert, cert_key = _cert(base, "expired", now - dt.timedelta(days=400), now - dt.timedelta(days=2))
+    log = base / "serve.log"
+    timeouts = {
         "MODELPORT_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
         "MODELPORT_BODY_TIMEOUT_SECONDS": str(TIMEOUT),
     }
-    running = start_server(served_home, env=env)
-    yield running
-    stop_server(running)
+    with ThreadPoolExecutor(4) as pool:
+        starts = {
+            "slow": pool.submit(start_server, homes["slow"], env=timeouts),
+            "keyed": pool.submit(
+                start_server,
+                homes["keyed"],
+                "--grpc-port",
+                str(grpc_port),
+                env={"MODELPORT_MAX_CONNECTIONS_PER_ADDRESS": str(CAP)},
+                insecure_dev=False,
+            ),
+            "workers": pool.submit(
+                start_server,
+                homes["workers"],
+                "--workers",
+                "2",
+                env={"MODELPORT_HEADER_TIMEOUT_SECONDS": str(TIMEOUT)},
+            ),
+            "tls": pool.submit(
+                start_server,
+                homes["tls"],
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(cert_key),
+                scheme="https",
+                verify=False,
+                log_file=log,
+            ),
+        }
+    try:
+        running = {name: start.result() for name, start in starts.items()}
+        yield Servers(
+            running["slow"], Keyed(running["keyed"], grpc_port, key), running["workers"], running["tls"], log
+        )
+    finally:
+        for start in starts.values():
+            if start.exception() is None:
+                stop_server(start.result())
 
 
 @pytest.fixture(scope="module")
-def keyed(served_home: Path) -> Iterator[Keyed]:
-    key = make_key(served_home, "admin")
-    grpc_port = free_port()
-    env = {"MODELPORT_MAX_CONNECTIONS_PER_ADDRESS": str(CAP)}
-    running = start_server(served_home, "--grpc-port", str(grpc_port), env=env, insecure_dev=False)
-    yield Keyed(running, grpc_port, key)
-    stop_server(running)
+def slow(servers: Servers) -> Server:
+    return servers.slow
+
+
+@pytest.fixture(scope="module")
+def keyed(servers: Servers) -> Keyed:
+    return servers.keyed
 
 
 # -- raw HTTP/1.1 helpers ------------------------------------------------------------------------------
@@ -273,23 +330,19 @@ def test_header_limits_answer_431(slow: Server) -> None:
     assert live_seconds(slow) < 0.5
 
 
-def test_limits_hold_in_every_worker(served_home: Path) -> None:
+def test_limits_hold_in_every_worker(servers: Servers) -> None:
     """With --workers the guard reaches each worker process inside uvicorn's pickled configuration."""
-    env = {"MODELPORT_HEADER_TIMEOUT_SECONDS": str(TIMEOUT)}
-    server = start_server(served_home, "--workers", "2", env=env)
-    try:
-        many = get("/v2/health/live", *(f"X-H{i}: {i}" for i in range(200)))
-        for _ in range(10):  # fresh connections, accepted by either worker
-            with connect(server.port) as sock:
-                sock.sendall(many)
-                answer = read_answer(sock)
-                assert answer is not None and answer.status == 431, answer
+    server = servers.workers
+    many = get("/v2/health/live", *(f"X-H{i}: {i}" for i in range(200)))
+    for _ in range(10):  # fresh connections, accepted by either worker
         with connect(server.port) as sock:
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
-            answer = read_answer(sock, timeout=TIMEOUT + SLACK)
-            assert answer is not None and answer.status == 408, answer
-    finally:
-        stop_server(server)
+            sock.sendall(many)
+            answer = read_answer(sock)
+            assert answer is not None and answer.status == 431, answer
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+        answer = read_answer(sock, timeout=TIMEOUT + SLACK)
+        assert answer is not None and answer.status == 408, answer
 
 
 # -- connections per address ---------------------------------------------------------------------------
@@ -347,12 +400,13 @@ def test_duplicated_credentials_are_refused_over_rest(keyed: Keyed) -> None:
         ([("Authorization", junk), ("X-API-Key", keyed.key)], 400),
         ([("Authorization", good), ("X-API-Key", keyed.key)], 200),  # the same key twice is one key
     ]
-    for headers, status in cases:
-        # a fresh connection each: the per-address cap test shares this server
-        response = httpx.get(f"{keyed.server.url}/v2/models/credit", headers=headers, timeout=10)
-        assert response.status_code == status, (headers, response.text)
-        if status == 400:
-            assert "error" in response.json()
+    # a fresh connection each: the per-address cap test shares this server
+    with new_connection_each(timeout=10) as http:
+        for headers, status in cases:
+            response = http.get(f"{keyed.server.url}/v2/models/credit", headers=headers)
+            assert response.status_code == status, (headers, response.text)
+            if status == 400:
+                assert "error" in response.json()
 
 
 def test_duplicated_credentials_are_refused_over_grpc(keyed: Keyed) -> None:
@@ -380,32 +434,36 @@ def test_duplicated_credentials_are_refused_over_grpc(keyed: Keyed) -> None:
 
 
 def test_insecure_dev_refuses_cross_site_state_changes(slow: Server) -> None:
+    http = new_connection_each(timeout=30)  # a fresh connection for each request, as with httpx.post
+
     def state() -> str:
-        index = httpx.post(f"{slow.url}/v2/repository/index", timeout=10).json()
+        index = http.post(f"{slow.url}/v2/repository/index").json()
         return str(next(row["state"] for row in index if row["name"] == "credit"))
 
     unload = f"{slow.url}/v2/repository/models/credit/unload"
-    assert httpx.post(f"{slow.url}/v2/repository/models/credit/load", timeout=30).status_code == 200
-    assert state() == "READY"
-    for headers in (
-        {"Origin": "https://evil.example"},
-        {"Origin": "null"},
-        {"Origin": "http://127.0.0.1.evil.example"},
-        {"Sec-Fetch-Site": "cross-site"},
-        {"Sec-Fetch-Site": "same-site", "Origin": f"http://localhost:{slow.port + 1}"},
-    ):
-        response = httpx.post(unload, headers=headers, timeout=10)
-        assert response.status_code == 403, headers
-        assert "cross-site" in response.json()["error"]
-        assert state() == "READY"  # the model was not unloaded
-    # reading is not a state change; a page on the server's own origin and a plain client may change it
-    own = {"Origin": f"http://127.0.0.1:{slow.port}", "Sec-Fetch-Site": "same-origin"}
-    assert httpx.get(f"{slow.url}/v2/models/credit", headers={"Origin": "https://evil.example"}).is_success
-    assert httpx.post(unload, headers=own, timeout=10).status_code == 200
-    assert state() == "UNAVAILABLE"
-    assert httpx.post(f"{slow.url}/v2/repository/models/credit/load", timeout=30).status_code == 200
-    assert httpx.post(unload, timeout=10).status_code == 200
-    assert state() == "UNAVAILABLE"
+    with http:
+        assert http.post(f"{slow.url}/v2/repository/models/credit/load").status_code == 200
+        assert state() == "READY"
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Origin": "http://127.0.0.1.evil.example"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": f"http://localhost:{slow.port + 1}"},
+        ):
+            response = http.post(unload, headers=headers)
+            assert response.status_code == 403, headers
+            assert "cross-site" in response.json()["error"]
+            assert state() == "READY"  # the model was not unloaded
+        # reading is not a state change; a page on the server's own origin and a plain client may
+        # change it
+        own = {"Origin": f"http://127.0.0.1:{slow.port}", "Sec-Fetch-Site": "same-origin"}
+        assert http.get(f"{slow.url}/v2/models/credit", headers={"Origin": "https://evil.example"}).is_success
+        assert http.post(unload, headers=own).status_code == 200
+        assert state() == "UNAVAILABLE"
+        assert http.post(f"{slow.url}/v2/repository/models/credit/load").status_code == 200
+        assert http.post(unload).status_code == 200
+        assert state() == "UNAVAILABLE"
 
 
 # -- TLS certificate validity --------------------------------------------------------------------------
@@ -435,22 +493,8 @@ def test_certificate_warning(tmp_path: Path) -> None:
     assert "could not read" in (certificate_warning(garbage) or "")
 
 
-def test_serve_warns_of_an_expired_certificate(served_home: Path, tmp_path: Path) -> None:
-    now = dt.datetime.now(dt.UTC)
-    cert, key = _cert(tmp_path, "expired", now - dt.timedelta(days=400), now - dt.timedelta(days=2))
-    log = tmp_path / "serve.log"
-    server = start_server(
-        served_home,
-        "--tls-cert",
-        str(cert),
-        "--tls-key",
-        str(key),
-        scheme="https",
-        verify=False,
-        log_file=log,
-    )
-    try:
-        text = log.read_text()
-        assert "WARNING: TLS certificate" in text and "EXPIRED" in text, text
-    finally:
-        stop_server(server)
+def test_serve_warns_of_an_expired_certificate(servers: Servers) -> None:
+    # `servers` started it with a certificate that expired two days ago; it serves, over TLS
+    assert servers.tls.url.startswith("https://") and servers.tls.process.poll() is None
+    text = servers.tls_log.read_text()
+    assert "WARNING: TLS certificate" in text and "EXPIRED" in text, text

@@ -14,12 +14,12 @@ from sqlalchemy import update
 from modelport.app import open_registry
 from modelport.registry.schema import model_versions
 from modelport.settings import Settings
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 from tests.serving.conftest import registered_home
 
 
 def _doctor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(home, "doctor", *args, timeout=300)
+    return invoke_cli(home, "doctor", *args)
 
 
 def _tamper(home: Path, number: int, *, golden: bool = False, environment: bool = False) -> None:
@@ -59,9 +59,9 @@ def test_doctor(
     }
     assert all(r["max_deviation"] < 1e-4 and r["recorded"] == "" for r in rows)
 
-    _tamper(home, 2, golden=True, environment=True)  # staging drifts: reported, exit still 0
+    _tamper(home, 2, golden=True, environment=True)  # staging drifts: an alias, so exit 1 too
     staging = _doctor(home, "--json")
-    assert staging.returncode == 0
+    assert staging.returncode == 1 and json.loads(staging.stdout)["failing"] == ["credit@2"]
     drifted = [r for r in json.loads(staging.stdout)["versions"] if r["ref"] == "credit@2"]
     assert {r["verdict"] for r in drifted} == {"drift"}
     assert all("scikit-learn 1.7.2 → " in r["recorded"] for r in drifted)
@@ -70,9 +70,56 @@ def test_doctor(
     failing = _doctor(home)
     assert failing.returncode == 1
     assert "credit@1" in failing.stderr and "drift" in failing.stdout and "Traceback" not in failing.stderr
-    assert json.loads(_doctor(home, "--json").stdout)["failing_production"] == ["credit@1"]
+    assert json.loads(_doctor(home, "--json").stdout)["failing"] == ["credit@1", "credit@2"]
     missing = _doctor(home, "nosuch")
     assert missing.returncode == 3 and "no model named" in missing.stderr
+
+
+def test_doctor_fails_for_any_alias_that_routes_to_a_failing_version(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sklearn_model: object, data: pd.DataFrame
+) -> None:
+    """Issue 14: only an alias literally named `production` failed the run. Now every route counts —
+    any alias, `latest`, a release's canary — and a version no name reaches is reported only."""
+    from modelport.releases.manager import ReleaseManager
+
+    # credit v1 (production), v2, v3 (latest)
+    home = registered_home("releases", tmp_path / "home", tmp_path_factory, data, sklearn_model)
+    _tamper(home, 2, golden=True)
+    unrouted = _doctor(home, "--json")
+    assert unrouted.returncode == 0, unrouted.stderr
+    report = json.loads(unrouted.stdout)
+    assert report["failing"] == []
+    assert {
+        (r["ref"], r["verdict"], tuple(r["routes"])) for r in report["versions"] if r["role"] == "onnx"
+    } == {
+        ("credit@1", "ok", ("production",)),
+        ("credit@2", "drift", ()),
+        ("credit@3", "ok", ("latest",)),
+    }
+
+    # an alias (or a release) moves only to a version that passes its golden cases: restore v2 (reversed
+    # twice), point the route at it, then let it drift again as an upgrade would
+    _tamper(home, 2, golden=True)
+    assert invoke_cli(home, "alias", "set", "credit@2", "live").returncode == 0
+    _tamper(home, 2, golden=True)
+    live = _doctor(home)
+    assert live.returncode == 1, live.stdout
+    assert (
+        "credit@2 (live)" in live.stderr and "credit@1" not in live.stderr and "Traceback" not in live.stderr
+    )
+    assert json.loads(_doctor(home, "--json").stdout)["failing"] == ["credit@2"]
+
+    assert invoke_cli(home, "alias", "rm", "credit@live").returncode == 0
+    _tamper(home, 2, golden=True)
+    registry = open_registry(Settings(home=home))
+    try:
+        ReleaseManager(registry).start("credit", "production", actor="local:test", canary=2, weight=5)
+    finally:
+        registry.close()
+    _tamper(home, 2, golden=True)
+    canary = _doctor(home, "--json")
+    assert canary.returncode == 1 and json.loads(canary.stdout)["failing"] == ["credit@2"]
+    assert "credit@2 (production (canary))" in _doctor(home).stderr
 
 
 def test_doctor_fix_remakes_a_drifting_twin_from_the_native_model(

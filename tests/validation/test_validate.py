@@ -15,24 +15,20 @@ from modelport.app import open_registry
 from modelport.errors import PromotionRefused
 from modelport.registry.schema import model_versions
 from modelport.settings import Settings
-from modelport.validation.runner import validate
-from tests.conftest import FEATURES, run_cli
+from modelport.validation.runner import Report, validate
 from tests.conftest import invoke_cli as cli
+from tests.serving.conftest import registered_home
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame, sklearn_model: object) -> Path:
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("validation") / "home"
-    registry = open_registry(Settings(home=home, equivalence_rows=300), create=True)
+    """``credit`` v1 (production), v2 and v3 (the session's registry of releases, copied), v3's ground
+    truth tampered."""
+    home = registered_home(
+        "releases", tmp_path_factory.mktemp("validation") / "home", tmp_path_factory, data, sklearn_model
+    )
+    registry = open_registry(Settings(home=home))
     try:
-        registry.register(sklearn_model, name="credit", sample=data, target="label", alias="production")
-        other = LogisticRegression(C=0.01, max_iter=500).fit(data[FEATURES], data["label"])
-        registry.register(other, name="credit", sample=data, target="label")  # v2
-        registry.register(
-            other, name="credit", sample=data, target="label"
-        )  # v3: ground truth tampered below
         db = registry.store.db
         broken = registry.get("credit@3")
         golden = dict(broken.golden)
@@ -56,6 +52,16 @@ def validated(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Com
     validation starts private servers: seconds), and the report's path."""
     report = tmp_path_factory.mktemp("validated") / "r.md"
     return cli(home, "validate", "credit@production", "--json", "--report", str(report)), report
+
+
+@pytest.fixture(scope="module")
+def loaded(home: Path) -> Report:
+    """Every check of credit@2 and a Locust run of it (the load test's and the promotion gate's)."""
+    registry = open_registry(Settings(home=home))
+    try:
+        return validate(registry, "credit@2", sla_p99_ms=250, load=(80.0, 2.0))
+    finally:
+        registry.close()
 
 
 def test_a_good_version_passes_and_the_report_is_stored(
@@ -105,7 +111,7 @@ def test_reports_are_listed(home: Path, validated: tuple[CompletedProcess[str], 
 
 
 def test_tampered_ground_truth_fails_and_names_the_case(home: Path, tmp_path: Path) -> None:
-    out = run_cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))  # the exit status
+    out = cli(home, "validate", "credit@3", "--report", str(tmp_path / "bad.md"))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout and "golden row 2" in out.stdout
     markdown = (tmp_path / "bad.md").read_text()
@@ -114,22 +120,20 @@ def test_tampered_ground_truth_fails_and_names_the_case(home: Path, tmp_path: Pa
     )
 
 
-def test_load_run_agrees_with_the_servers_statistics(home: Path) -> None:
-    registry = open_registry(Settings(home=home))
-    try:
-        report = validate(registry, "credit@1", sla_p99_ms=250, load=(80.0, 3.0))
-    finally:
-        registry.close()
+def test_load_run_agrees_with_the_servers_statistics(loaded: Report) -> None:
+    report = loaded
     load = report.load
     assert load is not None and load["failures"] == 0
-    assert load["requests"] >= 150  # ~80/s for 3 s
-    assert abs(load["server_count"] - load["requests"]) <= max(2, 0.01 * load["requests"])
+    assert load["requests"] >= 100  # ~80/s for 2 s
+    # Locust records only answered requests; the server also answers (and counts) those in flight
+    # when Locust stops its users — at most one per user, the validator's own rule.
+    assert 0 <= load["server_count"] - load["requests"] <= load["users"]
     assert 0 < load["server_mean_ms"] <= load["mean_ms"]
     assert next(c for c in report.checks if c.name == "load").passed
     assert "## Load (Locust" in report.markdown()
 
 
-def test_the_promotion_gate(home: Path) -> None:
+def test_the_promotion_gate(home: Path, loaded: Report) -> None:
     registry = open_registry(Settings(home=home))
     try:
         assert registry.store.protect_alias("credit", "production", actor="local:test")
@@ -144,7 +148,7 @@ def test_the_promotion_gate(home: Path) -> None:
         )
         assert moved.number == 2
         registry.set_alias("credit", "production", 1, override_reason="back to v1")
-        report = validate(registry, "credit@2")
+        report = loaded  # validate(registry, "credit@2"), with a load run
         assert report.passed
         registry.store.validation.add_report(
             "credit",
@@ -178,6 +182,7 @@ def test_gate_over_the_cli_and_bad_input(home: Path) -> None:
         (["validate", "nosuch@1"], "no model named"),
         (["validate", "credit@1", "--load", "fast"], "RPS:SECONDS"),
         (["validate", "credit@1", "--load", "0:5"], "--load needs"),
+        (["validate", "credit@1", "--load", "200:1.5"], "whole number of seconds"),
         (["alias", "protect", "nosuch@production"], "no model named"),
         (["alias", "protect", "credit@latest"], "latest"),
     ):

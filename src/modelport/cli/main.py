@@ -3,19 +3,21 @@ codes in one place (:func:`main`):
 
     0 ok · 2 invalid input or usage · 3 not found · 4 integrity failure · 5 registry not ready ·
     6 refused by the promotion gate · 7 drift found (`drift --fail-on-drift`) · 1 any other failure
-"""
 
-from __future__ import annotations
+The command modules (this one, ``releases``, ``security``, ``monitoring``) have no ``from __future__
+import annotations``: Typer reads the annotations of every command at each start, and as strings they
+cost ~900 evaluations (~25 ms of `modelport --help`). Names imported only for type checking are quoted.
+"""
 
 import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelport.app import open_registry
+from modelport._version import __version__
 from modelport.cli.arguments import (
     OLD_FORMS,
     AliasRefArg,
@@ -27,19 +29,25 @@ from modelport.cli.arguments import (
     version_of,
     whole_model_or_version,
 )
+from modelport.cli.batch import register_commands as register_batch
 from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
+    JsonFlag,
     Table,
     console,
+    doctor_report,
     error_console,
+    fields,
     models_table,
     print_json,
     styled,
     version_detail,
     versions_table,
 )
+from modelport.cli.progress import shown_progress
 from modelport.cli.releases import actor as release_actor
 from modelport.cli.releases import register_commands as register_releases
+from modelport.cli.root import RootGroup
 from modelport.cli.security import print_token, register_commands
 from modelport.errors import (
     InvalidInput,
@@ -48,16 +56,20 @@ from modelport.errors import (
     outcome_for,
 )
 from modelport.registry.names import check_alias_name, check_label, parse_ref
-from modelport.registry.service import Registry, local_actor
 from modelport.releases.manager import ReleaseManager
-from modelport.security.store import KeyStore
-from modelport.settings import Settings
+
+if TYPE_CHECKING:
+    # The CLI imports the core where a command runs, never at start: `modelport --help` must not pay
+    # for SQLAlchemy, numpy or the serving stack (docs/performance.md, "CLI start-up").
+    from modelport.registry.service import Registry
+    from modelport.settings import Settings
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="modelport",
-    help="Register, version, alias and run trained models.",
+    cls=RootGroup,
+    help="Register, version, alias, serve and govern trained models. Start with `modelport init`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,14 +78,19 @@ app = typer.Typer(
 alias_app = typer.Typer(help="Point aliases (production, staging …) at versions.", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-
 
 class _State:
-    settings: Settings | None = None
+    home: Path | None = None
+    settings: "Settings | None" = None
 
 
 _state = _State()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"modelport {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -81,24 +98,47 @@ def _root(
     home: Annotated[
         Path | None,
         typer.Option(
-            "--home", help="Registry home directory (overrides MODELPORT_HOME).", show_default=False
+            "--home",
+            help="Registry home directory (overrides MODELPORT_HOME); before or after the command.",
+            show_default=False,
         ),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print modelport's version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
-    _state.settings = Settings(home=home) if home is not None else Settings()
+    _state.home, _state.settings = home, None
 
 
-def _settings() -> Settings:
-    return _state.settings if _state.settings is not None else Settings()
+def _settings() -> "Settings":
+    from modelport.settings import Settings
+
+    if _state.settings is None:
+        _state.settings = Settings(home=_state.home) if _state.home is not None else Settings()
+    return _state.settings
 
 
-def _open(create: bool = False) -> Registry:
+def _open(create: bool = False) -> "Registry":
+    """The registry of the settings in force; ``create`` is for ``init`` only: every other command
+    names a missing registry and how to create or find it (app.open_registry)."""
+    from modelport.app import open_registry
+
     return open_registry(_settings(), create=create)
+
+
+def _actor() -> str:
+    from modelport.registry.service import local_actor
+
+    return local_actor()
 
 
 register_commands(app, lambda: _open())
 register_releases(app, alias_app, lambda: _open())
 register_monitoring(app, lambda: _open(), _settings)
+register_batch(app, lambda: _open())
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -111,16 +151,55 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return result
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 30
+"""After the drain, how long requests in flight may finish before the server stops (uvicorn's
+graceful shutdown); deploy/k8s sizes terminationGracePeriodSeconds with it."""
+
+_ADMIN_KEY_FILE_MAX = 4096  # a token is ~60 characters; a Secret file may add a newline
+
+
 @app.command()
-def init(json_out: JsonFlag = False) -> None:
-    """Create the registry (database and artifact store), or migrate it to this version's schema.
-    The first `init` also creates an admin API key and prints it once."""
+def init(
+    admin_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-key-file",
+            help="Make the first admin key this token (a file holding mpk_…, e.g. a mounted Secret) "
+            "instead of drawing and printing one. Ignored once a key exists.",
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create the registry, or migrate it to this version. The database and artifact store go under
+    --home (MODELPORT_HOME, default ./.modelport) unless MODELPORT_DATABASE_URL/ARTIFACT_URL say
+    otherwise. The first `init` also creates an admin API key and prints it once (or adopts the one in
+    --admin-key-file, printing only its id); no other command creates a registry."""
+    from modelport.security.keys import check_given_token
+    from modelport.security.store import KeyStore
+
     settings = _settings()
+    given: str | None = None
+    if admin_key_file is not None:  # checked before anything is created: a bad file changes nothing
+        try:
+            if not admin_key_file.is_file():  # a FIFO, a device or a folder by mistake: never read
+                raise FileNotFoundError(admin_key_file)
+            with admin_key_file.open("rb") as handle:
+                raw = handle.read(_ADMIN_KEY_FILE_MAX + 1)  # bounded: a wrong mount cannot fill memory
+            given = raw.decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(
+                f"cannot read --admin-key-file {admin_key_file}: {type(exc).__name__}"
+            ) from None
+        if len(raw) > _ADMIN_KEY_FILE_MAX:
+            raise InvalidInput(
+                f"--admin-key-file {admin_key_file} is over {_ADMIN_KEY_FILE_MAX} bytes: not a token"
+            )
+        check_given_token(given)
     registry = _open(create=True)
     try:
         revision = registry.store.db.current_revision()
         first = KeyStore(registry.store).create(
-            name="admin (created by init)", role="admin", actor=local_actor(), only_if_none=True
+            name="admin (created by init)", role="admin", actor=_actor(), only_if_none=True, token=given
         )
     finally:
         registry.close()
@@ -131,13 +210,19 @@ def init(json_out: JsonFlag = False) -> None:
     }
     if json_out:
         if first is not None:
-            info["admin_key"] = {"key": first[0].to_dict(), "token": first[1]}
+            info["admin_key"] = {"key": first[0].to_dict()}
+            if given is None:  # an adopted token is the operator's already: never echoed
+                info["admin_key"]["token"] = first[1]
         print_json(info)
         return
     console.print(f"registry ready: {info['database']} (schema {revision})")
     console.print(f"artifacts: {info['artifacts']}")
-    if first is not None:
+    if first is not None and given is None:
         print_token(first[0], first[1], json_out=False)
+    elif first is not None:
+        console.print(f"admin key {first[0].id} created from --admin-key-file (its token is not printed)")
+    elif given is not None:
+        console.print("keys exist already: --admin-key-file was not used")
 
 
 @app.command()
@@ -197,32 +282,37 @@ def register(
             metrics[key] = float(value)
         except ValueError:
             raise InvalidInput(f"metric {key!r} must be a number, got {value!r}") from None
-    registry = _open(create=True)
+    registry = _open()  # only `init` creates a registry: a missing one is named, with the fix
     try:
-        parent_number = None if parent_ref is None else registry.get(parent_ref).number
-        version = registry.register(
-            name=name,
-            path=path,
-            sample=sample,
-            format=fmt,
-            trust_pickle=trust_pickle,
-            alias=alias,
-            description=description,
-            tags=_pairs(tag, "tag"),
-            params=_pairs(param, "param") or None,
-            metrics=metrics,
-            training_data=training_data,
-            code_revision=code_revision,
-            parent=parent_number,
-            target=target,
-            classes=[c.strip() for c in classes.split(",")] if classes else None,
-            require_onnx=require_onnx,
-        )
-        if label is not None:
-            registry.store.releases.set_label(name, version.number, label, actor=local_actor())
-            version = registry.get(f"{name}@{version.number}")
+        with shown_progress(f"register {name}") as progress:
+            parent_number = None if parent_ref is None else registry.get(parent_ref).number
+            version = registry.register(
+                name=name,
+                path=path,
+                sample=sample,
+                format=fmt,
+                trust_pickle=trust_pickle,
+                alias=alias,
+                description=description,
+                tags=_pairs(tag, "tag"),
+                params=_pairs(param, "param") or None,
+                metrics=metrics,
+                training_data=training_data,
+                code_revision=code_revision,
+                parent=parent_number,
+                target=target,
+                classes=[c.strip() for c in classes.split(",")] if classes else None,
+                require_onnx=require_onnx,
+                progress=progress,
+            )
+            if label is not None:
+                registry.store.releases.set_label(name, version.number, label, actor=_actor())
+                version = registry.get(f"{name}@{version.number}")
     finally:
         registry.close()
+    sample_warning = (version.lineage.get("sample") or {}).get("warning")
+    if sample_warning:  # on stderr, so --json output stays clean (the JSON has it under lineage.sample)
+        error_console.print(f"warning: {sample_warning}", markup=False, highlight=False)
     if json_out:
         print_json(version.to_dict(full=False) | {"conversion": version.conversion})
         return
@@ -270,17 +360,28 @@ def versions(name: ModelNameArg, json_out: JsonFlag = False) -> None:
 
 @app.command()
 def show(ref: RefArg, json_out: JsonFlag = False) -> None:
-    """Show one version: signature, lineage, environment, artifacts, conversion proof."""
+    """Show one version: signature, lineage, artifacts, proof. Its environment and conversion too."""
     parsed = parse_ref(ref)
     registry = _open()
     try:
         version = registry.get(parsed)
+        # its lineage goes on after registration: the batch jobs that scored with it (docs/batch.md)
+        jobs = registry.store.jobs.recent(version.model, 10, version=version.number)
     finally:
         registry.close()
     if json_out:
-        print_json(version.to_dict())
-    else:
-        console.print(version_detail(version))
+        print_json({**version.to_dict(), "batch_jobs": [j.to_dict() for j in jobs]})
+        return
+    console.print(version_detail(version))
+    if jobs:
+        console.print(f"batch jobs (newest {len(jobs)}; `modelport jobs --job ID` for one):")
+        for job in jobs:
+            console.print(
+                f"  {job.id}  {job.status}  {job.rows_scored:,} row(s)  {job.created_at:%Y-%m-%d %H:%M}  "
+                f"input sha256:{job.input_digest[:12] or '-'}  by {job.actor}",
+                markup=False,
+                highlight=False,
+            )
 
 
 @alias_app.command("set", context_settings=OLD_FORMS)
@@ -292,11 +393,17 @@ def alias_set(
         str | None,
         typer.Option("--override-reason", help="Move a protected alias without a passing report (audited)."),
     ] = None,
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible", help="Move it to a version that cannot take its traffic (audited)."
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Point alias ALIAS of REF's model at the version REF names, e.g. `alias set credit-rating@7
     production` (a protected alias needs a passing validation report; an approval-protected one waits
-    for a second key)."""
+    for a second key; the version's signature must take the alias's traffic, docs/releases.md)."""
     old = [ref, alias, *ctx.args]
     instead = f"{old[0]}@{old[2]} {old[1]}" if len(old) == 3 and "@" not in old[0] else "NAME@7 production"
     refuse_old_form(ctx.args, "alias set REF ALIAS", f"modelport alias set {instead}")
@@ -311,9 +418,12 @@ def alias_set(
             registry.get(parsed).number,
             actor=release_actor(registry),
             override_reason=override_reason,
+            allow_incompatible=allow_incompatible,
         )
     finally:
         registry.close()
+    for warning in result.get("warnings", []):
+        error_console.print(f"warning: {warning}", markup=False, highlight=False)
     if json_out:
         print_json({"model": name, "alias": alias, **result})
     elif result["status"] == "pending":
@@ -327,7 +437,7 @@ def alias_set(
 
 
 @alias_app.command("rm", context_settings=OLD_FORMS)
-def alias_rm(ctx: typer.Context, ref: AliasRefArg) -> None:
+def alias_rm(ctx: typer.Context, ref: AliasRefArg, json_out: JsonFlag = False) -> None:
     """Remove NAME@ALIAS."""
     _refuse_two_words(ctx, "rm", ref)
     name, alias = alias_ref(ref)
@@ -336,7 +446,9 @@ def alias_rm(ctx: typer.Context, ref: AliasRefArg) -> None:
         result = ReleaseManager(registry).remove_alias(name, alias, actor=release_actor(registry))
     finally:
         registry.close()
-    if result["status"] == "pending":
+    if json_out:
+        print_json({"model": name, "alias": alias, **result})
+    elif result["status"] == "pending":
         console.print(f"change {result['change']['id']} waits for approval by another admin or publisher")
     else:
         console.print(f"removed {name}@{alias}")
@@ -350,6 +462,7 @@ def alias_protect(
         bool,
         typer.Option("--require-approval", help="Every change of the alias also waits for a second key."),
     ] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Protect NAME@ALIAS: it then moves only to versions with a passing validation report (and, with
     --require-approval, only once another admin or publisher approves)."""
@@ -357,25 +470,39 @@ def alias_protect(
     name, alias = alias_ref(ref)
     registry = _open()
     try:
-        changed = registry.store.protect_alias(name, alias, actor=local_actor())
+        changed = registry.store.protect_alias(name, alias, actor=_actor())
         if require_approval:
-            registry.store.releases.set_approval(name, alias, True, actor=local_actor())
+            registry.store.releases.set_approval(name, alias, True, actor=_actor())
     finally:
         registry.close()
+    if json_out:
+        print_json(
+            {
+                "model": name,
+                "alias": alias,
+                "protected": True,
+                "changed": changed,
+                "approval": require_approval,
+            }
+        )
+        return
     needs = " and needs a second key's approval" if require_approval else ""
     console.print(f"{name}@{alias} is {'now' if changed or require_approval else 'already'} protected{needs}")
 
 
 @alias_app.command("unprotect", context_settings=OLD_FORMS)
-def alias_unprotect(ctx: typer.Context, ref: AliasRefArg) -> None:
+def alias_unprotect(ctx: typer.Context, ref: AliasRefArg, json_out: JsonFlag = False) -> None:
     """Remove the promotion gate from NAME@ALIAS (audited)."""
     _refuse_two_words(ctx, "unprotect", ref)
     name, alias = alias_ref(ref)
     registry = _open()
     try:
-        changed = registry.store.protect_alias(name, alias, actor=local_actor(), protect=False)
+        changed = registry.store.protect_alias(name, alias, actor=_actor(), protect=False)
     finally:
         registry.close()
+    if json_out:
+        print_json({"model": name, "alias": alias, "protected": False, "changed": changed})
+        return
     console.print(f"{name}@{alias} is {'no longer' if changed else 'not'} protected")
 
 
@@ -391,14 +518,19 @@ def policy(
     on_violation: Annotated[
         str, typer.Option("--on-violation", help="flag: answer and report; reject: 400 naming the feature.")
     ],
+    json_out: JsonFlag = False,
 ) -> None:
-    """Set what serving does with values outside a model's signature (range, category, missing)."""
+    """Flag or reject values outside a model's signature. The signature's ranges, categories and
+    missing-value policy were learned at registration."""
     model_name(name)
     registry = _open()
     try:
         registry.set_policy(name, on_violation)
     finally:
         registry.close()
+    if json_out:
+        print_json({"model": name, "on_violation": on_violation})
+        return
     verb = {"flag": "answered and flagged", "reject": "rejected with 400"}.get(on_violation, on_violation)
     console.print(f"{name}: values outside the signature are now {verb}")
 
@@ -437,14 +569,27 @@ def certificate_warning(path: Path, now: float | None = None) -> str | None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTP port.", min=1, max=65535)] = 8080,
-    grpc_port: Annotated[
-        int | None, typer.Option("--grpc-port", help="gRPC port (Open Inference Protocol).", min=1, max=65535)
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (MODELPORT_HOST; default 127.0.0.1).")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1, max=64)] = 1,
+    port: Annotated[
+        int | None, typer.Option("--port", help="HTTP port (MODELPORT_PORT; default 8080).", min=1, max=65535)
+    ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-port", help="gRPC port, Open Inference Protocol (MODELPORT_GRPC_PORT).", min=1, max=65535
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker processes (MODELPORT_WORKERS; default 1).", min=1, max=64),
+    ] = None,
     default_model: Annotated[
-        str | None, typer.Option("--default-model", help="REF answered by MLflow's /invocations.")
+        str | None,
+        typer.Option(
+            "--default-model", help="REF answered by MLflow's /invocations (MODELPORT_DEFAULT_MODEL)."
+        ),
     ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and gRPC over TLS.")
@@ -455,17 +600,25 @@ def serve(
         typer.Option("--insecure-dev", help="Serve WITHOUT API keys, on 127.0.0.1 only (development)."),
     ] = False,
 ) -> None:
-    """Serve every registered model over the Open Inference Protocol (REST, gRPC) and MLflow scoring.
-    Every route needs an API key except the liveness/readiness probes. Exits with status 1 and the
-    reason when the workers cannot start (docs/serving.md)."""
+    """Serve every registered model over HTTP (and gRPC). The Open Inference Protocol (REST, gRPC)
+    and MLflow scoring; every route needs an API key except the liveness/readiness probes. Exits with
+    status 1 and the reason when the workers cannot start (docs/serving.md)."""
     import asyncio
     import os
     from typing import cast
 
+    from modelport.security.store import KeyStore
     from modelport.serving import supervisor
     from modelport.serving.connections import ConnectionGuard, ConnectionLimits
 
     settings = _settings()
+    # An option given on the command line wins; otherwise the setting (MODELPORT_HOST, …, as a
+    # container or a Kubernetes ConfigMap sets them), whose default is the option's documented one.
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
+    grpc_port = grpc_port if grpc_port is not None else settings.grpc_port
+    workers = workers if workers is not None else settings.workers
+    default_model = default_model if default_model is not None else settings.default_model
     # TLS from the command line or from the settings (MODELPORT_TLS_CERT/KEY): one source for the
     # HTTP server, the gRPC server and the HSTS header alike.
     tls_cert = tls_cert if tls_cert is not None else settings.tls_cert
@@ -557,7 +710,7 @@ def serve(
             access_log=False,
             proxy_headers=False,  # no client addresses are used: skip the middleware on every request
             server_header=False,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
         )
@@ -580,8 +733,8 @@ def validate(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Validate a version through a private server (golden cases, generated edge cases, determinism,
-    online vs batch, latency, optional load) and store the report with the version. Exit 1 if it fails."""
+    """Validate a version and store the report with it. Through a private server: golden cases,
+    generated edge cases, determinism, online vs batch, latency, optional load. Exit 1 if it fails."""
     from modelport.validation.runner import parse_load
     from modelport.validation.runner import validate as run_validation
 
@@ -589,14 +742,17 @@ def validate(
     parse_ref(ref)
     registry = _open()
     try:
-        result = run_validation(registry, ref, sla_p99_ms=sla_p99_ms, load=rate_seconds)
+        with shown_progress(f"validate {ref}") as progress:
+            result = run_validation(
+                registry, ref, sla_p99_ms=sla_p99_ms, load=rate_seconds, progress=progress
+            )
         report_id = registry.store.validation.add_report(
             result.model,
             result.version,
             passed=result.passed,
             environment_hash=result.environment_hash,
             report=result.to_dict(),
-            actor=local_actor(),
+            actor=_actor(),
         )
     finally:
         registry.close()
@@ -635,8 +791,9 @@ def log_policy(
     subject: Annotated[
         str | None, typer.Option("--subject", help="Feature that names the data subject (for erasure).")
     ] = None,
+    json_out: JsonFlag = False,
 ) -> None:
-    """Set what the prediction log keeps for NAME (audited; servers apply it within a second)."""
+    """Set what the prediction log keeps for a model. Audited; servers apply it within a second."""
     from modelport.monitoring.predictions import LogPolicy
     from modelport.signature import Signature
 
@@ -646,9 +803,12 @@ def log_policy(
     try:
         newest = registry.versions(name)[-1]
         policy.check(Signature.from_dict(newest.signature).names)
-        registry.store.monitoring.set_log_policy(name, policy.to_dict(), actor=local_actor())
+        registry.store.monitoring.set_log_policy(name, policy.to_dict(), actor=_actor())
     finally:
         registry.close()
+    if json_out:
+        print_json({"model": name, **policy.to_dict()})
+        return
     console.print(
         f"{name}: logging {sample:.0%} of requests"
         + (f", redacting {', '.join(policy.redact)}" if policy.redact else "")
@@ -668,7 +828,7 @@ def predictions(
         bool, typer.Option("--all-versions", help="Every version of the model NAME, not one version.")
     ] = False,
 ) -> None:
-    """Logged predictions (sampled inputs and outputs) of one version, or of every version."""
+    """List logged predictions of a version (or every version). The sampled inputs and outputs."""
     from datetime import UTC, datetime
 
     from modelport.monitoring.predictions import query
@@ -714,15 +874,21 @@ def predictions(
     else:
         table = Table(title=f"logged predictions of {ref}")
         for column in ("time (UTC)", "version", "request", "key", "label", "inputs"):
-            table.add_column(column, overflow="fold")
+            # The request id folds (all of it shows); the inputs are `feature: value` lines.
+            table.add_column(
+                column,
+                overflow="ellipsis" if column == "inputs" else "fold",
+                no_wrap=column in ("version", "key", "label"),
+                width=10 if column == "time (UTC)" else None,
+            )
         for r in found:
             table.add_row(
-                r["ts"][:19],
+                r["ts"][:19].replace("T", " "),
                 str(r["version"]),
                 r["request_id"],
                 r["key_id"],
                 str(r["label"]),
-                json.dumps(r["inputs"])[:80],
+                fields(r["inputs"], most=4, width=40),
             )
         console.print(table)
 
@@ -737,6 +903,7 @@ def privacy_erase(
         str, typer.Option("--subject", help="The data subject's id (the subject field's value).")
     ],
     model: Annotated[str | None, typer.Option("--model", help="Only this model's log.")] = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """Remove every logged record of one data subject (audited; the subject id itself is not recorded)."""
     from modelport.monitoring.predictions import _secret as pseudonym_secret
@@ -752,14 +919,17 @@ def privacy_erase(
         before, after = erase(home, subject, model)
         reference = subject_key(pseudonym_secret(home), subject)[:12]
         registry.store.append_audit(
-            local_actor(),
+            _actor(),
             "privacy.erase",
             f"subject:{reference}",
             after={"model": model, "records_removed": before - after},
         )
     finally:
         registry.close()
-    console.print(f"erased {before - after} record(s) of the subject")
+    if json_out:
+        print_json({"model": model, "records_removed": before - after})
+    else:
+        console.print(f"erased {before - after} record(s) of the subject")
 
 
 @app.command()
@@ -799,9 +969,10 @@ def doctor(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Reload every stored version under the current libraries, replay its golden cases and compare
-    with the recorded ground truth. Exit 1 when a version a `production` alias points at fails."""
-    from modelport.validation.doctor import diagnose
+    """Check every stored version in this environment. Each is reloaded under the current libraries,
+    its golden cases replayed and compared with the recorded ground truth. Exit 1 when a version that
+    traffic reaches by name fails: any alias's, `latest`, a release's canary (docs/upgrades.md)."""
+    from modelport.validation.doctor import diagnose, failing
     from modelport.validation.doctor import fix as fix_versions
 
     if model is not None:
@@ -809,42 +980,32 @@ def doctor(
     registry = _open()
     fixed: list[tuple[str, str]] = []
     try:
-        results = diagnose(registry, model)
-        if fix:
-            fixed = fix_versions(registry, results, local_actor())
-            if fixed:
-                results = diagnose(registry, model)  # what serves now
+        with shown_progress("doctor") as progress:
+            results = diagnose(registry, model, progress=progress)
+            if fix:
+                progress("re-converting failing ONNX twins")
+                fixed = fix_versions(registry, results, _actor())
+                if fixed:
+                    results = diagnose(registry, model, progress=progress)  # what serves now
     finally:
         registry.close()
-    failing_production = [
-        r.ref for r in results if r.serving and "production" in r.aliases and r.verdict != "ok"
-    ]
+    gating = failing(results)
     if json_out:
         print_json(
             {
                 "versions": [r.to_dict() for r in results],
-                "failing_production": failing_production,
+                "failing": [r.ref for r in gating],
                 "fixed": [{"ref": ref, "outcome": outcome} for ref, outcome in fixed],
             }
         )
     else:
-        table = Table(title="doctor: stored versions in this environment")
-        for column in ("version", "artifact", "aliases", "recorded → now", "max deviation", "verdict"):
-            table.add_column(column, overflow="fold", no_wrap=column in ("version", "verdict"))
-        for r in results:
-            colour = {"ok": "green", "drift": "yellow", "fails": "red"}[r.verdict]
-            deviation = "—" if r.max_deviation is None else f"{r.max_deviation:.1e}"
-            artifact = f"{r.format}{' (serving)' if r.serving else ''}"
-            verdict = styled(r.verdict + (f": {r.reason}" if r.reason else ""), colour)
-            table.add_row(
-                r.ref, artifact, ", ".join(r.aliases), r.recorded or "unchanged", deviation, verdict
-            )
-        console.print(table)
+        for shown in doctor_report(results):
+            console.print(shown)
         for ref, outcome in fixed:
             console.print(f"{ref}: {outcome}")
-    if failing_production:
-        failing = ", ".join(failing_production)
-        error_console.print(f"error: production serves version(s) that fail in this environment: {failing}")
+    if gating:
+        named = ", ".join(f"{r.ref} ({', '.join(r.routes)})" for r in gating)
+        error_console.print(f"error: traffic reaches version(s) that fail in this environment: {named}")
         raise typer.Exit(1)
 
 
@@ -856,17 +1017,24 @@ def predict(
         Path | None, typer.Option("--output", help="Write results here (.csv/.parquet/.json).")
     ] = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of JSON.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the default; --csv prints CSV).")
+    ] = False,
 ) -> None:
-    """Score rows locally, in this process, with the version's serving runtime."""
+    """Score rows locally with a version's serving runtime. In this process, no server needed."""
     from modelport.tables import read_table, spreadsheet_frame, write_table  # pandas: not for `serve`
 
+    if json_out and csv_out:
+        raise InvalidInput("--json and --csv are two different outputs: choose one")
     parsed = parse_ref(ref)
-    frame = read_table(input_path)
-    registry = _open()
-    try:
-        result = registry.predict(parsed, frame)
-    finally:
-        registry.close()
+    with shown_progress(f"predict {ref}") as progress:
+        progress(f"reading {input_path.name}")
+        frame = read_table(input_path)
+        registry = _open()
+        try:
+            result = registry.predict(parsed, frame, progress=progress)
+        finally:
+            registry.close()
     if output is not None:
         write_table(result, output)
         console.print(f"wrote {len(result)} prediction(s) to {output}")

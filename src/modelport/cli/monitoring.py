@@ -1,35 +1,41 @@
 """``modelport drift``, ``modelport feedback`` and ``modelport profile``: drift and live accuracy from
 the command line (docs/monitoring.md). Each parses, calls the core, prints."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from modelport.cli.arguments import ModelNameArg, RefArg, model_name, whole_model_or_version
-from modelport.cli.output import Table, console, print_json
+from modelport.cli.output import JsonFlag, Table, console, print_json
 from modelport.errors import InvalidInput
-from modelport.registry.service import Registry, local_actor
-from modelport.settings import Settings
+
+if TYPE_CHECKING:  # imported where a command runs (cli/main.py, "the core … never at start")
+    from modelport.registry.service import Registry
+    from modelport.settings import Settings
 
 __all__ = ["register_commands"]
 
-_open: Callable[[], Registry]
-_settings: Callable[[], Settings]
+_open: "Callable[[], Registry]"
+_settings: "Callable[[], Settings]"
 
 
 def register_commands(
-    app: typer.Typer, open_registry: Callable[[], Registry], settings: Callable[[], Settings]
+    app: typer.Typer, open_registry: "Callable[[], Registry]", settings: "Callable[[], Settings]"
 ) -> None:
     global _open, _settings
     _open, _settings = open_registry, settings
     app.command("drift")(drift)
     app.command("feedback")(feedback)
     app.command("profile")(profile)
+
+
+def _actor() -> str:
+    from modelport.registry.service import local_actor
+
+    return local_actor()
 
 
 def _seconds(text: str, what: str) -> float:
@@ -64,9 +70,7 @@ def drift(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML page (chart and tables).")
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
-    ] = False,
+    json_out: JsonFlag = False,
     fail_on_drift: Annotated[
         bool, typer.Option("--fail-on-drift", help="Exit with 7 when a feature drifts in the latest window.")
     ] = False,
@@ -74,8 +78,8 @@ def drift(
         bool, typer.Option("--all-versions", help="Every version of the model NAME, not one version.")
     ] = False,
 ) -> None:
-    """Drift of logged traffic against the version's reference profile (PSI, KS) — or each version's,
-    with --all-versions — and live accuracy from feedback."""
+    """Drift of live traffic (PSI, KS) and live accuracy. Logged traffic against the version's
+    reference profile — or each version's, with --all-versions — and accuracy from feedback."""
     from dataclasses import replace
 
     from modelport.app import drift_settings
@@ -235,16 +239,20 @@ def _read_labels(path: Path) -> list[tuple[str, int, str]]:
 def feedback(
     name: ModelNameArg,
     file: Annotated[Path, typer.Option("--file", help="CSV (request_id,row,label) or JSON list of labels.")],
+    json_out: JsonFlag = False,
 ) -> None:
-    """Store ground-truth labels for logged predictions (by the request id each response carried)."""
+    """Store ground-truth labels for logged predictions. By the request id each response carried."""
     model_name(name)
     labels = _read_labels(file)
     registry = _open()
     try:
-        stored = registry.store.monitoring.add_feedback(name, labels, actor=local_actor())
+        stored = registry.store.monitoring.add_feedback(name, labels, actor=_actor())
     finally:
         registry.close()
-    console.print(f"{name}: stored {stored} label(s)")
+    if json_out:
+        print_json({"model": name, "labels_stored": stored})
+    else:
+        console.print(f"{name}: stored {stored} label(s)")
 
 
 def profile(
@@ -253,9 +261,10 @@ def profile(
     target: Annotated[
         str | None, typer.Option("--target", help="Label column in the sample (gives reference accuracy).")
     ] = None,
+    json_out: JsonFlag = False,
 ) -> None:
-    """(Re)build a version's reference profile for drift from a sample (versions registered before
-    profiles existed, or a better reference)."""
+    """Rebuild a version's reference profile for drift. From a sample: for versions registered
+    before profiles existed, or a better reference."""
     from modelport.registry.names import parse_ref
     from modelport.registry.registration import reference_profile
     from modelport.tables import read_table
@@ -278,10 +287,13 @@ def profile(
             built = reference_profile(frame[signature.names], signature, loaded.runtime, truth)
         finally:
             loaded.runtime.close()
-        registry.store.monitoring.set_profile(record.model, record.number, built, actor=local_actor())
+        registry.store.monitoring.set_profile(record.model, record.number, built, actor=_actor())
     finally:
         registry.close()
     accuracy = built.get("accuracy")
+    if json_out:
+        print_json({"ref": record.ref, "rows": built["rows"], "accuracy": accuracy})
+        return
     console.print(
         f"{record.ref}: reference profile of {built['rows']} rows"
         + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")

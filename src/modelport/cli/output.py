@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import rich.table
+import typer
 from rich.console import Console, HighlighterType, JustifyMethod, OverflowMethod, RenderableType
 from rich.style import Style
 from rich.text import Text
@@ -22,9 +23,12 @@ from modelport.registry.records import ModelRecord, VersionRecord
 from modelport.tables import escape_controls
 
 __all__ = [
+    "JsonFlag",
     "Table",
     "console",
+    "doctor_report",
     "error_console",
+    "fields",
     "models_table",
     "print_json",
     "styled",
@@ -33,9 +37,20 @@ __all__ = [
 ]
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+
 class _TextConsole(Console):
     """A console that renders every string as plain text: no markup, no emoji codes, control
-    characters escaped. Tables, titles and messages all pass through :meth:`render_str`."""
+    characters escaped. Tables, titles and messages all pass through :meth:`render_str`.
+
+    Its width is COLUMNS's (else the terminal's) when it lays out, not when it was made: rich fixes
+    the width at construction when COLUMNS is set then, and the consoles are made at import."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "width" not in kwargs:
+            self._width = None
 
     def render_str(
         self,
@@ -84,10 +99,30 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def fields(value: Any, *, most: int = 8, width: int = 120) -> Text | str:
+    """A structured value for a table cell: a mapping as ``key: value`` lines (nested values as compact
+    JSON), never a Python repr that the table would fold mid-token. At most ``most`` lines of at most
+    ``width`` characters each; ``--json`` prints everything."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        return text if len(text) <= width else text[: width - 1] + "…"
+    lines = []
+    for key, item in value.items():
+        shown = item if isinstance(item, str) else json.dumps(item, default=str, ensure_ascii=False)
+        line = f"{key}: {shown}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    if len(lines) > most:
+        lines[most - 1 :] = [f"… {len(lines) - most + 1} more (--json)"]
+    return Text("\n".join(escape_controls(line) for line in lines))
+
+
 def models_table(models: list[ModelRecord]) -> Table:
     table = Table(title="models")
     for column in ("name", "versions", "aliases", "created", "description"):
-        table.add_column(column)
+        # One-word cells never wrap (a wrapped word is folded mid-token); lists and text wrap at spaces.
+        table.add_column(column, no_wrap=column in ("name", "versions"))
     for m in models:
         aliases = ", ".join(f"{a}→{n}" for a, n in m.aliases.items())
         table.add_row(m.name, str(m.latest_version), aliases, f"{m.created_at:%Y-%m-%d %H:%M}", m.description)
@@ -95,19 +130,20 @@ def models_table(models: list[ModelRecord]) -> Table:
 
 
 def versions_table(name: str, versions: list[VersionRecord]) -> Table:
+    """One line per version, within 100 columns: every column but the aliases and the time holds one
+    word and never wraps. Formats, creator and the rest are in `show` and `--json`."""
     table = Table(title=f"versions of {name}")
-    for column in ("version", "serving", "formats", "conversion", "aliases", "created", "creator"):
-        # Aliases are what people look for: never cut them; the other columns wrap instead.
-        table.add_column(column, no_wrap=column == "aliases", overflow="fold")
+    for column in ("version", "label", "status", "serving", "ONNX twin", "aliases", "created"):
+        table.add_column(column, no_wrap=column not in ("aliases", "created"))
     for v in versions:
         table.add_row(
             str(v.number),
+            v.label or "",
+            v.status,
             v.serving_format,
-            ", ".join(v.formats),
             str(v.conversion.get("status", "")),
             ", ".join(v.aliases),
             f"{v.created_at:%Y-%m-%d %H:%M}",
-            v.creator,
         )
     return table
 
@@ -120,7 +156,8 @@ def version_detail(v: VersionRecord) -> Table:
     outputs = signature["outputs"]
     rows: list[tuple[str, str]] = [
         ("uuid", v.uuid),
-        ("status", v.status),
+        ("status", v.status + (f" on {v.archived_at:%Y-%m-%d}" if v.archived_at is not None else "")),
+        ("label", v.label or "-"),
         ("aliases", ", ".join(v.aliases) or "-"),
         ("serving format", v.serving_format),
         ("conversion", f"{v.conversion.get('status')}: {v.conversion.get('reason', '')}"),
@@ -168,3 +205,30 @@ def _feature(f: dict[str, Any]) -> str:
     if f.get("missing_rate"):
         text += f"  missing {f['missing_rate']:.1%}"
     return text
+
+
+def doctor_report(results: list[Any]) -> list[RenderableType]:
+    """``modelport doctor`` for people, readable at 80 columns: a table of one-word cells (artifact,
+    deviation, verdict) with the routes that reach each version, then the reasons and the library
+    changes since registration as lines under it (they are sentences: in a cell they squeezed every
+    other column to nothing)."""
+    table = Table(title="doctor: stored versions in this environment")
+    for column in ("version", "artifact", "routes", "max deviation", "verdict"):
+        table.add_column(column, no_wrap=column != "routes")
+    notes: list[RenderableType] = []
+    changes: dict[str, list[str]] = {}
+    for r in results:
+        colour = {"ok": "green", "drift": "yellow", "fails": "red"}[r.verdict]
+        deviation = "—" if r.max_deviation is None else f"{r.max_deviation:.1e}"
+        artifact = f"{r.format}{' (serving)' if r.serving else ''}"
+        table.add_row(r.ref, artifact, ", ".join(r.routes) or "—", deviation, styled(r.verdict, colour))
+        if r.reason:
+            notes.append(styled(f"{r.ref} {r.format}: {r.verdict}: {r.reason}", colour))
+        if r.recorded and r.ref not in changes.get(r.recorded, []):
+            changes.setdefault(r.recorded, []).append(r.ref)
+    lines: list[RenderableType] = [table, *notes]
+    for change, refs in changes.items():
+        lines.append(f"changed since {', '.join(refs)} were registered: {change}")
+    if not changes and results:
+        lines.append("no tracked library changed since these versions were registered")
+    return lines

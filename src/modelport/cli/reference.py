@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
 from modelport.cli.main import app
@@ -78,11 +80,31 @@ def render_settings() -> str:
     for name, field in Settings.model_fields.items():
         annotation = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
         annotation = annotation.replace("pathlib.Path", "Path").replace("pathlib._local.Path", "Path")
-        default = "unset" if field.default is None else f"`{field.default}`"
+        annotation = annotation.replace("pydantic.types.SecretStr", "secret str")
+        default = _default(field)
         description = " ".join((field.description or "").split()).replace("``", "`").replace("|", "\\|")
         annotation = annotation.replace("|", "\\|")
         lines.append(f"| `MODELPORT_{name.upper()}` | `{annotation}` | {default} | {description} |")
     return "\n".join(lines) + "\n"
+
+
+def _default(field: FieldInfo) -> str:
+    """A field's default as the value of its environment variable (``false``, ``[]``, ``8080``) — what
+    setting the variable to it would give — ``unset`` for ``None``, ``required`` when there is none.
+    ``field.default`` is no answer alone: a ``default_factory`` leaves it ``PydanticUndefined``."""
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list | dict | tuple | set | frozenset):
+        # complex values are read from the environment as JSON (pydantic-settings)
+        text = json.dumps(sorted(value) if isinstance(value, set | frozenset) else value)
+    else:
+        text = str(value)
+    return f"`{text}`"
 
 
 def write_all(docs: Path) -> None:

@@ -6,11 +6,9 @@ or — when ``MODELPORT_KEY`` holds a valid publisher or admin key — under tha
 person can approve from a terminal with their own key (the same key can never approve its own change).
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -25,20 +23,21 @@ from modelport.cli.arguments import (
     refuse_old_form,
     version_of,
 )
-from modelport.cli.output import Table, console, print_json
+from modelport.cli.output import JsonFlag, Table, console, error_console, fields, print_json
+from modelport.cli.progress import shown_progress
 from modelport.errors import InvalidInput
 from modelport.registry.names import parse_ref
-from modelport.registry.service import Registry, local_actor
 from modelport.releases.manager import ReleaseManager
 from modelport.releases.policy import AutoRollback
 from modelport.releases.retention import RetentionPolicy
 from modelport.security.keys import KeyRing
-from modelport.security.store import KeyStore
+
+if TYPE_CHECKING:  # imported where a command runs (cli/main.py, "the core … never at start")
+    from modelport.registry.service import Registry
 
 __all__ = ["register_commands"]
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-_open: Callable[[], Registry]
+_open: "Callable[[], Registry]"
 
 
 class _ReleaseGroup(TyperGroup):
@@ -62,7 +61,7 @@ class _ReleaseGroup(TyperGroup):
 
 release_app = typer.Typer(
     cls=_ReleaseGroup,
-    help="Canary, A/B and shadow releases on an alias; status, promote, rollback.",
+    help="Canary, A/B and shadow releases on an alias. Start, status, promote, rollback, stop.",
     no_args_is_help=True,
 )
 approvals_app = typer.Typer(
@@ -71,7 +70,7 @@ approvals_app = typer.Typer(
 
 
 def register_commands(
-    app: typer.Typer, alias_app: typer.Typer, open_registry: Callable[[], Registry]
+    app: typer.Typer, alias_app: typer.Typer, open_registry: "Callable[[], Registry]"
 ) -> None:
     global _open
     _open = open_registry
@@ -83,8 +82,11 @@ def register_commands(
     alias_app.command("history", context_settings=OLD_FORMS)(alias_history)
 
 
-def actor(registry: Registry) -> str:
+def actor(registry: "Registry") -> str:
     """``key:<id>`` when ``MODELPORT_KEY`` holds a valid publisher/admin key, else the local actor."""
+    from modelport.registry.service import local_actor
+    from modelport.security.store import KeyStore
+
     token = os.environ.get("MODELPORT_KEY")
     if not token:
         return local_actor()
@@ -95,6 +97,8 @@ def actor(registry: Registry) -> str:
 
 
 def _show_change(result: dict[str, Any], json_out: bool, done: str) -> None:
+    for warning in result.get("warnings", []):  # on stderr: --json output stays clean
+        error_console.print(f"warning: {warning}", markup=False, highlight=False)
     if json_out:
         print_json(result)
     elif result["status"] == "pending":
@@ -107,7 +111,7 @@ def _show_change(result: dict[str, Any], json_out: bool, done: str) -> None:
         console.print(done)
 
 
-def _with(work: Callable[[Registry, str], Any]) -> Any:
+def _with(work: "Callable[[Registry, str], Any]") -> Any:
     registry = _open()
     try:
         return work(registry, actor(registry))
@@ -141,10 +145,17 @@ def start(
     override_reason: Annotated[
         str | None, typer.Option("--override-reason", help="Canary without a passing report (audited).")
     ] = None,
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible", help="A canary or shadow that cannot take the traffic (audited)."
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Start or change a release on NAME@ALIAS: --canary V --weight P, and/or --shadow V (V: a version
-    number, label or alias of the model, resolved now)."""
+    number, label or alias of the model, resolved now; two different versions, each able to take the
+    alias's traffic, docs/releases.md)."""
     instead = f"{ref}@{ctx.args[0]}" if len(ctx.args) == 1 and "@" not in ref else "NAME@ALIAS"
     refuse_old_form(ctx.args, "release start NAME@ALIAS …", f"modelport release start {instead} …")
     name, alias = alias_ref(ref)
@@ -153,7 +164,7 @@ def start(
     rule = None if auto_rollback is None else AutoRollback.parse(auto_rollback)
     numbers: dict[str, int | None] = {}
 
-    def work(registry: Registry, who: str) -> dict[str, Any]:
+    def work(registry: "Registry", who: str) -> dict[str, Any]:
         for arm, chosen in (("canary", canary_ref), ("shadow", shadow_ref)):
             numbers[arm] = None if chosen is None else registry.get(chosen).number
         return ReleaseManager(registry).start(
@@ -166,6 +177,7 @@ def start(
             shadow=numbers["shadow"],
             auto_rollback=rule,
             override_reason=override_reason,
+            allow_incompatible=allow_incompatible,
         )
 
     result = _with(work)
@@ -205,7 +217,7 @@ def status(ref: AliasRefArg, json_out: JsonFlag = False) -> None:
         "accuracy",
         "top classes",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("arm", "version", "share", "requests", "agreement"))
     for arm, numbers in release["arms"].items():
         classes = sorted(numbers["classes"].items(), key=lambda kv: -kv[1])[:3]
         accuracy = numbers.get("live_accuracy") or {}
@@ -239,13 +251,17 @@ def promote(
         str, typer.Argument(metavar="NAME@ALIAS", help="The alias whose canary becomes its version.")
     ],
     override_reason: Annotated[str | None, typer.Option("--override-reason", help="Audited.")] = None,
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option("--allow-incompatible", help="A canary that cannot take the traffic (audited)."),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Move the alias fully to its canary and end the release."""
     name, alias = alias_ref(ref)
     result = _with(
         lambda registry, who: ReleaseManager(registry).promote(
-            name, alias, actor=who, override_reason=override_reason
+            name, alias, actor=who, override_reason=override_reason, allow_incompatible=allow_incompatible
         )
     )
     _show_change(result, json_out, f"{name}@{alias} → {result.get('version')} (promoted)")
@@ -324,13 +340,13 @@ def approvals_list(
         return
     table = Table(title="changes")
     for column in ("id", "model@alias", "action", "payload", "requested by", "at", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column not in ("payload", "at"))
     for c in changes:
         table.add_row(
             str(c.id),
             f"{c.model}@{c.alias}",
             c.action,
-            str(c.payload),
+            fields(c.payload, most=6, width=60),
             c.requested_by,
             f"{c.requested_at:%Y-%m-%d %H:%M}",
             c.status,
@@ -372,10 +388,10 @@ def retention(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Show or set NAME's retention policy (what `modelport gc` may archive)."""
+    """Show or set a model's retention policy. It says what `modelport gc` may archive."""
     model_name(name)
 
-    def work(registry: Registry, who: str) -> RetentionPolicy | None:
+    def work(registry: "Registry", who: str) -> RetentionPolicy | None:
         current = registry.store.releases.retention(name)
         if keep_last is None and keep_days is None and legal_hold is None:
             return current
@@ -407,10 +423,15 @@ def gc(
     model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Archive versions their model's retention policy no longer keeps (artifacts freed, records kept)."""
+    """Archive versions that retention no longer keeps. Their artifacts are freed, records kept."""
     if model is not None:
         model_name(model)
-    result = _with(lambda registry, who: ReleaseManager(registry).gc(actor=who, dry_run=dry_run, model=model))
+    with shown_progress("gc") as progress:
+        result = _with(
+            lambda registry, who: ReleaseManager(registry).gc(
+                actor=who, dry_run=dry_run, model=model, progress=progress
+            )
+        )
     if json_out:
         print_json(result)
         return
@@ -431,14 +452,14 @@ def label(
     text: Annotated[str, typer.Argument(metavar="LABEL", help="Semantic version, e.g. 2.1.0.")],
     json_out: JsonFlag = False,
 ) -> None:
-    """Give the version REF names a semantic version label, e.g. `label credit-rating@7 2.1.0`; then
-    NAME@LABEL (credit-rating@2.1.0) refers to it."""
+    """Give a version a semantic version label. E.g. `label credit-rating@7 2.1.0`; then NAME@LABEL
+    (credit-rating@2.1.0) refers to it."""
     old = [ref, text, *ctx.args]
     instead = f"{old[0]}@{old[1]} {old[2]}" if len(old) == 3 and "@" not in old[0] else "NAME@7 2.1.0"
     refuse_old_form(ctx.args, "label REF LABEL", f"modelport label {instead}")
     parsed = parse_ref(ref)
 
-    def work(registry: Registry, who: str) -> tuple[int, str]:
+    def work(registry: "Registry", who: str) -> tuple[int, str]:
         number = registry.get(parsed).number
         return number, registry.store.releases.set_label(parsed.name, number, text, actor=who)
 

@@ -4,33 +4,33 @@ The CLI works on the registry database directly, as its operator; changes are au
 ``local:<OS user>``.
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelport.cli.arguments import model_name
-from modelport.cli.output import Table, console, error_console, print_json
+from modelport.cli.output import JsonFlag, Table, console, error_console, fields, print_json
 from modelport.errors import AuditFailure, InvalidInput
-from modelport.registry.service import Registry, local_actor
 from modelport.security.keys import KeyRecord, parse_duration, parse_quota, parse_rate
-from modelport.security.store import KeyStore
 from modelport.tables import write_csv
+
+if TYPE_CHECKING:  # imported where a command runs (cli/main.py, "the core … never at start")
+    from rich.text import Text
+
+    from modelport.registry.service import Registry
+    from modelport.security.store import KeyStore
 
 __all__ = ["audit_app", "keys_app", "register_commands"]
 
 keys_app = typer.Typer(help="API keys: create, list, revoke, rotate.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit trail: list records, verify the chain.", invoke_without_command=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-
-_open: Callable[[], Registry]
+audit_app = typer.Typer(invoke_without_command=True)
+_open: "Callable[[], Registry]"
 
 
-def register_commands(app: typer.Typer, open_registry: Callable[[], Registry]) -> None:
+def register_commands(app: typer.Typer, open_registry: "Callable[[], Registry]") -> None:
     global _open
     _open = open_registry
     app.add_typer(keys_app, name="keys")
@@ -38,10 +38,23 @@ def register_commands(app: typer.Typer, open_registry: Callable[[], Registry]) -
     app.command("usage")(usage)
 
 
+def _keys(registry: "Registry") -> "KeyStore":
+    from modelport.security.store import KeyStore
+
+    return KeyStore(registry.store)
+
+
+def _actor() -> str:
+    from modelport.registry.service import local_actor
+
+    return local_actor()
+
+
 def _keys_table(keys: list[KeyRecord]) -> Table:
     table = Table(title="API keys")
     for column in ("id", "name", "role", "models", "rate/s", "quota/month", "expires", "status"):
-        table.add_column(column, no_wrap=column in ("id", "models"), overflow="fold")
+        wraps = column in ("name", "expires")  # at spaces; the others hold one word (or a scope)
+        table.add_column(column, no_wrap=not wraps, overflow="fold")
     for key in keys:
         table.add_row(
             key.id,
@@ -81,14 +94,14 @@ def create(
     """Create a key and print its secret (once)."""
     registry = _open()
     try:
-        created = KeyStore(registry.store).create(
+        created = _keys(registry).create(
             name=name,
             role=role,
             models=models,
             expires_in=parse_duration(expires) if expires else None,
             rate=parse_rate(rate) if rate else None,
             quota=parse_quota(quota) if quota else None,
-            actor=local_actor(),
+            actor=_actor(),
         )
     finally:
         registry.close()
@@ -101,7 +114,7 @@ def list_keys(json_out: JsonFlag = False) -> None:
     """Every key with its role, scope, limits and status (never a secret)."""
     registry = _open()
     try:
-        keys = KeyStore(registry.store).list_keys()
+        keys = _keys(registry).list_keys()
     finally:
         registry.close()
     if json_out:
@@ -115,7 +128,7 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")], json_out: J
     """Revoke a key: every worker refuses it within a second."""
     registry = _open()
     try:
-        record = KeyStore(registry.store).revoke(key_id, actor=local_actor())
+        record = _keys(registry).revoke(key_id, actor=_actor())
     finally:
         registry.close()
     if json_out:
@@ -141,9 +154,9 @@ def update_key(
     """Change a key's scope or limits: every worker applies it within a second."""
     registry = _open()
     try:
-        record = KeyStore(registry.store).update(
+        record = _keys(registry).update(
             key_id,
-            actor=local_actor(),
+            actor=_actor(),
             models=models,
             rate=parse_rate(rate) if rate else None,
             quota=parse_quota(quota) if quota else None,
@@ -169,9 +182,7 @@ def rotate(
     """Give a key a new secret; the old one keeps working for the grace period."""
     registry = _open()
     try:
-        record, token = KeyStore(registry.store).rotate(
-            key_id, grace=parse_duration(grace), actor=local_actor()
-        )
+        record, token = _keys(registry).rotate(key_id, grace=parse_duration(grace), actor=_actor())
     finally:
         registry.close()
     until = record.previous_until
@@ -210,7 +221,7 @@ def usage(
                 ) from None
     registry = _open()
     try:
-        rows = KeyStore(registry.store).usage(key_id=key, model=model, since=start)
+        rows = _keys(registry).usage(key_id=key, model=model, since=start)
     finally:
         registry.close()
     if json_out:
@@ -240,20 +251,40 @@ def usage(
     console.print(table)
 
 
+ActionOption = Annotated[str | None, typer.Option("--action", help="Only this action (alias.set …).")]
+TargetOption = Annotated[str | None, typer.Option("--target", help="Only targets starting with this.")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="Only this actor (key:ID, local:USER).")]
+LimitOption = Annotated[int, typer.Option("--limit", help="The newest N records.", min=1)]
+
+
 @audit_app.callback()
 def audit(
     ctx: typer.Context,
-    action: Annotated[str | None, typer.Option("--action", help="Only this action (alias.set …).")] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Only targets starting with this.")] = None,
-    actor: Annotated[
-        str | None, typer.Option("--actor", help="Only this actor (key:ID, local:USER).")
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="The newest N records.", min=1)] = 100,
+    action: ActionOption = None,
+    target: TargetOption = None,
+    actor: ActorOption = None,
+    limit: LimitOption = 100,
+    json_out: JsonFlag = False,
+) -> None:
+    """The audit trail: list records, verify the chain. `audit list` (or `audit` alone) lists the
+    records, `audit verify` checks their hash chain."""
+    if ctx.invoked_subcommand is None:
+        _list(action, target, actor, limit, json_out)
+
+
+@audit_app.command("list")
+def audit_list(
+    action: ActionOption = None,
+    target: TargetOption = None,
+    actor: ActorOption = None,
+    limit: LimitOption = 100,
     json_out: JsonFlag = False,
 ) -> None:
     """List audit records, oldest first (the newest --limit of them)."""
-    if ctx.invoked_subcommand is not None:
-        return
+    _list(action, target, actor, limit, json_out)
+
+
+def _list(action: str | None, target: str | None, actor: str | None, limit: int, json_out: bool) -> None:
     registry = _open()
     try:
         records = registry.store.audit_records(action=action, target=target, actor=actor, limit=limit)
@@ -264,7 +295,14 @@ def audit(
         return
     table = Table(title="audit log")
     for column in ("seq", "time (UTC)", "actor", "action", "target", "before", "after"):
-        table.add_column(column, no_wrap=column in ("seq", "action"), overflow="fold")
+        # One-word cells never wrap; the target (any text a client sent) folds so all of it shows;
+        # before/after are `key: value` lines, cut with … where a word is wider than the column.
+        table.add_column(
+            column,
+            no_wrap=column in ("seq", "actor", "action"),
+            overflow="ellipsis" if column in ("before", "after") else "fold",
+            width=10 if column == "time (UTC)" else None,  # date, then time: room for the rest
+        )
     for r in records:
         table.add_row(
             str(r.seq),
@@ -272,24 +310,23 @@ def audit(
             r.actor,
             r.action,
             r.target,
-            _short(r.before),
-            _short(r.after),
+            _change(r.before),
+            _change(r.after),
         )
     console.print(table)
 
 
-def _short(value: object) -> str:
-    if value is None:
-        return ""
+def _change(value: object) -> "Text | str":
+    """A record's before/after as ``key: value`` lines (a bare version number as ``version N``)."""
     if isinstance(value, dict) and "version" in value and len(value) == 1:
         return f"version {value['version']}"
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "…"
+    return fields(value, most=6, width=60)
 
 
 @audit_app.command("verify")
 def verify(json_out: JsonFlag = False) -> None:
-    """Recompute the hash chain; fail (exit 4) naming the first edited, deleted or reordered record."""
+    """Check the audit chain. Recompute the hash chain; fail (exit 4) naming the first edited, deleted
+    or reordered record."""
     registry = _open()
     try:
         result = registry.store.verify_audit()

@@ -12,13 +12,14 @@ import html
 import io
 from typing import Any
 
+from modelport.optional import require
+
 __all__ = ["drift_html", "drift_png"]
 
 
 def drift_png(report: dict[str, Any]) -> bytes:
     """The report's chart as PNG bytes."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "charts", "a drift chart (--png/--html)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -14,9 +14,9 @@ this module's own registry. prometheus-client picks where values live once, when
 (:data:`MULTIPROCESS`), and :func:`render` reads them from the same place — never from a directory the
 process does not write to.
 
-The gauges ``loaded``, ``loaded_bytes`` and ``resident`` are per process and summed over the live
-workers (``livesum``); the supervisor of ``--workers N`` forgets a dead worker's gauges
-(:func:`forget_dead`) and adds its own memory (:class:`SupervisorMemory`), so that
+The gauges ``loaded``, ``loaded_bytes``, ``model_memory``, ``in_flight`` and ``resident`` are per
+process and summed over the live workers (``livesum``); the supervisor of ``--workers N`` forgets a
+dead worker's gauges (:func:`forget_dead`) and adds its own memory (:class:`SupervisorMemory`), so that
 ``modelport_process_resident_memory_bytes`` covers the whole server: the supervisor, every worker and
 every process a worker started (the scoring process, the shadow scorer). The monitor is a thread of a
 worker and is counted in it.
@@ -253,7 +253,23 @@ class Metrics:
         )
         self.loaded_bytes = Gauge(
             "modelport_loaded_model_bytes",
-            "Artifact bytes of the versions loaded in memory (summed over live workers).",
+            "Memory of the versions loaded, as measured when each was loaded (summed over live workers); "
+            "what MODELPORT_MAX_LOADED_BYTES bounds in each worker.",
+            multiprocess_mode="livesum",
+            **kwargs,
+        )
+        self.model_memory = Gauge(
+            "modelport_model_memory_bytes",
+            "Memory one loaded version uses, measured when it was loaded (summed over the live workers "
+            "that hold it; 0 or absent once evicted).",
+            ["model", "version"],
+            multiprocess_mode="livesum",
+            **kwargs,
+        )
+        self.in_flight = Gauge(
+            "modelport_requests_in_flight",
+            "Inference requests being handled right now, every protocol (summed over live workers): "
+            "a signal for autoscaling.",
             multiprocess_mode="livesum",
             **kwargs,
         )
@@ -267,6 +283,13 @@ class Metrics:
     def sample_memory(self) -> None:
         """Set ``resident`` to the memory of this process and of every process it started."""
         self.resident.set(tree_resident_bytes(os.getpid()))
+
+    def forget_version(self, model: str, version: str) -> None:
+        """Drop an evicted version's memory series. prometheus-client cannot remove a series in
+        multi-process mode (it keeps every series it wrote in its files, and warns): there it reads 0."""
+        self.model_memory.labels(model, version).set(0)
+        if not MULTIPROCESS:
+            self.model_memory.remove(model, version)
 
 
 # Its own registry, not prometheus-client's default one, and no *_created series (multi-process mode
@@ -283,6 +306,9 @@ class LocalCounts:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.enabled = True
+        # Inference requests in the data plane now (DataPlane.infer adds and takes away): a plain
+        # integer on the hot path, copied to the gauge at every flush and before every scrape.
+        self.in_flight = 0
         self._requests: dict[tuple[str, str, str, str, str], int] = {}
         self._latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts…, sum
         self._rows: dict[tuple[str, str], int] = {}
@@ -327,6 +353,7 @@ class LocalCounts:
         rows, self._rows = self._rows, {}
         batches, self._batches = self._batches, {}
         m = self.metrics
+        m.in_flight.set(self.in_flight)
         for request_labels, count in requests.items():
             m.requests.labels(*request_labels).inc(count)
         for latency_labels, series in latency.items():
@@ -369,6 +396,9 @@ class _Off:
         return None
 
     def set(self, value: float) -> None:
+        return None
+
+    def remove(self, *labels: str) -> None:
         return None
 
 

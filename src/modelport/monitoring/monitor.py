@@ -483,9 +483,7 @@ def _child() -> int:
         settings = Settings(home=Path(config["home"]), database_url=config["database_url"])
         database = Database(settings.resolved_database_url)
         try:
-            registry = Registry(
-                settings, RegistryStore(database), open_artifact_store(settings.resolved_artifact_url)
-            )
+            registry = Registry(settings, RegistryStore(database), open_artifact_store(settings))
             drift = DriftSettings(
                 threshold=float(config["threshold"]),
                 min_rows=int(config["min_rows"]),

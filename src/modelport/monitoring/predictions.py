@@ -87,14 +87,20 @@ class LogPolicy:
 
 
 def _secret(home: Path) -> bytes:
-    path = home / "run" / "pseudonym.key"
+    return run_secret(home / "run" / "pseudonym.key")
+
+
+def run_secret(path: Path) -> bytes:
+    """A 32-byte secret kept in ``path`` (under ``HOME/run``), created owner-only by the first caller:
+    the first writer wins and the others read its key. Used for ``pseudonym.key`` and the console's
+    ``console.key``."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         _private_dir(path.parent)
         key = secrets.token_bytes(32)
         try:
-            # first writer wins (the others read its key); owner-only before a byte is written
+            # owner-only before a byte is written
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
                 handle.write(key)
         except FileExistsError:

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from modelport._version import __version__
-from modelport.errors import InvalidInput
+from modelport.optional import require
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -37,10 +37,7 @@ __all__ = ["SPAN_NAME", "Timeline", "Tracer"]
 
 SPAN_NAME = "modelport.infer"
 _SERVER_ERRORS = frozenset({"error", "timeout", "unavailable"})  # 4xx outcomes are the caller's
-_MISSING = (
-    "MODELPORT_TRACING is on but OpenTelemetry is not installed: install the tracing extra "
-    "(pip install 'modelport[tracing]': opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http)"
-)
+_PURPOSE = "MODELPORT_TRACING (OpenTelemetry traces)"
 
 log = logging.getLogger("modelport.monitoring")
 
@@ -87,17 +84,18 @@ class Tracer:
     ``OTEL_EXPORTER_OTLP_TRACES_{HEADERS,TIMEOUT,CERTIFICATE}`` variables apply."""
 
     def __init__(self, endpoint: str, sample_rate: float = 1.0) -> None:
-        try:
-            from opentelemetry import trace
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-            from opentelemetry.trace import SpanKind, Status, StatusCode
-            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-        except ImportError:
-            raise InvalidInput(_MISSING) from None
+        # The SDK and the exporter are two packages of the extra: either may be missing.
+        require("opentelemetry.sdk.trace", "tracing", _PURPOSE)
+        require("opentelemetry.exporter.otlp.proto.http.trace_exporter", "tracing", _PURPOSE)
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
         resource = Resource.create(
             {"service.name": "modelport", "service.version": __version__, "process.pid": os.getpid()}
         )

@@ -14,8 +14,16 @@ or a live session references them. Recovery holds the store lock exclusively whi
 shared, and it reads live journals *before* asking the database, so a concurrent registration's blob
 is always protected by one or the other. Every read re-hashes the bytes and refuses a mismatch.
 
-:class:`ArtifactStore` is the interface (an S3-compatible backend implements the same four methods);
-:class:`LocalArtifactStore` is the local-directory implementation.
+Everything the store creates is its owner's alone — folders 0700, journals and the lock 0600, blobs
+0400 (read-only, so a slip cannot change a stored version) — whatever the umask, also when
+``MODELPORT_ARTIFACT_URL`` puts the store outside the registry's private home; a store folder found
+open to other users loses their access when it is opened (the group's stays the operator's choice, as
+for the home).
+
+:class:`ArtifactStore` is the interface; :class:`LocalArtifactStore` is the local-directory
+implementation and :class:`~modelport.registry.s3.S3ArtifactStore` the S3-compatible one, which keeps
+the same promises with a lease in place of the lock (``registry/s3.py``). :func:`open_artifact_store`
+chooses between them by the URL's scheme.
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
 
 from modelport.errors import IntegrityFailure, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from modelport.settings import Settings
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "Staging", "open_artifact_store"]
 
@@ -52,7 +63,7 @@ class Staging(Protocol):
 
 
 class ArtifactStore(Protocol):
-    """Where version blobs live. Implementations: local directory; S3-compatible later."""
+    """Where version blobs live. Implementations: a local directory; S3-compatible object storage."""
 
     def staging(self) -> contextlib.AbstractContextManager[Staging]:
         """Open a write session (see module docstring)."""
@@ -70,6 +81,29 @@ class ArtifactStore(Protocol):
         """Delete blobs of archived versions that ``live()`` no longer names; return their digests."""
 
 
+class Session(Staging, Protocol):
+    """A store's write session: opened, then closed on success or abandoned on failure."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+@contextlib.contextmanager
+def write_session(session: Session) -> Iterator[Staging]:
+    """The one life of every store's write session: open; close when the caller's block succeeds
+    (its rows are committed), abandon when it fails, so recovery removes what nothing references."""
+    session.open()
+    try:
+        yield session
+    except BaseException:
+        session.abandon()
+        raise
+    session.close()
+
+
 def _check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise InvalidInput("artifact digest must be 64 lower-case hex characters")
@@ -82,6 +116,19 @@ def _file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents owner-only (``mkdir -p`` would use the umask for them)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """Open (creating owner-only) ``path``: a descriptor."""
+    return os.open(path, flags | os.O_CREAT, 0o600)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,11 +148,12 @@ class _LocalStaging:
         self._journal: IO[str] | None = None
 
     def open(self) -> None:
-        self._store.staging_dir.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self._store.staging_dir)
         # Create and lock the journal under the shared store lock, so that recovery (which holds it
         # exclusively) never sees this journal unlocked and mistakes it for a dead one.
         with self._store.lock(shared=True):
-            journal = open(self.journal_path, "a+", encoding="ascii")  # noqa: SIM115 - held open
+            descriptor = _private_file(self.journal_path, os.O_RDWR | os.O_APPEND)
+            journal = open(descriptor, "a+", encoding="ascii")  # noqa: SIM115 - held open
             fcntl.flock(journal, fcntl.LOCK_EX)
         self._journal = journal
 
@@ -135,14 +183,14 @@ class _LocalStaging:
             final = self._store.path_for(digest)
             if final.exists() and _file_digest(final) == digest:
                 return digest  # already stored (and intact): content addressing deduplicates
-            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            _private_dirs(self.temp_dir)
             temp = self.temp_dir / f"{digest}.tmp"
-            with open(temp, "wb") as handle:
+            with open(_private_file(temp, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temp, 0o444)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temp, 0o400)
+            _private_dirs(final.parent)
             os.replace(temp, final)
             _fsync_dir(final.parent)
         return digest
@@ -155,7 +203,11 @@ class LocalArtifactStore:
         self.root = root
         self.blob_dir = root / "blobs" / "sha256"
         self.staging_dir = root / "staging"
-        self.root.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self.root)
+        mode = self.root.stat().st_mode & 0o7777
+        if mode & 0o007:
+            with contextlib.suppress(PermissionError):  # not ours to change: its owner decides
+                self.root.chmod(mode & ~0o007)
 
     def path_for(self, digest: str) -> Path:
         digest = _check_digest(digest)
@@ -163,20 +215,12 @@ class LocalArtifactStore:
 
     @contextlib.contextmanager
     def lock(self, *, shared: bool) -> Iterator[None]:
-        with open(self.root / ".lock", "a+b") as handle:
+        with open(_private_file(self.root / ".lock", os.O_RDWR | os.O_APPEND), "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Staging]:
-        session = _LocalStaging(self)
-        session.open()
-        try:
-            yield session
-        except BaseException:
-            session.abandon()
-            raise
-        session.close()
+    def staging(self) -> contextlib.AbstractContextManager[Staging]:
+        return write_session(_LocalStaging(self))
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
@@ -263,11 +307,16 @@ class LocalArtifactStore:
         return removed
 
 
-def open_artifact_store(url: str) -> ArtifactStore:
-    """Choose the artifact store from its URL scheme."""
+def open_artifact_store(settings: Settings) -> ArtifactStore:
+    """The artifact store of ``settings.resolved_artifact_url``, chosen by its scheme."""
+    url = settings.resolved_artifact_url
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalArtifactStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        from modelport.registry.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_settings(url, settings)
     if parsed.scheme == "" and url:
         return LocalArtifactStore(Path(url))
-    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}: use file://")
+    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}: use file:// or s3://")

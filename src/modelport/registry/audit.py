@@ -180,10 +180,13 @@ def records(
     target: str | None = None,
     actor: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
+    before: int | None = None,
     limit: int | None = None,
 ) -> list[AuditRecord]:
     """Records in sequence order, optionally filtered (``target`` matches a prefix: ``credit`` finds
-    ``credit@production``)."""
+    ``credit@production``; ``until`` is inclusive; ``before`` keeps sequence numbers below it, so the
+    console pages newest first on the primary key instead of an offset)."""
     query: Select[Any] = select(audit_log).order_by(audit_log.c.seq)
     if action is not None:
         query = query.where(audit_log.c.action == action)
@@ -193,6 +196,10 @@ def records(
         query = query.where(audit_log.c.actor == actor)
     if since is not None:
         query = query.where(audit_log.c.at >= since)
+    if until is not None:
+        query = query.where(audit_log.c.at <= until)
+    if before is not None:
+        query = query.where(audit_log.c.seq < before)
     if limit is not None:
         query = query.order_by(None).order_by(audit_log.c.seq.desc()).limit(limit)
         return sorted((_record(r) for r in conn.execute(query)), key=lambda r: r.seq)

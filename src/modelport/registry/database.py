@@ -47,7 +47,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from modelport.errors import Conflict, InvalidInput, StorageFailure, StoreNotReady, brief
+from modelport.errors import Conflict, InvalidInput, MissingExtra, StorageFailure, StoreNotReady, brief
+from modelport.optional import install_command, require
 from modelport.registry import audit
 from modelport.registry.schema import registry_state
 
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 # The newest migration. Opening a registry compares the database against this constant instead of
 # importing Alembic (a third of a second at every start-up); a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0008_releases"
+HEAD_REVISION = "0009_batch_jobs"
 
 __all__ = ["Database", "Transaction"]
 
@@ -138,12 +139,19 @@ class Database:
         commits before its answer or fails cleanly (docs/security.md)."""
         self.url = _normalise_url(url)
         self.lock_timeout = lock_timeout
-        backend = make_url(self.url).get_backend_name()
-        self.is_sqlite = backend == "sqlite"
+        parsed = make_url(self.url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._writer = threading.Lock() if self.is_sqlite else None
+        if parsed.get_driver_name() == "psycopg":
+            require("psycopg", "postgres", "a PostgreSQL registry")
         try:
             self.engine: Engine = self._create_engine()
-        except (ArgumentError, ValueError, ImportError, TypeError):
+        except ImportError:  # another driver named in the URL (postgresql+psycopg2://…) is missing
+            raise MissingExtra(
+                f"the database URL {self.describe()} names the driver {parsed.get_driver_name()!r}, which is "
+                f"not installed; modelport's is psycopg (postgresql://…): {install_command('postgres')}"
+            ) from None
+        except (ArgumentError, ValueError, TypeError):
             raise InvalidInput(f"cannot use the database URL {self.describe()}: check its form") from None
 
     def _create_engine(self) -> Engine:

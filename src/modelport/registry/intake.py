@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import FileMissing, InvalidInput, UnknownFormat, UnsafeFormat, brief
+from modelport.errors import FileMissing, InvalidInput, MissingExtra, UnknownFormat, UnsafeFormat, brief
+from modelport.optional import require
 
 __all__ = ["INPUT_FORMATS", "NativeModel", "detect_format", "from_file", "from_object", "read_bytes"]
 
@@ -92,7 +93,8 @@ def read_bytes(data: bytes, path: Path, fmt: str) -> NativeModel:
     pickle is read from it). Every tree in the model is checked before anything scores with it."""
     try:
         native = _READERS[fmt](data, path, fmt)
-    except (InvalidInput, UnsafeFormat, MemoryError):  # a preflight child reports MemoryError itself
+    # a preflight child reports MemoryError itself; a missing library says which extra to install
+    except (InvalidInput, UnsafeFormat, MissingExtra, MemoryError):
         raise
     except Exception as exc:
         raise UnknownFormat(f"{path.name!r} is not a readable {fmt} model: {brief(exc)}") from None
@@ -101,10 +103,8 @@ def read_bytes(data: bytes, path: Path, fmt: str) -> NativeModel:
 
 
 def _read_pickle(data: bytes, path: Path, fmt: str) -> NativeModel:
-    import joblib
-
     # Reached only with trust_pickle, in the registering process (never the server).
-    model = joblib.load(path)
+    model = require("joblib", "sklearn", "reading a pickle or joblib file").load(path)
     return from_object(model)
 
 
@@ -174,6 +174,7 @@ def from_object(model: Any) -> NativeModel:
 
 
 def _sklearn(estimator: Any, blob: bytes | None = None) -> NativeModel:
+    require("sklearn", "sklearn", "registering a scikit-learn model")
     from sklearn.base import is_classifier
 
     from modelport.runtimes import skops

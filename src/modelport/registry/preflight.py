@@ -51,6 +51,7 @@ _ERRORS: dict[str, type[ModelportError]] = {
         errors.SampleMismatch,
         errors.ConversionFailed,
         errors.RuntimeFailure,
+        errors.MissingExtra,
     )
 }
 

@@ -21,6 +21,12 @@ class ArtifactRecord:
     size: int
     details: JSONDict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (
+            f"ArtifactRecord(role={self.role!r}, format={self.format!r}, "
+            f"digest='{self.digest[:12]}…', size={self.size})"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
@@ -44,6 +50,23 @@ class VersionRecord:
     aliases: tuple[str, ...] = ()
     label: str | None = None  # semantic version label (docs/releases.md)
     archived_at: datetime | None = None  # set by `modelport gc`: artifacts freed, record kept
+
+    def __repr__(self) -> str:
+        # A notebook's `version` or `print(version)`: who it is, not ~10 KB of signature and golden
+        # rows (`to_dict()` has everything).
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (("label", self.label), ("aliases", self.aliases))
+            if value
+        )
+        archived = (
+            "" if self.archived_at is None else f", archived_at={self.archived_at.date().isoformat()!r}"
+        )
+        created = self.created_at.isoformat(timespec="seconds")
+        return (
+            f"VersionRecord(ref={self.ref!r}, uuid={self.uuid!r}, status={self.status!r}, "
+            f"serving_format={self.serving_format!r}{extra}, created_at={created!r}{archived})"
+        )
 
     @property
     def ref(self) -> str:
@@ -78,6 +101,13 @@ class ModelRecord:
     latest_version: int
     aliases: dict[str, int]
     on_violation: str = "flag"
+
+    def __repr__(self) -> str:
+        created = self.created_at.isoformat(timespec="seconds")
+        return (
+            f"ModelRecord(name={self.name!r}, latest_version={self.latest_version}, "
+            f"aliases={self.aliases!r}, created_at={created!r})"
+        )
 
     def to_dict(self) -> JSONDict:
         data = asdict(self)

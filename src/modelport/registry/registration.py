@@ -20,17 +20,28 @@ import pandas as pd
 
 from modelport.environment import snapshot
 from modelport.errors import ConversionFailed, InvalidInput, ModelportError, SampleMismatch, brief
+from modelport.progress import Progress, no_progress
 from modelport.registry.intake import NativeModel
 from modelport.registry.records import ArtifactRecord
 from modelport.runtimes.base import Prediction, Runtime, load_runtime
 from modelport.runtimes.convert import to_onnx
 from modelport.runtimes.equivalence import compare
 from modelport.settings import Settings
-from modelport.signature import Outputs, Signature
+from modelport.signature import Feature, Outputs, Signature
 
-__all__ = ["MIN_SAMPLE_ROWS", "Prepared", "fingerprint", "json_safe", "prediction_to_json", "prepare"]
+__all__ = [
+    "FLAG_RATE_THRESHOLD",
+    "MIN_SAMPLE_ROWS",
+    "Prepared",
+    "fingerprint",
+    "json_safe",
+    "prediction_to_json",
+    "prepare",
+    "sample_check",
+]
 
 MIN_SAMPLE_ROWS = 10
+FLAG_RATE_THRESHOLD = 0.01  # a sample whose ranges would flag more normal rows than this is warned about
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,7 @@ class Prepared:
     blobs: dict[str, tuple[str, bytes, dict[str, Any]]]  # role -> (format, bytes, details)
     environment: dict[str, Any]
     profile: dict[str, Any] | None = None
+    sample_check: dict[str, Any] | None = None  # see sample_check()
 
 
 def prepare(
@@ -52,6 +64,7 @@ def prepare(
     target: str | None = None,
     classes: list[Any] | None = None,
     require_onnx: bool = False,
+    progress: Progress = no_progress,
 ) -> Prepared:
     frame = align_sample(sample, native, target)
     if len(frame) < MIN_SAMPLE_ROWS:
@@ -59,7 +72,9 @@ def prepare(
             f"the sample has {len(frame)} row(s); at least {MIN_SAMPLE_ROWS} are needed to learn the "
             "features' ranges and to prove the ONNX twin on more than one point"
         )
+    progress(f"learning the signature from {len(frame):,} sample rows")
     features = Signature.infer_features(frame)
+    checked = sample_check(frame, features)
     golden_frame = frame.sample(n=min(settings.golden_rows, len(frame)), random_state=0)
     signature = Signature(features, Outputs(native.task, _classes(native, classes, frame)))  # type: ignore[arg-type]
     native_runtime = load_runtime(native.format, native.blob, native.details, signature)
@@ -87,7 +102,9 @@ def prepare(
         serving = "onnx"
         blobs = {"onnx": ("onnx", native.blob, {})}
     else:
-        conversion, onnx_blob = _convert(native, signature, golden_frame, native_runtime, settings)
+        conversion, onnx_blob = _convert(
+            native, signature, golden_frame, native_runtime, settings, progress=progress
+        )
         if onnx_blob is not None:
             blobs["onnx"] = ("onnx", onnx_blob, twin_details(native))
             serving = "onnx"
@@ -98,9 +115,73 @@ def prepare(
                 )
             serving = native.format
     truth = sample[target] if target is not None else None
+    progress("profiling the sample for drift")
     profile = reference_profile(frame, signature, native_runtime, truth)
     native_runtime.close()
-    return Prepared(signature, golden, conversion, serving, blobs, snapshot(), profile)
+    return Prepared(signature, golden, conversion, serving, blobs, snapshot(), profile, checked)
+
+
+def sample_check(frame: pd.DataFrame, features: list[Feature]) -> dict[str, Any]:
+    """How often the value ranges learned from ``frame`` will flag new rows drawn from the same data,
+    and — above :data:`FLAG_RATE_THRESHOLD` — a warning with the sample size that brings it under.
+
+    A range is the sample's minimum and maximum. Among ``n`` sample values plus one new value, each is
+    equally likely to be the largest (exchangeability), so a new value passes the maximum with
+    probability 1/(n+1) when the maximum is a single value — for continuous data, always — and never
+    beyond a maximum many rows share (a discrete value seen often); likewise the minimum. Per numeric
+    feature that is 2/(n+1) at most; per text feature, the share of unseen categories is estimated by
+    Good–Turing (categories seen once / n). With k features about 1 - Π(1 - p) of new rows get a flag,
+    e.g. 45 % for 20 rows of 6 continuous features. Both shares shrink as 1/n, which gives the size
+    needed. Booleans (range fixed at 0..1) and text without a category list are never flagged."""
+    shares: list[float] = []
+    for feature in features:
+        column = frame[feature.name]
+        if feature.dtype == "bool" or (not feature.numeric and feature.categories is None):
+            continue
+        if feature.numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            values = values[np.isfinite(values)]
+            if len(values):
+                single_ends = int((values == values.min()).sum() == 1) + int(
+                    (values == values.max()).sum() == 1
+                )
+                shares.append(single_ends / (len(values) + 1))
+        else:
+            counts = column.dropna().astype(str).value_counts()
+            if len(counts):
+                shares.append(float((counts == 1).sum()) / float(counts.sum()))
+    rows = len(frame)
+    rate = _flag_rate(shares, 1.0)
+    result: dict[str, Any] = {
+        "expected_flag_rate": round(rate, 4),
+        "flag_rate_threshold": FLAG_RATE_THRESHOLD,
+    }
+    if rate > FLAG_RATE_THRESHOLD:
+        low, high = rows, max(rows, 1) * 2
+        while _flag_rate(shares, (rows + 1) / (high + 1)) > FLAG_RATE_THRESHOLD:
+            low, high = high, high * 2
+        while high - low > 1:  # the smallest size at or under the threshold
+            middle = (low + high) // 2
+            if _flag_rate(shares, (rows + 1) / (middle + 1)) > FLAG_RATE_THRESHOLD:
+                low = middle
+            else:
+                high = middle
+        result["rows_for_threshold"] = high
+        result["warning"] = (
+            f"the sample's {rows:,} rows give value ranges that flag about {rate:.1%} of new rows from "
+            f"the same data as out of range (refused under the reject policy): a range learned from n "
+            f"values misses about 2 in n+1 new ones, per feature; a sample of at least {high:,} rows "
+            f"brings that under {FLAG_RATE_THRESHOLD:.0%}"
+        )
+    return result
+
+
+def _flag_rate(shares: list[float], scale: float) -> float:
+    """The share of rows with at least one flag, features taken as independent, each share × ``scale``."""
+    kept = 1.0
+    for share in shares:
+        kept *= 1.0 - min(1.0, share * scale)
+    return 1.0 - kept
 
 
 def reference_profile(
@@ -146,12 +227,15 @@ def _convert(
     golden_frame: pd.DataFrame,
     native_runtime: Runtime,
     settings: Settings,
+    *,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, Any], bytes | None]:
     tolerance = (
         settings.regression_tolerance
         if signature.outputs.task == "regression"
         else settings.probability_tolerance
     )
+    progress(f"converting to ONNX ({_converter(native.kind)})")
     try:
         onnx_blob = to_onnx(native.kind, native.model, signature)
         twin = load_runtime("onnx", onnx_blob, twin_details(native), signature)
@@ -160,6 +244,7 @@ def _convert(
     rows = pd.concat(
         [golden_frame, signature.random_rows(settings.equivalence_rows, seed=0)], ignore_index=True
     )
+    progress(f"proving the ONNX twin equivalent on {len(rows):,} rows")
     batch = signature.batch(rows)
     try:
         reference = native_runtime.predict(batch)

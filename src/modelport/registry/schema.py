@@ -36,6 +36,7 @@ __all__ = [
     "archived_versions",
     "artifacts",
     "audit_log",
+    "batch_jobs",
     "feedback",
     "metadata",
     "model_versions",
@@ -348,4 +349,34 @@ archived_versions = Table(
     Column("archived_at", DateTime(timezone=True), nullable=False),
     Column("archived_by", String(200), nullable=False),
     Column("freed_bytes", BigInteger, nullable=False),
+)
+
+# Batch scoring jobs (docs/batch.md): the version, the input and output digests, counts and timings.
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("actor", String(200), nullable=False),
+    Column("engine", String(16), nullable=False),
+    Column("runner", String(16), nullable=False),  # cli: the shell that started it; server: `serve`
+    Column("status", String(16), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("input_digest", String(64), nullable=False),
+    Column("output", Text, nullable=False),
+    Column("output_digest", String(64), nullable=True),
+    Column("options", JSONDoc, nullable=False),
+    Column("rows_total", BigInteger, nullable=False),
+    Column("rows_scored", BigInteger, nullable=False),
+    Column("rows_flagged", BigInteger, nullable=False),
+    Column("rows_skipped", BigInteger, nullable=False),
+    Column("chunks_total", Integer, nullable=False),
+    Column("chunks_done", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("seconds", Float, nullable=False),
 )

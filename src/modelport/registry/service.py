@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from modelport.errors import (
     AliasNotFound,
     InputMismatch,
@@ -30,6 +28,7 @@ from modelport.errors import (
     VersionArchived,
     brief,
 )
+from modelport.progress import Progress, no_progress
 from modelport.registry.artifacts import ArtifactStore
 from modelport.registry.names import (
     DEFAULT_ALIAS,
@@ -41,16 +40,21 @@ from modelport.registry.names import (
     parse_ref,
 )
 from modelport.registry.records import ModelRecord, VersionRecord
-from modelport.registry.store import NewVersion, RegistryStore
-from modelport.runtimes.base import Prediction, Runtime, load_runtime
-from modelport.runtimes.equivalence import compare
+from modelport.registry.store import NewVersion, RegistryStore, VersionSummary
 from modelport.settings import Settings
-from modelport.signature import Batch, Signature
 
 if TYPE_CHECKING:
     # Registration (pandas, converters) is imported by ``register`` only: a serving process never
-    # pays for it in start-up time or memory.
+    # pays for it in start-up time or memory. numpy, signatures and runtimes are imported where a
+    # version is loaded or compared: `modelport models` and the other commands that only read the
+    # registry do not wait ~0.1 s for numpy (docs/performance.md, "CLI start-up"); in the serving hot
+    # path the import statement is a dictionary lookup (~70 ns).
+    import numpy as np
     import pandas as pd
+
+    from modelport.registry.compatibility import Differences
+    from modelport.runtimes.base import Prediction, Runtime
+    from modelport.signature import Batch, Signature
 
 __all__ = ["GOLDEN_TOLERANCE", "LoadedVersion", "Registry", "local_actor"]
 
@@ -73,6 +77,8 @@ class LoadedVersion:
     def predict_batch(self, batch: Batch, options: Any = None) -> Prediction:
         """Score columns already converted by the signature (the serving hot path). ``options`` are
         the call's run options for a runtime that can be stopped (serving/scoring.py)."""
+        import numpy as np
+
         try:
             if options is None:
                 prediction = self.runtime.predict(batch)
@@ -103,6 +109,11 @@ class LoadedVersion:
     def check_golden(self) -> None:
         """Replay the golden cases and require the answers recorded at registration (within
         :data:`GOLDEN_TOLERANCE`): the warm-up every version passes before it takes traffic."""
+        import numpy as np
+
+        from modelport.runtimes.base import Prediction
+        from modelport.runtimes.equivalence import compare
+
         golden = self.version.golden
         try:
             got = self.predict_batch(self.signature.rows_batch(golden["columns"], golden["rows"]))
@@ -161,8 +172,10 @@ class Registry:
         classes: list[Any] | None = None,
         require_onnx: bool = False,
         creator: str | None = None,
+        progress: Progress = no_progress,
     ) -> VersionRecord:
-        """Register ``model`` (an in-process object) or the model file at ``path`` as a new version."""
+        """Register ``model`` (an in-process object) or the model file at ``path`` as a new version.
+        ``progress`` hears each step (modelport/progress.py)."""
         from modelport.registry import intake
         from modelport.registry.registration import (
             artifact_records,
@@ -180,15 +193,17 @@ class Registry:
             raise InvalidInput("the creator must be 1 to 200 characters")
         if (model is None) == (path is None):
             raise InvalidInput("give either a model object or a model file path, not both or neither")
+        progress("reading the model" if path is None else f"reading and checking {Path(path).name}")
         native = (
             intake.from_object(model)
             if path is None
             else intake.from_file(Path(path), format, trust_pickle=trust_pickle)
         )
+        progress("reading the sample")
         frame = read_table(Path(sample)) if isinstance(sample, str | Path) else sample
         if parent is not None:
             self.store.get_version(ModelRef(name, version=check_version_number(parent)))
-        lineage = {
+        lineage: dict[str, Any] = {
             "training_data": fingerprint(training_data),
             "sample": fingerprint(frame),
             "code_revision": code_revision if code_revision is not None else _git_revision(),
@@ -199,8 +214,19 @@ class Registry:
             "library": native.kind,
         }
         prepared = prepare(
-            native, frame, self.settings, target=target, classes=classes, require_onnx=require_onnx
+            native,
+            frame,
+            self.settings,
+            target=target,
+            classes=classes,
+            require_onnx=require_onnx,
+            progress=progress,
         )
+        if alias is not None:
+            self._refuse_incompatible_alias(name, alias, prepared.signature)
+        if prepared.sample_check is not None:
+            lineage["sample"] = {**(lineage["sample"] or {}), **prepared.sample_check}
+        progress("storing the version")
         try:
             with self.artifacts.staging() as staging:
                 digests = {role: staging.put(blob) for role, (_fmt, blob, _d) in prepared.blobs.items()}
@@ -229,6 +255,28 @@ class Registry:
                 self.artifacts.recover(self.store.referenced_digests)
             raise
 
+    def _refuse_incompatible_alias(self, name: str, alias: str, signature: Signature) -> None:
+        """``register --alias`` onto an alias whose traffic the new version cannot take is refused
+        before anything is stored: the override belongs to an explicit, audited alias move."""
+        try:
+            current = self.store.get_model(name).aliases.get(alias)
+        except NotFound:  # the model's first version: no traffic yet
+            return
+        if current is None:
+            return
+        from modelport.registry.compatibility import compare as compare_signatures
+        from modelport.signature import Signature
+
+        now = Signature.from_dict(self.store.get_version(ModelRef(name, version=current)).signature)
+        differences = compare_signatures(now, signature)
+        if not differences.compatible:
+            raise PromotionRefused(
+                f"the new version cannot take the traffic of {name}@{alias} (version {current}): "
+                + "; ".join(differences.breaking)
+                + f". Register without --alias; to move {name}@{alias} anyway, then run `modelport alias "
+                f"set {name}@NEW {alias} --allow-incompatible` (audited)"
+            )
+
     # -- lookups --------------------------------------------------------------------------------
 
     def models(self) -> list[ModelRecord]:
@@ -239,6 +287,12 @@ class Registry:
 
     def versions(self, name: str) -> list[VersionRecord]:
         return self.store.list_versions(name)
+
+    def version_summaries(
+        self, name: str, *, limit: int = 50, before: int | None = None
+    ) -> list[VersionSummary]:
+        """A page of ``name``'s versions for a listing, newest first (two queries; see the store)."""
+        return self.store.version_summaries(name, limit=limit, before=before)
 
     def get(self, ref: str | ModelRef) -> VersionRecord:
         """The version a reference (``NAME``, ``NAME@ALIAS``, ``NAME@VERSION``, ``NAME@LABEL``) points
@@ -266,18 +320,77 @@ class Registry:
         actor: str | None = None,
         verify: bool = True,
         override_reason: str | None = None,
+        allow_incompatible: bool = False,
     ) -> VersionRecord:
         """Point ``name@alias`` at version ``number``. With ``verify`` (the default) the version is first
         loaded from digest-checked bytes and must reproduce its golden cases, so an alias never moves to
         a version that cannot serve. A protected alias (the promotion gate, docs/validation.md) moves only
         to a version with a passing validation report for this environment, or with an override reason
-        (recorded in the audit log)."""
+        (recorded in the audit log). An alias moves only to a version that can take its traffic
+        (:meth:`check_compatible`), unless ``allow_incompatible`` (recorded in the audit log)."""
         actor = actor if actor is not None else local_actor()
         number = check_version_number(number)
         note = self.check_gate(name, alias, number, actor=actor, override_reason=override_reason)
+        allowed = self.check_compatible(
+            name, alias, number, actor=actor, allow_incompatible=allow_incompatible
+        )
         if verify:
             self.verify(name, number)
-        return self.store.set_alias(name, alias, number, actor=actor, note=note)
+        return self.store.set_alias(
+            name, alias, number, actor=actor, note={**(note or {}), **(allowed or {})}
+        )
+
+    def compatibility(self, name: str, alias: str, number: int) -> tuple[int, Differences] | None:
+        """How version ``number``'s signature differs from that of the version ``name@alias`` points at
+        now (docs/releases.md, "Compatible signatures"), with that version's number; None when the alias
+        is not set or already points there (no traffic to compare with)."""
+        current = self.store.get_model(name).aliases.get(alias)
+        if current is None or current == number:
+            return None
+        now = self.store.get_version(ModelRef(name, version=current))
+        candidate = self.store.get_version(ModelRef(name, version=number))
+        from modelport.registry.compatibility import compare as compare_signatures
+        from modelport.signature import Signature
+
+        return current, compare_signatures(
+            Signature.from_dict(now.signature), Signature.from_dict(candidate.signature)
+        )
+
+    def check_compatible(
+        self,
+        name: str,
+        alias: str,
+        number: int,
+        *,
+        actor: str,
+        allow_incompatible: bool = False,
+        arm: str = "alias",
+    ) -> dict[str, Any] | None:
+        """Refuse to send ``name@alias``'s traffic (all of it, or a canary's or shadow's share: ``arm``)
+        to version ``number`` when its signature cannot take it. The refusal is audited and raises
+        :class:`PromotionRefused` naming the differences; with ``allow_incompatible`` the move goes ahead
+        and the differences are returned as the audit note of the change."""
+        found = self.compatibility(name, alias, number)
+        if found is None or found[1].compatible:
+            return None
+        current, differences = found
+        what = f"make version {number} the {arm}" if arm != "alias" else f"move {name}@{alias} to it"
+        reason = (
+            f"version {number} cannot take the traffic of {name}@{alias} (version {current}): "
+            + "; ".join(differences.breaking)
+        )
+        if not allow_incompatible:
+            self.store.append_audit(
+                actor,
+                "alias.refused",
+                f"{name}@{alias}",
+                after={"version": number, "arm": arm, "reason": reason},
+            )
+            raise PromotionRefused(
+                f"{reason}. To {what} anyway, pass --allow-incompatible "
+                '(API: "allow_incompatible": true); the override is audited'
+            )
+        return {"allow_incompatible": {arm: list(differences.breaking)}}
 
     def check_gate(
         self, name: str, alias: str, number: int, *, actor: str, override_reason: str | None = None
@@ -351,16 +464,23 @@ class Registry:
         artifact = version.artifact(role)
         if artifact is None:
             raise NotFound(f"{version.ref} has no {role} artifact")
+        from modelport.runtimes.base import load_runtime
+        from modelport.signature import Signature
+
         signature = Signature.from_dict(version.signature)
         blob = self.read_artifact(version, role)
         return LoadedVersion(
             version, signature, load_runtime(artifact.format, blob, artifact.details, signature)
         )
 
-    def predict(self, ref: str | ModelRef, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict(
+        self, ref: str | ModelRef, frame: pd.DataFrame, *, progress: Progress = no_progress
+    ) -> pd.DataFrame:
         """Score ``frame`` locally with the version's serving runtime; one output row per input row."""
+        progress(f"loading {ref}")
         loaded = self.load(ref)
         try:
+            progress(f"scoring {len(frame):,} row(s) with {loaded.version.ref}")
             return prediction_frame(loaded.predict(frame), loaded.signature)
         finally:
             loaded.close()
@@ -368,6 +488,7 @@ class Registry:
 
 def prediction_frame(prediction: Prediction, signature: Signature) -> pd.DataFrame:
     """A prediction as a table: ``label`` and ``p_<class>`` columns, or ``prediction`` for regressors."""
+    import numpy as np
     import pandas as pd
 
     if prediction.values is not None:
@@ -380,6 +501,8 @@ def prediction_frame(prediction: Prediction, signature: Signature) -> pd.DataFra
 
 
 def _features_with_missing(batch: dict[str, np.ndarray]) -> list[str]:
+    import numpy as np
+
     def has_missing(column: np.ndarray) -> bool:
         if column.dtype.kind == "f":
             return bool(np.isnan(column).any())

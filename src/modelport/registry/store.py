@@ -56,11 +56,12 @@ from modelport.registry.schema import (
 )
 
 if TYPE_CHECKING:
+    from modelport.batch.store import JobStore
     from modelport.monitoring.store import MonitoringStore
     from modelport.releases.store import ReleaseStore
     from modelport.validation.store import ValidationStore
 
-__all__ = ["POLICIES", "NewVersion", "RegistryStore"]
+__all__ = ["POLICIES", "NewVersion", "RegistryStore", "VersionSummary"]
 
 POLICIES = ("flag", "reject")
 
@@ -85,6 +86,19 @@ class NewVersion:
     profile: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VersionSummary:
+    """A version as a listing shows it (the console's Model page): no signature, golden cases or
+    artifacts, so a page of them is two queries however many versions the model has."""
+
+    number: int
+    status: str
+    label: str | None
+    creator: str
+    created_at: datetime
+    aliases: tuple[str, ...]
+
+
 def _utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything stored is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -96,6 +110,7 @@ class RegistryStore:
 
     def __init__(self, database: Database) -> None:
         # Imported here: each domain store imports the registry, which imports this module.
+        from modelport.batch.store import JobStore
         from modelport.monitoring.store import MonitoringStore
         from modelport.releases.store import ReleaseStore
         from modelport.validation.store import ValidationStore
@@ -104,6 +119,7 @@ class RegistryStore:
         self.releases: ReleaseStore = ReleaseStore(self)
         self.monitoring: MonitoringStore = MonitoringStore(self)
         self.validation: ValidationStore = ValidationStore(self)
+        self.jobs: JobStore = JobStore(self)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -399,6 +415,57 @@ class RegistryStore:
             ).scalars()
             return [self._version_by_id(tx, version_id) for version_id in ids]
 
+    def version_summaries(
+        self, name: str, *, limit: int = 50, before: int | None = None
+    ) -> list[VersionSummary]:
+        """Up to ``limit`` versions of ``name``, newest first, numbered below ``before`` if given: one
+        query for the rows (label and archive state joined in, on the ``(model_id, number)`` index) and
+        one for their aliases. ``list_versions`` reads five queries per version."""
+        limit = max(1, min(limit, 1000))
+        with self.db.read() as tx:
+            model_id = self.model_id(tx, name)
+            query = (
+                select(
+                    model_versions.c.id,
+                    model_versions.c.number,
+                    model_versions.c.status,
+                    model_versions.c.creator,
+                    model_versions.c.created_at,
+                    version_labels.c.label,
+                    archived_versions.c.archived_at,
+                )
+                .outerjoin(version_labels, version_labels.c.version_id == model_versions.c.id)
+                .outerjoin(archived_versions, archived_versions.c.version_id == model_versions.c.id)
+                .where(model_versions.c.model_id == model_id)
+                .order_by(model_versions.c.number.desc())
+                .limit(limit)
+            )
+            if before is not None:
+                query = query.where(model_versions.c.number < before)
+            rows = tx.execute(query).all()
+            names: dict[int, list[str]] = {}
+            if rows:
+                for version_id, alias in tx.execute(
+                    select(aliases.c.version_id, aliases.c.name)
+                    .where(  # the primary key's model_id first: aliases has no version_id index
+                        aliases.c.model_id == model_id,
+                        aliases.c.version_id.in_([row.id for row in rows]),
+                    )
+                    .order_by(aliases.c.name)
+                ):
+                    names.setdefault(version_id, []).append(alias)
+        return [
+            VersionSummary(
+                number=row.number,
+                status="archived" if row.archived_at is not None else row.status,
+                label=row.label,
+                creator=row.creator,
+                created_at=_utc(row.created_at),
+                aliases=tuple(names.get(row.id, ())),
+            )
+            for row in rows
+        ]
+
     def get_version(self, ref: ModelRef) -> VersionRecord:
         """Resolve a reference (number, alias or ``latest``) to its version."""
         with self.db.read() as tx:
@@ -606,7 +673,8 @@ class RegistryStore:
             model=row.model_name,
             number=row.number,
             uuid=row.uuid,
-            status=row.status,
+            # `gc` archives a version in its own table (record kept, artifacts freed): that is its status
+            status="archived" if archived is not None else row.status,
             serving_format=row.serving_format,
             signature=row.signature,
             golden=row.golden,

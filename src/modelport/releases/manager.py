@@ -20,6 +20,7 @@ from modelport.errors import (
     StoreNotReady,
     VersionArchived,
 )
+from modelport.progress import Progress, no_progress
 from modelport.registry.names import check_alias_name, check_version_number
 from modelport.releases.policy import CANARY, AutoRollback, Release, Sticky, parse_weight
 from modelport.releases.retention import RetentionPolicy, archivable
@@ -39,9 +40,20 @@ class ReleaseManager:
     # -- changes that may need a second key ------------------------------------------------------
 
     def set_alias(
-        self, name: str, alias: str, number: int, *, actor: str, override_reason: str | None = None
+        self,
+        name: str,
+        alias: str,
+        number: int,
+        *,
+        actor: str,
+        override_reason: str | None = None,
+        allow_incompatible: bool = False,
     ) -> dict[str, Any]:
-        payload = {"version": check_version_number(number), "override_reason": override_reason}
+        payload = {
+            "version": check_version_number(number),
+            "override_reason": override_reason,
+            "allow_incompatible": allow_incompatible or None,
+        }
         return self._change(name, alias, "set", payload, actor)
 
     def remove_alias(self, name: str, alias: str, *, actor: str) -> dict[str, Any]:
@@ -59,8 +71,10 @@ class ReleaseManager:
         shadow: int | None = None,
         auto_rollback: AutoRollback | dict[str, Any] | None = None,
         override_reason: str | None = None,
+        allow_incompatible: bool = False,
     ) -> dict[str, Any]:
-        """Start or change a release (a canary with a weight, a shadow, or both)."""
+        """Start or change a release (a canary with a weight, a shadow, or both: of two different
+        versions)."""
         check_alias_name(alias)
         if canary is None and (weight is not None or sticky_by is not None):
             raise InvalidInput("--weight and --sticky-by go with --canary")
@@ -77,6 +91,14 @@ class ReleaseManager:
             weight = parse_weight(weight)
         if shadow is not None:
             check_version_number(shadow)
+            if shadow == canary:
+                raise InvalidInput(
+                    f"version {shadow} cannot be both the canary and the shadow: a shadow gets copies of "
+                    f"the requests the primary answers, so version {shadow} would answer its share live and "
+                    "score the rest as copies, its numbers split over two arms that share one live "
+                    f"accuracy. To compare it with the primary on every request, shadow it first (--shadow "
+                    f"{shadow}); then make it the canary (--canary {shadow} --weight P)"
+                )
         if isinstance(auto_rollback, dict):
             auto_rollback = AutoRollback.of(auto_rollback)
         if auto_rollback is not None and canary is None:
@@ -92,13 +114,21 @@ class ReleaseManager:
             "shadow": shadow,
             "auto_rollback": None if auto_rollback is None else auto_rollback.to_dict(),
             "override_reason": override_reason,
+            "allow_incompatible": allow_incompatible or None,
         }
         return self._change(name, alias, "release", payload, actor)
 
     def promote(
-        self, name: str, alias: str, *, actor: str, override_reason: str | None = None
+        self,
+        name: str,
+        alias: str,
+        *,
+        actor: str,
+        override_reason: str | None = None,
+        allow_incompatible: bool = False,
     ) -> dict[str, Any]:
-        return self._change(name, alias, "promote", {"override_reason": override_reason}, actor)
+        payload = {"override_reason": override_reason, "allow_incompatible": allow_incompatible or None}
+        return self._change(name, alias, "promote", payload, actor)
 
     def stop(self, name: str, alias: str, *, actor: str) -> dict[str, Any]:
         """Withdraw the canary and shadow; never waits for approval (it returns to an approved state)."""
@@ -115,35 +145,110 @@ class ReleaseManager:
         self, name: str, alias: str, action: str, payload: dict[str, Any], actor: str
     ) -> dict[str, Any]:
         check_alias_name(alias)
+        warnings = self._narrower(name, alias, action, payload)  # against the alias as it is now
         if self.releases.requires_approval(name, alias):
-            self._check(name, alias, action, payload)  # refuse now what approval could never apply
+            # Refuse now what approval could never apply: the approver can add no override, and the
+            # gate and the signature check run again when the change is applied.
+            self._check(name, alias, action, payload, actor)
             change = self.releases.request(name, alias, action, _stored(payload), actor=actor)
-            return {"status": "pending", "change": change.to_dict()}
-        self._apply(name, alias, action, payload, actor)
-        return {"status": "applied", "action": action, "version": self._primary(name, alias)}
+            result: dict[str, Any] = {"status": "pending", "change": change.to_dict()}
+        else:
+            self._apply(name, alias, action, payload, actor)
+            result = {"status": "applied", "action": action, "version": self._primary(name, alias)}
+        return {**result, "warnings": warnings} if warnings else result
 
-    def _check(self, name: str, alias: str, action: str, payload: dict[str, Any]) -> None:
-        """Cheap checks before a change waits for approval: the versions exist and are not archived."""
+    def _check(self, name: str, alias: str, action: str, payload: dict[str, Any], actor: str) -> None:
+        """What can be checked before a change waits for approval: the versions exist and are not
+        archived, the promotion gate lets them through, and they can take the alias's traffic."""
         for key in ("version", "canary", "shadow"):
             number = payload.get(key)
             if isinstance(number, int):
                 record = self.registry.get(f"{name}@{number}")
                 if record.archived_at is not None:
                     raise VersionArchived(f"{record.ref} is archived: it can no longer serve")
-        if action == "promote" and self.releases.release(name, alias) is None:
-            raise NotFound(f"no release is running on {name}@{alias}")
+        if action == "promote":
+            current = self.releases.release(name, alias)
+            if current is None:
+                raise NotFound(f"no release is running on {name}@{alias}")
+            if current.canary is None:
+                raise Conflict(f"the release on {name}@{alias} has no canary to promote (it only shadows)")
+        for arm, number in self._targets(name, alias, action, payload).items():
+            self._admit(name, alias, arm, number, payload, actor)
+
+    def _targets(self, name: str, alias: str, action: str, payload: dict[str, Any]) -> dict[str, int]:
+        """The versions a change sends the alias's traffic to, by arm (``alias``, ``canary``, ``shadow``)."""
+        if action == "set":
+            return {"alias": int(payload["version"])}
+        if action == "release":
+            return {arm: int(payload[arm]) for arm in ("canary", "shadow") if payload.get(arm) is not None}
+        if action == "promote":
+            current = self.releases.release(name, alias)
+            if current is not None and current.canary is not None:
+                return {"alias": current.canary}
+        return {}
+
+    def _admit(
+        self, name: str, alias: str, arm: str, number: int, payload: dict[str, Any], actor: str
+    ) -> dict[str, Any]:
+        """The promotion gate (for what clients are answered by: the alias and a canary, not a shadow)
+        and the signature check for one target; returns the audit note of the overrides used."""
+        note: dict[str, Any] = {}
+        if arm != "shadow":
+            gate = self.registry.check_gate(
+                name, alias, number, actor=actor, override_reason=payload.get("override_reason")
+            )
+            note.update(gate or {})
+        allowed = self.registry.check_compatible(
+            name,
+            alias,
+            number,
+            actor=actor,
+            allow_incompatible=bool(payload.get("allow_incompatible")),
+            arm=arm,
+        )
+        return {**note, **(allowed or {})}
+
+    def _narrower(self, name: str, alias: str, action: str, payload: dict[str, Any]) -> list[str]:
+        """Warnings: values the alias's version takes unflagged that a target flags (or refuses, under
+        the model's reject policy)."""
+        if action not in ("set", "release"):
+            return []  # a promoted canary was reported on when its release started
+        policy = self.registry.store.get_model(name).on_violation
+        verb = "refuses" if policy == "reject" else "flags"
+        warnings = []
+        for arm, number in self._targets(name, alias, action, payload).items():
+            found = self.registry.compatibility(name, alias, number)
+            if found is not None and found[1].narrower:
+                current, differences = found
+                role = "" if arm == "alias" else f" ({arm})"
+                warnings.append(
+                    f"version {number}{role} {verb} values version {current} takes without a flag "
+                    f"(the model's policy is {policy}): " + ", ".join(differences.narrower)
+                )
+        return warnings
 
     def _apply(self, name: str, alias: str, action: str, payload: dict[str, Any], actor: str) -> None:
         registry = self.registry
-        override = payload.get("override_reason")
         if action == "set":
-            registry.set_alias(name, alias, int(payload["version"]), actor=actor, override_reason=override)
+            registry.set_alias(
+                name,
+                alias,
+                int(payload["version"]),
+                actor=actor,
+                override_reason=payload.get("override_reason"),
+                allow_incompatible=bool(payload.get("allow_incompatible")),
+            )
         elif action == "remove":
             registry.remove_alias(name, alias, actor=actor)
         elif action == "release":
             canary, shadow = payload.get("canary"), payload.get("shadow")
-            if canary is not None:
-                registry.check_gate(name, alias, canary, actor=actor, override_reason=override)
+            note: dict[str, Any] = {}
+            for arm, target in self._targets(name, alias, action, payload).items():
+                admitted = self._admit(name, alias, arm, target, payload, actor)
+                overridden = {**note.get("allow_incompatible", {}), **admitted.pop("allow_incompatible", {})}
+                note.update(admitted)
+                if overridden:
+                    note["allow_incompatible"] = overridden
             for number in (canary, shadow):
                 if number is not None:
                     registry.verify(name, number)
@@ -157,6 +262,7 @@ class ReleaseManager:
                 shadow=shadow,
                 auto_rollback=None if rule is None else AutoRollback.of(rule),
                 actor=actor,
+                note=note,
             )
         elif action == "promote":
             current = self.releases.release(name, alias)
@@ -164,8 +270,8 @@ class ReleaseManager:
                 raise NotFound(f"no release is running on {name}@{alias}")
             if current.canary is None:
                 raise Conflict(f"the release on {name}@{alias} has no canary to promote (it only shadows)")
-            registry.check_gate(name, alias, current.canary, actor=actor, override_reason=override)
-            self.releases.promote(name, alias, actor=actor)
+            note = self._admit(name, alias, "alias", current.canary, payload, actor)
+            self.releases.promote(name, alias, actor=actor, note=note)
         else:
             raise InvalidInput(f"unknown change {action!r}")
 
@@ -280,15 +386,22 @@ class ReleaseManager:
     # -- retention ------------------------------------------------------------------------------
 
     def gc(
-        self, *, actor: str, dry_run: bool, model: str | None = None, now: float | None = None
+        self,
+        *,
+        actor: str,
+        dry_run: bool,
+        model: str | None = None,
+        now: float | None = None,
+        progress: Progress = no_progress,
     ) -> dict[str, Any]:
         """Archive what every model's retention policy allows (models without a policy are left alone).
-        ``dry_run`` lists without changing anything."""
+        ``dry_run`` lists without changing anything; ``progress`` hears each model as it starts."""
         now = time.time() if now is None else now
         names = [model] if model is not None else [m.name for m in self.registry.store.list_models()]
         plan: list[dict[str, Any]] = []
         freed = 0
-        for name in names:
+        for done, name in enumerate(names):
+            progress(f"{'planning' if dry_run else 'archiving'} {name}", done, len(names))
             live, history, pinned, policy = self.releases.retention_inputs(name)
             if policy is None:
                 continue

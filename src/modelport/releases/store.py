@@ -175,9 +175,11 @@ class ReleaseStore:
         shadow: int | None,
         auto_rollback: AutoRollback | None,
         actor: str,
+        note: dict[str, Any] | None = None,
     ) -> Release:
         """Start (or change) the release on ``name@alias``. Changing the weight, sticky key or bounds of
-        a running release with the same canary and shadow keeps its id and its numbers."""
+        a running release with the same canary and shadow keeps its id and its numbers. ``note`` is added
+        to the audit record (an override's reason or the differences an override let through)."""
         check_alias_name(alias)
         if canary is None and shadow is None:
             raise InvalidInput(
@@ -235,7 +237,7 @@ class ReleaseStore:
                 "release.start" if not same else "release.change",
                 f"{name}@{alias}",
                 before=None if current is None else current.state(),
-                after=release.state(),
+                after={**release.state(), **(note or {})},
             )
             tx.bump_generation()
             return release
@@ -249,8 +251,8 @@ class ReleaseStore:
             self._end(tx, model_id, name, alias, current, "stop", actor, now, None)
             return current
 
-    def promote(self, name: str, alias: str, *, actor: str) -> Release:
-        """Make the canary the alias's version and end the release."""
+    def promote(self, name: str, alias: str, *, actor: str, note: dict[str, Any] | None = None) -> Release:
+        """Make the canary the alias's version and end the release (``note``: added to the audit record)."""
         now = datetime.now(UTC)
         with self.db.write() as tx:
             model_id = self.store.model_id(tx, name)
@@ -269,7 +271,7 @@ class ReleaseStore:
                 "release.promote",
                 f"{name}@{alias}",
                 before=current.state(),
-                after={"version": current.canary},
+                after={"version": current.canary, **(note or {})},
             )
             tx.bump_generation()
             return current

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import ConversionFailed, brief
+from modelport.errors import ConversionFailed, MissingExtra, brief
+from modelport.optional import require
 from modelport.signature import Signature
 
 __all__ = ["to_onnx"]
@@ -65,6 +66,7 @@ def _initial_types(signature: Signature, module: Any) -> list[tuple[str, Any]]:
 
 
 def _sklearn(model: Any, signature: Signature) -> Any:
+    require("skl2onnx", "sklearn", "converting a scikit-learn model to ONNX")
     from skl2onnx import convert_sklearn
     from skl2onnx.common import data_types
     from sklearn.base import is_classifier
@@ -82,6 +84,7 @@ def _sklearn(model: Any, signature: Signature) -> Any:
 
 
 def _xgboost(model: Any, signature: Signature) -> Any:
+    require("onnxmltools", "xgboost", "converting an XGBoost model to ONNX")
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common import data_types
 
@@ -92,6 +95,7 @@ def _xgboost(model: Any, signature: Signature) -> Any:
 
 
 def _lightgbm(model: Any, signature: Signature) -> Any:
+    require("onnxmltools", "lightgbm", "converting a LightGBM model to ONNX")
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common import data_types
 
@@ -117,6 +121,8 @@ def to_onnx(kind: str, model: Any, signature: Signature) -> bytes:
         raise ConversionFailed(f"{kind} models with text features are not converted to ONNX")
     try:
         onx = converter(model, signature)
+    except MissingExtra:
+        raise
     except Exception as exc:
         raise ConversionFailed(f"{type(exc).__name__}: {brief(exc)}") from exc
     # Converters name the graph with a random UUID; a fixed name makes the bytes (and so the digest)

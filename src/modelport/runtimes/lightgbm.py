@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 
+from modelport.optional import require
 from modelport.runtimes.base import Prediction, prediction_from_scores, register_loader
 from modelport.runtimes.trees import check_lightgbm_text
 from modelport.signature import Batch, Signature
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+else:
+    lgb = require("lightgbm", "lightgbm", "a LightGBM model")
 
 __all__ = ["LightGBMRuntime", "load_booster", "objective"]
 

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import skops.io as sio
 
 from modelport.errors import UnsafeFormat
+from modelport.optional import require
 from modelport.runtimes.base import Prediction, register_loader
 from modelport.runtimes.trees import check_estimator_trees
 from modelport.signature import Batch, Signature
+
+if TYPE_CHECKING:
+    import skops.io as sio
+else:
+    sio = require("skops.io", "sklearn", "a scikit-learn model (stored with skops)")
 
 __all__ = ["SAFE_MODULE_PREFIXES", "SkopsRuntime", "dump", "load_estimator", "untrusted_types"]
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xgboost as xgb
 
+from modelport.optional import require
 from modelport.runtimes.base import Prediction, prediction_from_scores, register_loader
 from modelport.runtimes.trees import check_xgboost_json
 from modelport.signature import Batch, Signature
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+else:
+    xgb = require("xgboost", "xgboost", "an XGBoost model")
 
 __all__ = ["XGBoostRuntime", "load_booster", "objective", "save"]
 

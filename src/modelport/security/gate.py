@@ -4,6 +4,11 @@ what they used. Protocol-free: REST and gRPC adapters hand it a token and an add
 Keys are held in memory (:class:`KeyRing`) and reloaded when the registry's generation counter moves
 (the server's poller calls :meth:`Gate.reload`); usage is counted in memory and added to the database
 by :meth:`Gate.flush` about once a second, off the request path.
+
+A monthly quota is charged when an inference request is admitted, on a counter shared like the rate
+buckets (security/ratelimit.py: Redis across replicas, a file across one server's workers), so a
+burst spread over workers and replicas gets one quota, not one each. The usage records stay the
+record (what is billed); the counter is the admission, and never counts below them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 
 from modelport.errors import ModelNotFound, RateLimited, Unauthenticated
 from modelport.security.keys import DEV_PRINCIPAL, KeyRing, Principal
-from modelport.security.ratelimit import Buckets, LocalBuckets
+from modelport.security.oidc import TokenVerifier, looks_like_jwt
+from modelport.security.ratelimit import SPENT, Bucket, Buckets, Charge, LocalBuckets
 from modelport.security.store import KeyStore, UsageRow
 
 __all__ = ["Gate"]
@@ -46,6 +52,14 @@ def _seconds_to_next_month(now: datetime) -> float:
     return (first.replace(day=days) - now).total_seconds() + 86400
 
 
+def _month_of(day: date) -> tuple[str, float]:
+    """The month's label in a quota counter's name, and when the counter may be forgotten: a day
+    after the month ends (a replica whose clock is a little behind still finds it)."""
+    days = calendar.monthrange(day.year, day.month)[1]
+    ends = datetime(day.year, day.month, days, tzinfo=UTC).timestamp() + 86400
+    return f"{day.year:04d}-{day.month:02d}", ends + 86400
+
+
 class Gate:
     """Authentication, authorisation inputs, rate limits, quotas and usage for one worker."""
 
@@ -58,8 +72,13 @@ class Gate:
         fallback: Buckets | None = None,
         failure_rate: float = 5.0,
         failure_burst: float = 20.0,
+        clock: Callable[[], float] = time.time,
+        oidc: TokenVerifier | None = None,
     ) -> None:
-        """``failure_rate``/``failure_burst``: failed authentications allowed per client address."""
+        """``failure_rate``/``failure_burst``: failed authentications allowed per client address.
+        ``clock``: Unix time, which decides the day usage is counted in and the month a quota is
+        (tests turn the month over with it). ``oidc``: also accept the access tokens of an OpenID
+        provider (security/oidc.py)."""
         if keys is None and not insecure:
             raise ValueError("a gate without a key store must be explicitly insecure")
         self.keys = keys
@@ -69,13 +88,17 @@ class Gate:
         self.breaker_seconds = 5.0
         self._shared_down_until = 0.0
         self.failure_rate, self.failure_burst = failure_rate, failure_burst
+        self._clock = clock
+        self.oidc = oidc
         self.ring = KeyRing()
-        self._month_totals: dict[str, int] = {}
-        self._month: tuple[int, int] = (0, 0)
+        # The usage records' requests per key this month, and which month that is: one tuple, so a
+        # request never pairs one month's totals with another month (reload runs on a thread).
+        self._totals: tuple[tuple[int, int], dict[str, int]] = ((0, 0), {})
         # (key id, model, day) -> [requests, rows, errors, bytes in, bytes out], since the last flush
         self._pending: defaultdict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
         self._unflushed_requests: defaultdict[str, int] = defaultdict(int)
         self._day_number, self._day = -1, date.min
+        self._month_label, self._month_expires = "", 0.0
         if keys is not None:
             self.reload()
 
@@ -91,14 +114,17 @@ class Gate:
     def _refresh_month(self) -> None:
         if self.keys is None:
             return
-        now = datetime.now(UTC)
-        self._month_totals = self.keys.requests_this_month()
-        self._month = (now.year, now.month)
+        # The month is taken before the read: totals read just after midnight on the first are
+        # labelled with the old month, so they are never taken for the new month's (see _charge).
+        now = self._now()
+        self._totals = ((now.year, now.month), self.keys.requests_this_month())
 
     async def authenticate(self, token: str | None, address: str | None) -> Principal:
         if self.insecure:
             return DEV_PRINCIPAL
         try:
+            if self.oidc is not None and token is not None and looks_like_jwt(token):
+                return await self.oidc.authenticate(token)
             return self.ring.authenticate(token)
         except Unauthenticated:
             wait = await self._take(f"addr:{_network(address)}", self.failure_rate, self.failure_burst)
@@ -133,7 +159,7 @@ class Gate:
         4. which — ``model`` is inside the key's patterns; outside them it answers exactly like a
            model that does not exist (:class:`ModelNotFound`)."""
         principal = await self.authenticate(token, address)
-        await self.limit(principal)
+        await self.limit(principal, permission)
         if not principal.may(permission):
             privileged = permission in ("publish", "admin")
             if on_denied is not None and privileged and await self.may_record_denial(principal):
@@ -143,34 +169,63 @@ class Gate:
             raise ModelNotFound(f"no model named {model[:100]!r}")
         return principal
 
-    async def limit(self, principal: Principal) -> None:
-        """Refuse with :class:`RateLimited` when the key is over its rate or its monthly quota."""
-        if principal.quota is not None:
-            used = self._month_totals.get(principal.key_id, 0) + self._unflushed_requests[principal.key_id]
-            if used >= principal.quota:
-                now = datetime.now(UTC)
-                raise RateLimited(
-                    f"key {principal.key_id} has used its quota of {principal.quota:,} requests this month",
-                    retry_after=_seconds_to_next_month(now),
-                )
-        if principal.rate is not None:
-            wait = await self._take(f"key:{principal.key_id}", principal.rate, max(1.0, principal.rate))
-            if wait > 0:
-                raise RateLimited(
-                    f"key {principal.key_id} is over its rate of {principal.rate:g} requests/s",
-                    retry_after=wait,
-                )
+    async def limit(self, principal: Principal, permission: str = "infer") -> None:
+        """Refuse with :class:`RateLimited` when the key is over its rate or its monthly quota.
+
+        Inference — what the usage records count — is charged to the quota's shared counter here, at
+        admission, together with the rate (one step, one Redis round trip). Other requests of a key
+        with a quota are not charged; they are refused once this worker sees the quota used up."""
+        key_id, quota, rate = principal.key_id, principal.quota, principal.rate
+        if quota is not None and permission == "infer":
+            charge = self._charge(key_id, quota)
+            bucket = None if rate is None else Bucket(f"key:{key_id}", rate, max(1.0, rate))
+            wait = await self._shared(lambda buckets: buckets.charge(charge, bucket))
+        elif quota is not None and self._used(key_id) >= quota:
+            wait = SPENT
+        elif rate is not None:
+            wait = await self._take(f"key:{key_id}", rate, max(1.0, rate))
+        else:
+            return
+        if wait == SPENT:
+            raise RateLimited(
+                f"key {key_id} has used its quota of {quota:,} requests this month",
+                retry_after=_seconds_to_next_month(self._now()),
+            )
+        if wait > 0:
+            raise RateLimited(f"key {key_id} is over its rate of {rate:g} requests/s", retry_after=wait)
+
+    def _charge(self, key_id: str, quota: int) -> Charge:
+        """One inference request of ``key_id`` against this month's counter, whose floor is the
+        usage records' total."""
+        recorded = self._recorded(key_id)  # first: it moves the month's label on the first of the month
+        return Charge(f"{key_id}:{self._month_label}", quota, recorded, self._month_expires)
+
+    def _used(self, key_id: str) -> int:
+        """This worker's own view of the key's requests this month: the usage records plus its
+        requests not yet written to them."""
+        return self._recorded(key_id) + self._unflushed_requests.get(key_id, 0)
+
+    def _recorded(self, key_id: str) -> int:
+        """The key's requests this month in the usage records, as last read — none if that read was
+        of another month (just after the month turned: last month's total is not this month's)."""
+        day = self._today()
+        month, totals = self._totals
+        return totals.get(key_id, 0) if month == (day.year, day.month) else 0
 
     async def _take(self, bucket: str, rate: float, burst: float) -> float:
-        """Take a token from the shared buckets — or, while they are away, from this server's own.
+        return await self._shared(lambda buckets: buckets.take(bucket, rate, burst))
+
+    async def _shared(self, ask: Callable[[Buckets], Awaitable[float]]) -> float:
+        """Ask the shared buckets and counters — or, while they are away, this server's own.
 
         A circuit breaker: after a failure (unreachable, or slower than its timeout) the shared store
         is not asked again for ``breaker_seconds``, so a hung Redis costs one request its timeout per
-        period instead of every request a second. Limits hold per server meanwhile."""
+        period instead of every request a second. Rates and quotas hold per server meanwhile: a quota
+        counter of this server's, which starts from the usage records' total."""
         if self._fallback is not None and time.monotonic() < self._shared_down_until:
-            return await self._fallback.take(bucket, rate, burst)
+            return await ask(self._fallback)
         try:
-            return await self.buckets.take(bucket, rate, burst)
+            return await ask(self.buckets)
         except Exception as exc:  # Redis unreachable or hung: keep limiting, per server
             if self._fallback is None:
                 raise
@@ -180,7 +235,7 @@ class Gate:
                 type(exc).__name__,
                 self.breaker_seconds,
             )
-            return await self._fallback.take(bucket, rate, burst)
+            return await ask(self._fallback)
 
     # -- usage ----------------------------------------------------------------------------------
 
@@ -197,11 +252,16 @@ class Gate:
         counts[4] += bytes_out
         self._unflushed_requests[principal.key_id] += 1
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
     def _today(self) -> date:
         """The UTC date, recomputed only when the day number changes (cheap on every request)."""
-        day = int(time.time() // 86400)
+        day = int(self._clock() // 86400)
         if day != self._day_number:
-            self._day_number, self._day = day, datetime.fromtimestamp(day * 86400, UTC).date()
+            today = datetime.fromtimestamp(day * 86400, UTC).date()
+            self._month_label, self._month_expires = _month_of(today)
+            self._day_number, self._day = day, today
         return self._day
 
     def take_pending(self) -> tuple[list[UsageRow], dict[str, int]]:
@@ -218,8 +278,8 @@ class Gate:
             return
         if rows:
             self.keys.add_usage(rows)
-        now = datetime.now(UTC)
-        if rows or (now.year, now.month) != self._month:
+        now = self._now()
+        if rows or (now.year, now.month) != self._totals[0]:
             self._refresh_month()
 
     def written(self, unflushed: dict[str, int]) -> None:
@@ -249,4 +309,4 @@ class Gate:
         self.written(unflushed)
 
     def describe(self) -> dict[str, Any]:
-        return {"insecure": self.insecure, "keys": len(self.ring)}
+        return {"insecure": self.insecure, "keys": len(self.ring), "oidc": self.oidc is not None}

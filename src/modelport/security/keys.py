@@ -59,6 +59,22 @@ def new_token() -> tuple[str, str, str]:
     return key_id, secret, f"{_PREFIX}_{key_id}_{secret}"
 
 
+_GIVEN_SECRET = re.compile(r"[A-Za-z0-9_-]{32,100}")
+
+
+def check_given_token(token: str) -> tuple[str, str]:
+    """``(key id, secret)`` of a token an operator made (``init --admin-key-file``): the token format
+    with a secret of at least 32 URL-safe characters (192 bits and more). The message never repeats
+    the token."""
+    parts = split_token(token.strip())
+    if parts is None or not _GIVEN_SECRET.fullmatch(parts[1]):
+        raise InvalidInput(
+            "the admin key must be one token mpk_<12 lower-case letters or digits>_<a secret of 32 to "
+            "100 URL-safe characters> (docs/deploy.md shows how to make one)"
+        )
+    return parts
+
+
 def split_token(token: str) -> tuple[str, str] | None:
     """``(key id, secret)`` of a well-formed token, else ``None``."""
     parts = token.split("_", 2)
@@ -167,7 +183,8 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key's id, role and model patterns."""
+    """Who is calling: a key's id, role and model patterns — or, for an OpenID access token
+    (security/oidc.py), the person or client it names (``subject``) and an id derived from it."""
 
     key_id: str
     role: str
@@ -175,10 +192,12 @@ class Principal:
     rate: float | None = None
     quota: int | None = None
     _cache: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    subject: str | None = None
 
     @property
     def actor(self) -> str:
-        return f"key:{self.key_id}"
+        """Who the audit log records: ``key:<id>`` or ``oidc:<subject>``."""
+        return f"key:{self.key_id}" if self.subject is None else f"oidc:{self.subject}"
 
     def may(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, frozenset())
@@ -219,6 +238,14 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._ring)
+
+    def find(self, key_id: str) -> tuple[KeyRecord, Principal] | None:
+        """The active key with this id and its principal; None when it is unknown, revoked or expired
+        (the console re-checks a session's key with this on every request: ui/sessions.py)."""
+        entry = self._ring.get(key_id)
+        if entry is None or entry[0].status() != "active":
+            return None
+        return entry
 
     def authenticate(self, token: str | None, now: datetime | None = None) -> Principal:
         """The principal for ``token``; :class:`Unauthenticated` with one message for every failure

@@ -17,7 +17,14 @@ from modelport.errors import InvalidInput, NotFound
 from modelport.registry.database import Transaction
 from modelport.registry.schema import api_keys, registry_state, usage
 from modelport.registry.store import RegistryStore
-from modelport.security.keys import ROLES, KeyRecord, check_patterns, hash_secret, new_token
+from modelport.security.keys import (
+    ROLES,
+    KeyRecord,
+    check_given_token,
+    check_patterns,
+    hash_secret,
+    new_token,
+)
 
 __all__ = ["KeyStore", "UsageRow"]
 
@@ -92,10 +99,13 @@ class KeyStore:
         quota: int | None = None,
         actor: str,
         only_if_none: bool = False,
+        token: str | None = None,
     ) -> tuple[KeyRecord, str] | None:
         """A new key and its token (the only time the secret exists outside the caller). With
         ``only_if_none``, only when no key exists yet (``init``'s first admin key; returns ``None``
-        otherwise — decided inside the transaction, so concurrent inits create one key)."""
+        otherwise — decided inside the transaction, so concurrent inits create one key). ``token``:
+        adopt this operator-made token (``init --admin-key-file``, a Kubernetes Secret) instead of
+        drawing one; only its hash is stored, as always."""
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         name = name.strip()
@@ -103,7 +113,10 @@ class KeyStore:
             raise InvalidInput(f"key name must be 1–{_NAME_MAX} printable characters")
         patterns = check_patterns(models)
         now = datetime.now(UTC)
-        key_id, secret, token = new_token()
+        if token is None:
+            key_id, secret, token = new_token()
+        else:
+            key_id, secret = check_given_token(token)
         values = {
             "id": key_id,
             "name": name,

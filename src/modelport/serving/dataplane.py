@@ -187,6 +187,14 @@ class DataPlane:
     _process: ScoringProcess | None = None
     _hangs: Hangs | None = None
 
+    def __post_init__(self) -> None:
+        self.pool.on_evict = self._forget
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        """Drop an evicted version's batcher (called on the pool's loader thread: one dict operation,
+        atomic under the GIL), so that its memory goes at once unless a request still holds it."""
+        self._batchers.pop(key, None)
+
     # -- health and metadata --------------------------------------------------------------------
 
     def live(self) -> bool:
@@ -206,9 +214,12 @@ class DataPlane:
         return await self.loaded_number(ref.name, self.resolve(ref))
 
     async def loaded_number(self, model: str, number: int) -> LoadedVersion:
-        if self.pool.is_loaded(model, number):
-            return self.pool.get(model, number)
-        return await asyncio.to_thread(self.pool.get, model, number)
+        """The loaded version; a cold one is awaited from the pool's loader thread (one load however
+        many requests wait for it), and neither the event loop nor a thread of its executor waits."""
+        loaded = self.pool.hot(model, number)
+        if loaded is not None:
+            return loaded
+        return await asyncio.wrap_future(self.pool.load(model, number))
 
     async def model_metadata(self, ref: ModelRef) -> dict[str, Any]:
         """The Open Inference Protocol's model metadata. ``inputs`` lists exactly one request form the
@@ -279,7 +290,25 @@ class DataPlane:
         the version chosen by alias, release arm or number; the payload's columns for that version's
         signature; value checks with the model's policy (flag or reject); the version's batcher
         (deadline, isolation, micro-batching); statistics, release counts, shadow copies, the
-        prediction log and the flag metrics. Decoding a large payload leaves the event loop."""
+        prediction log and the flag metrics. Decoding a large payload leaves the event loop.
+
+        Counted in ``modelport_requests_in_flight`` from here until it returns or raises (a cold
+        load, the queue and the runtime call included; reading the body and writing the answer not)."""
+        LOCAL.in_flight += 1
+        try:
+            return await self._infer(ref, payload, request_id, key_id, timeline, headers)
+        finally:
+            LOCAL.in_flight -= 1
+
+    async def _infer(
+        self,
+        ref: ModelRef,
+        payload: Payload,
+        request_id: str,
+        key_id: str,
+        timeline: Timeline | None,
+        headers: Mapping[str, str] | None,
+    ) -> InferenceResult:
         number, release, arm = self.choose(ref, payload, headers)
         model = ref.name
         started = time.perf_counter_ns()
@@ -497,10 +526,11 @@ class DataPlane:
                 self.scoring_process().prepare(loaded)  # its first request should not wait for it
             entry = (loaded, Batcher(scoring, self.max_batch_rows, observe, timed=self.tracing))
             self._batchers[key] = entry
-            # Drop batchers of versions the pool has evicted: they would keep their runtimes alive.
+            # An eviction drops its batcher at once (_forget); this catches a batcher made for a version
+            # evicted while its request was under way, which would keep its runtime alive.
             live = set(self.pool.loaded())
-            for stale in [k for k in self._batchers if k not in live and k != key]:
-                del self._batchers[stale]
+            for stale in [k for k in list(self._batchers) if k not in live and k != key]:
+                self._batchers.pop(stale, None)  # list(): the loader thread may pop meanwhile
         return entry[1]
 
     def batcher_keys(self) -> set[tuple[str, int]]:

@@ -13,17 +13,20 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 import numpy as np
 
 from modelport.errors import InvalidInput, ModelportError, RateLimited, outcome_for
 from modelport.monitoring.tracing import Timeline
+from modelport.optional import require
 from modelport.registry.names import ModelRef
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import TensorPayload, edge_ref
 from modelport.serving.http import public_message
+
+# A missing or too old grpcio/protobuf fails on this import, naming the extra (serving/protocol/__init__.py).
+from modelport.serving.protocol import PURPOSE
 from modelport.serving.protocol import inference_pb2 as pb
 from modelport.serving.protocol import inference_pb2_grpc as pb_grpc
 from modelport.serving.tensors import DATATYPES, Tensor, numbers_as
@@ -35,6 +38,11 @@ from modelport.serving.v2 import (
     tensor_from_bytes,
 )
 from modelport.serving.worker import Finished, Worker
+
+if TYPE_CHECKING:
+    import grpc
+else:
+    grpc = require("grpc", "grpc", PURPOSE)
 
 __all__ = ["GrpcServer"]
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from modelport.errors import AuditFailure, StorageFailure, StoreNotReady
+from modelport.errors import AuditFailure, IdentityProviderUnavailable, StorageFailure, StoreNotReady
 from modelport.monitoring.tracing import Timeline
 from modelport.registry.audit import NOT_WRITTEN
 from modelport.registry.names import ModelRef
@@ -17,13 +18,16 @@ __all__ = ["HTTPError", "Request", "Response", "json_response", "public_message"
 
 
 def public_message(error: Exception) -> str:
-    """An error's message as a client may read it. Database failures name the database (host, user,
-    file path) for operators; clients only learn that the registry is unavailable, or that a change was
-    not applied because its audit record could not be written (the operator log has the cause)."""
+    """An error's message as a client may read it. Database and artifact-store failures name the store
+    (host, user, file path, bucket) for operators; clients only learn that the registry is unavailable,
+    or that a change was not applied because its audit record could not be written (the operator log
+    has the cause)."""
     if isinstance(error, AuditFailure):
         return NOT_WRITTEN
+    if isinstance(error, IdentityProviderUnavailable):
+        return str(error)  # names no host: says only that access tokens cannot be checked now
     if isinstance(error, StoreNotReady):
-        return "the registry database is unavailable: try again later"
+        return "the registry or its artifact store is unavailable: try again later"
     if isinstance(error, StorageFailure):
         return "the registry database refused the operation"
     return str(error)
@@ -63,6 +67,7 @@ class Response:
     status: int = 200
     content_type: bytes = b"application/json"
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    file: Path | None = None  # sent in pieces instead of ``body`` (a batch job's output)
 
 
 def json_response(data: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:

@@ -244,7 +244,7 @@ def _open(config: dict[str, Any]) -> Registry:
         home=Path(config["home"]), database_url=config["database_url"], artifact_url=config["artifact_url"]
     )
     database = Database(settings.resolved_database_url)
-    return Registry(settings, RegistryStore(database), open_artifact_store(settings.resolved_artifact_url))
+    return Registry(settings, RegistryStore(database), open_artifact_store(settings))
 
 
 def _score(

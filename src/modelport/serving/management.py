@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from modelport.errors import InvalidInput, NotFound
-from modelport.registry.names import check_alias_name, check_version_number
+from modelport.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelport.registry.names import check_alias_name, check_version_number, parse_ref
 from modelport.releases.manager import ReleaseManager
 from modelport.security.keys import parse_duration, parse_quota, parse_rate
 from modelport.security.store import KeyStore
@@ -184,10 +184,11 @@ async def list_models(app: RestApp, request: Request) -> Response:
 
 
 async def set_alias(app: RestApp, request: Request) -> Response:
-    document = _document(request, {"version", "override_reason"})
+    document = _document(request, {"version", "override_reason", "allow_incompatible"})
     version = document.get("version")
     override = _text(document, "override_reason")
-    if override is not None:
+    incompatible = _allow_incompatible(document)
+    if override is not None or incompatible:
         request.principal.require("admin")  # overriding the promotion gate is an admin's call
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidInput('"version" must be a version number')
@@ -200,8 +201,18 @@ async def set_alias(app: RestApp, request: Request) -> Response:
         check_version_number(version),
         actor=request.principal.actor,
         override_reason=override,
+        allow_incompatible=incompatible,
     )
     return _changed(result, {"model": request.params["name"], "alias": alias})
+
+
+def _allow_incompatible(document: dict[str, Any]) -> bool:
+    """``"allow_incompatible": true``: move traffic to a version whose signature cannot take it
+    (docs/releases.md), an admin's call like the gate's override."""
+    value = document.get("allow_incompatible", False)
+    if not isinstance(value, bool):
+        raise InvalidInput('"allow_incompatible" must be true or false')
+    return value
 
 
 async def remove_alias(app: RestApp, request: Request) -> Response:
@@ -235,10 +246,19 @@ def _version_field(document: dict[str, Any], field: str) -> int | None:
 
 
 async def start_release(app: RestApp, request: Request) -> Response:
-    fields = {"canary", "weight", "sticky_by", "shadow", "auto_rollback", "override_reason"}
+    fields = {
+        "canary",
+        "weight",
+        "sticky_by",
+        "shadow",
+        "auto_rollback",
+        "override_reason",
+        "allow_incompatible",
+    }
     document = _document(request, fields)
     override = _text(document, "override_reason")
-    if override is not None:
+    incompatible = _allow_incompatible(document)
+    if override is not None or incompatible:
         request.principal.require("admin")
     rule = document.get("auto_rollback")
     if rule is not None and not isinstance(rule, dict):
@@ -255,6 +275,7 @@ async def start_release(app: RestApp, request: Request) -> Response:
             shadow=_version_field(document, "shadow"),
             auto_rollback=rule,
             override_reason=override,
+            allow_incompatible=incompatible,
         )
     )
     return _changed(result, {"model": request.params["name"], "alias": alias})
@@ -285,14 +306,19 @@ async def stop_release(app: RestApp, request: Request) -> Response:
 
 
 async def promote_release(app: RestApp, request: Request) -> Response:
-    document = _document(request, {"override_reason"})
+    document = _document(request, {"override_reason", "allow_incompatible"})
     override = _text(document, "override_reason")
-    if override is not None:
+    incompatible = _allow_incompatible(document)
+    if override is not None or incompatible:
         request.principal.require("admin")
     alias = check_alias_name(request.params["alias"])
     result = await asyncio.to_thread(
         lambda: _manager(app).promote(
-            request.params["name"], alias, actor=request.principal.actor, override_reason=override
+            request.params["name"],
+            alias,
+            actor=request.principal.actor,
+            override_reason=override,
+            allow_incompatible=incompatible,
         )
     )
     return _changed(result, {"model": request.params["name"], "alias": alias})
@@ -431,6 +457,103 @@ async def get_drift(app: RestApp, request: Request) -> Response:
     return json_response(await asyncio.to_thread(monitor.report, name, version=version, windows=windows))
 
 
+# -- batch jobs (docs/batch.md) -------------------------------------------------------------------
+
+_JOB = r"(?P<job>job-[0-9a-f]{12})"
+_JOB_FIELDS = {"model", "input", "output", "keep", "drop", "on_violation", "chunk_rows"}
+
+
+def _names(document: dict[str, Any], field: str) -> list[str]:
+    value = document.get(field, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 1_000:
+        raise InvalidInput(f'"{field}" must be a list of column names')
+    return value
+
+
+async def submit_job(app: RestApp, request: Request) -> Response:
+    from modelport.batch.job import ScoreOptions
+    from modelport.batch.runner import submit
+
+    document = _document(request, _JOB_FIELDS)
+    ref = _text(document, "model", required=True)
+    source = _text(document, "input", required=True)
+    output = _text(document, "output", required=True)
+    assert ref is not None and source is not None and output is not None
+    parsed = parse_ref(ref)
+    if not request.principal.sees(parsed.name):
+        raise NotFound(f"no model named {parsed.name!r}")  # as for a model that does not exist
+    on_violation = _text(document, "on_violation")
+    if on_violation not in (None, "reject", "flag", "skip"):
+        raise InvalidInput('"on_violation" is one of reject, flag, skip')
+    chunk_rows = document.get("chunk_rows", 65_536)
+    if (
+        not isinstance(chunk_rows, int)
+        or isinstance(chunk_rows, bool)
+        or not 1_000 <= chunk_rows <= 10_000_000
+    ):
+        raise InvalidInput('"chunk_rows" must be a whole number from 1,000 to 10,000,000')
+    options = ScoreOptions(
+        keep=_names(document, "keep"),
+        drop=_names(document, "drop"),
+        on_violation=on_violation,  # type: ignore[arg-type]
+        chunk_rows=chunk_rows,
+    )
+    settings = app.worker.jobs.settings if app.worker.jobs is not None else None
+    if settings is None:
+        raise Forbidden(
+            "batch jobs over the API are off on this server: the operator sets MODELPORT_BATCH_ROOTS"
+        )
+    job = await asyncio.to_thread(
+        submit, app.worker.registry, settings, ref, source, output, options, actor=request.principal.actor
+    )
+    return json_response(job.to_dict(), 202, headers=((b"location", f"/api/v1/jobs/{job.id}".encode()),))
+
+
+async def _own_job(app: RestApp, request: Request) -> Any:
+    """The job the route names, if the caller submitted it (admins see every job)."""
+    job = await asyncio.to_thread(app.worker.registry.store.jobs.get, request.params["job"])
+    if not request.principal.may("admin") and job.actor != request.principal.actor:
+        raise NotFound(f"no batch job {job.id!r}")  # another key's job is not disclosed
+    return job
+
+
+async def list_jobs(app: RestApp, request: Request) -> Response:
+    found = await asyncio.to_thread(app.worker.registry.store.jobs.recent, None, 200)
+    admin = request.principal.may("admin")
+    mine = [j.to_dict() for j in found if admin or j.actor == request.principal.actor]
+    return json_response({"jobs": mine})
+
+
+async def get_job(app: RestApp, request: Request) -> Response:
+    return json_response((await _own_job(app, request)).to_dict())
+
+
+async def cancel_job(app: RestApp, request: Request) -> Response:
+    job = await _own_job(app, request)
+    cancelled = await asyncio.to_thread(
+        app.worker.registry.store.jobs.cancel, job.id, request.principal.actor
+    )
+    return json_response(cancelled.to_dict(), 202)
+
+
+async def job_output(app: RestApp, request: Request) -> Response:
+    from pathlib import Path
+
+    from modelport.batch.runner import inside_roots
+
+    job = await _own_job(app, request)
+    if job.status != "done":
+        raise Conflict(f"batch job {job.id} is {job.status}: its output is there once it is done")
+    settings = app.worker.jobs.settings if app.worker.jobs is not None else None
+    roots = list(settings.batch_roots) if settings is not None else []
+    path = inside_roots(job.output, roots, what="output")  # still inside, symlinks resolved, now
+    if not Path(path).is_file():
+        raise NotFound(f"the output of {job.id} is no longer there")
+    kind = b"text/csv" if path.suffix.lower() == ".csv" else b"application/vnd.apache.parquet"
+    disposition = f'attachment; filename="{path.name}"'.encode()
+    return Response(b"", content_type=kind, headers=((b"content-disposition", disposition),), file=path)
+
+
 ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("GET", re.compile(r"/api/v1/keys"), list_keys, False, "admin"),
     ("POST", re.compile(r"/api/v1/keys"), create_key, False, "admin"),
@@ -473,4 +596,9 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("GET", re.compile(r"/api/v1/approvals"), list_changes, False, "publish"),
     ("POST", re.compile(rf"/api/v1/approvals/{_CHANGE}/approve"), approve_change, False, "publish"),
     ("POST", re.compile(rf"/api/v1/approvals/{_CHANGE}/reject"), reject_change, False, "publish"),
+    ("POST", re.compile(r"/api/v1/jobs"), submit_job, False, "publish"),
+    ("GET", re.compile(r"/api/v1/jobs"), list_jobs, False, "publish"),
+    ("GET", re.compile(rf"/api/v1/jobs/{_JOB}"), get_job, False, "publish"),
+    ("POST", re.compile(rf"/api/v1/jobs/{_JOB}/cancel"), cancel_job, False, "publish"),
+    ("GET", re.compile(rf"/api/v1/jobs/{_JOB}/output"), job_output, False, "publish"),
 )

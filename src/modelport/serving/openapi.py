@@ -134,6 +134,10 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
             "properties": {
                 "version": {"type": "integer", "minimum": 1},
                 "override_reason": {"type": "string", "description": "admin only; audited"},
+                "allow_incompatible": {
+                    "type": "boolean",
+                    "description": "a version whose signature cannot take the traffic; admin only, audited",
+                },
             },
         },
         (),
@@ -208,6 +212,10 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
                     },
                 },
                 "override_reason": {"type": "string", "description": "admin only; audited"},
+                "allow_incompatible": {
+                    "type": "boolean",
+                    "description": "a version whose signature cannot take the traffic; admin only, audited",
+                },
             },
         },
         (),
@@ -219,7 +227,13 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"override_reason": {"type": "string", "description": "admin only; audited"}},
+            "properties": {
+                "override_reason": {"type": "string", "description": "admin only; audited"},
+                "allow_incompatible": {
+                    "type": "boolean",
+                    "description": "a canary whose signature cannot take the traffic; admin only, audited",
+                },
+            },
         },
         (),
     ),
@@ -240,6 +254,28 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         {"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string"}}},
         (),
     ),
+    "submit_job": (
+        "Queue a batch scoring job (publisher); INPUT and OUTPUT inside MODELPORT_BATCH_ROOTS; 202",
+        {
+            "type": "object",
+            "required": ["model", "input", "output"],
+            "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string", "description": "NAME, NAME@ALIAS, NAME@VERSION or NAME@LABEL"},
+                "input": {"type": "string", "description": "a .csv or .parquet file, a folder or a glob"},
+                "output": {"type": "string", "description": "a .parquet or .csv file, written atomically"},
+                "keep": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 1000},
+                "drop": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 1000},
+                "on_violation": {"type": "string", "enum": ["reject", "flag", "skip"]},
+                "chunk_rows": {"type": "integer", "minimum": 1000, "maximum": 10000000},
+            },
+        },
+        (),
+    ),
+    "list_jobs": ("Batch jobs this key submitted (admins: every job), newest first", None, ()),
+    "get_job": ("A batch job: status, progress, counts, digests", None, ()),
+    "cancel_job": ("Cancel a batch job (at its next chunk when running)", None, ()),
+    "job_output": ("A finished job's output file (Parquet or CSV)", None, ()),
     "openapi": ("This document", None, ()),
     "metrics": ("Prometheus metrics of every worker (a key, unless MODELPORT_METRICS_PUBLIC)", None, ()),
 }

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -127,7 +128,7 @@ def mlflow_ref(text: str) -> ModelRef:
 
 
 # An answer at least this many rows long is encoded on a thread (MLflow records for 300,000 rows take
-# seconds of pandas), so probes on the same worker keep answering.
+# ~0.3 s of Python objects), so probes on the same worker keep answering.
 OFFLOAD_ROWS = 5_000
 _NO_DEFAULT = "no default model: start the server with --default-model or call /endpoints/{REF}/invocations"
 
@@ -165,6 +166,7 @@ class RestApp:
         # the default model's reference, parsed once (serve checked its form at start-up)
         self.default_ref = mlflow_ref(default_model) if default_model is not None else None
         self.in_flight = 0
+        self._console: Any = None  # the web console (modelport.ui), built on its first request
 
     @property
     def plane(self) -> DataPlane:
@@ -256,13 +258,11 @@ class RestApp:
         )
         request.version, request.rows = result.version, result.rows
         if result.rows >= OFFLOAD_ROWS:
-            answer = await asyncio.to_thread(
+            body = await asyncio.to_thread(
                 encode_predictions, result.prediction, result.signature, result.flags
             )
-            body = await asyncio.to_thread(_dumps_in_pieces, answer)
         else:
-            answer = encode_predictions(result.prediction, result.signature, result.flags)
-            body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+            body = encode_predictions(result.prediction, result.signature, result.flags)
         if timeline is not None:
             timeline.serialised = time.perf_counter_ns()
         return Response(body, headers=((b"x-model-version", str(result.version).encode()),))
@@ -342,6 +342,14 @@ class RestApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+            # The web console has its own route table and signs people in with cookies (ui/routes.py)
+            if self._console is None:
+                from modelport.ui import Console
+
+                self._console = Console(self, self.worker.registry.settings.console_session_hours)
+            await self._console(scope, receive, send)
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
@@ -443,6 +451,9 @@ class RestApp:
             )
         if matched is None or matched[3] is not None:  # probes are not logged: balancers poll them
             self._log(method, path, ref, request, response.status, started, request_id)
+        if response.file is not None:
+            await self._send_file(send, response, request_id)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -459,6 +470,34 @@ class RestApp:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _send_file(self, send: Any, response: Response, request_id: str) -> None:
+        """A file, a MiB at a time, read off the event loop (a job's output may be gigabytes)."""
+        assert response.file is not None
+        with response.file.open("rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [
+                        (b"content-type", response.content_type),
+                        (b"content-length", str(size).encode()),
+                        *response.headers,
+                        *self.extra_headers,
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            )
+            left = size
+            while left > 0:
+                piece = await asyncio.to_thread(source.read, min(left, 1 << 20))
+                if not piece:
+                    break
+                left -= len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": left > 0})
+            if left > 0:  # the file shrank while being sent: the client sees a short body
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _ref(self, params: dict[str, str], path: str) -> ModelRef | None:
         """The reference a route names: ``{name}`` (+ ``{version}``), MLflow's ``{ref}``, or the
@@ -621,18 +660,6 @@ class RestApp:
                 await self.worker.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _dumps_in_pieces(answer: dict[str, Any], rows: int = 5_000) -> bytes:
-    """MLflow's answer as JSON, its records serialised ``rows`` at a time: one orjson call holds the
-    interpreter for its whole run (a 300,000-row answer: ~0.2 s), which the event loop would wait for."""
-    records = answer["predictions"]
-    pieces = [
-        orjson.dumps(records[start : start + rows], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-        for start in range(0, len(records), rows)
-    ]
-    rest = orjson.dumps({k: v for k, v in answer.items() if k != "predictions"})
-    return b'{"predictions":[' + b",".join(pieces) + b"]" + (b"," + rest[1:] if len(rest) > 2 else b"}")
 
 
 # MLflow codes for errors the HTTP layer raises itself (sizes, media types, routes, timeouts).

@@ -150,6 +150,8 @@ def scorer_config(settings: Settings, *, log: bool) -> dict[str, Any]:
         "database_url": settings.resolved_database_url,
         "artifact_url": settings.resolved_artifact_url,
         "log": log,
+        # the shadow's answers reach the log as often as the worker's own, at most LOG_EVERY apart
+        "log_every": min(LOG_EVERY, settings.prediction_log_flush_seconds),
         "priority": settings.shadow_priority,
     }
 
@@ -160,12 +162,15 @@ def scorer_config(settings: Settings, *, log: bool) -> dict[str, Any]:
 class Scorer:
     """The child's state: the registry, the shadow versions it has loaded and its prediction log."""
 
-    def __init__(self, registry: Registry, predictions: PredictionLog | None) -> None:
+    def __init__(
+        self, registry: Registry, predictions: PredictionLog | None, log_every: float = LOG_EVERY
+    ) -> None:
         from modelport.serving.pool import ModelPool
 
         # the worker's own loading path: verified, warmed on golden rows, archived versions refused
         self.pool = ModelPool(registry, max_models=MAX_LOADED)
         self.predictions = predictions
+        self.log_every = log_every
         self._policies: dict[str, tuple[str, LogPolicy]] = {}
 
     def version(self, model: str, number: int) -> LoadedVersion:
@@ -264,7 +269,7 @@ class Scorer:
 
     def write_log(self, *, now: bool = False) -> None:
         log_ = self.predictions
-        if log_ is None or not (now or log_.due(time.monotonic(), LOG_EVERY)):
+        if log_ is None or not (now or log_.due(time.monotonic(), self.log_every)):
             return
         taken = log_.take()
         try:
@@ -375,12 +380,13 @@ def _serve(source: BinaryIO, sink: BinaryIO) -> int:
     )
     database = Database(settings.resolved_database_url)
     scorer = Scorer(
-        Registry(settings, RegistryStore(database), open_artifact_store(settings.resolved_artifact_url)),
+        Registry(settings, RegistryStore(database), open_artifact_store(settings)),
         PredictionLog(settings.home.resolve()) if config.get("log") else None,
+        float(config.get("log_every", LOG_EVERY)),
     )
     try:
         while True:
-            ready, _, _ = select.select([source], [], [], LOG_EVERY)
+            ready, _, _ = select.select([source], [], [], scorer.log_every)
             if not ready:
                 scorer.write_log()
                 continue

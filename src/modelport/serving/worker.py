@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.errors import ModelportError, StoreNotReady
 from modelport.monitoring.logs import ACCESS_LOG
@@ -39,6 +39,9 @@ from modelport.releases.manager import ReleaseManager
 from modelport.security.gate import Gate
 from modelport.security.keys import Principal
 from modelport.serving.dataplane import DataPlane
+
+if TYPE_CHECKING:
+    from modelport.batch.runner import JobRunner
 
 __all__ = ["Finished", "ProtocolServer", "Worker"]
 
@@ -85,6 +88,8 @@ class Worker:
     release_flush_seconds: float = 5.0
     prediction_flush_seconds: float = 10.0
     servers: list[ProtocolServer] = field(default_factory=list)
+    jobs: JobRunner | None = None  # batch jobs submitted over the API (batch/runner.py)
+    _jobs_tick: asyncio.Task[list[str]] | None = None
     _poller: asyncio.Task[None] | None = None
     _evaluation: asyncio.Task[None] | None = None
 
@@ -215,6 +220,12 @@ class Worker:
             idle = self._evaluation is None or self._evaluation.done()
             if idle and self.monitor is not None and self.monitor.due(time.monotonic()) and self.logging():
                 self._evaluation = asyncio.create_task(self.evaluate())
+            if (
+                self.jobs is not None
+                and self.jobs.due()
+                and (self._jobs_tick is None or self._jobs_tick.done())
+            ):
+                self._jobs_tick = asyncio.create_task(asyncio.to_thread(self.jobs.tick))
             try:
                 keys_generation = await self.refresh(keys_generation)
             except Exception as exc:  # keep polling whatever happens; serve the routes and keys we have

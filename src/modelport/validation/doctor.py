@@ -2,7 +2,11 @@
 *this* environment? Each artifact of each version is loaded (digest-verified) with the libraries
 installed now, its golden cases are replayed, and the answers are compared with the ground truth
 recorded at registration. Run it after a dependency bump (docs/upgrades.md); it fails when a version
-that a `production` alias points at no longer serves correctly.
+that traffic reaches by name no longer serves correctly: the version of any alias (whatever it is
+called: `production`, `live`, `2026-Q3`), the newest version (``NAME@latest``, the default route of a
+model without `production`) and the canary of a release. A version reached only by its number or its
+label — a client that pinned it chose it — and a shadow, whose answers no client sees, are reported
+but do not fail the run.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import numpy as np
 
 from modelport.environment import snapshot
 from modelport.errors import ModelportError, brief
-from modelport.registry.records import VersionRecord
+from modelport.progress import Progress, no_progress
+from modelport.registry.records import ModelRecord, VersionRecord
 from modelport.registry.service import GOLDEN_TOLERANCE, Registry
+from modelport.releases.policy import Release
 from modelport.runtimes.base import Prediction
 from modelport.runtimes.equivalence import compare
 
-__all__ = ["Diagnosis", "diagnose", "environment_change", "fix"]
+__all__ = ["Diagnosis", "diagnose", "environment_change", "failing", "fix"]
 
 _SHOWN = ("python", "numpy", "scikit-learn", "onnxruntime", "xgboost", "xgboost-cpu", "lightgbm", "skops")
 
@@ -32,6 +38,7 @@ class Diagnosis:
     format: str
     serving: bool  # the artifact the server answers with
     aliases: tuple[str, ...]
+    routes: tuple[str, ...]  # the names whose traffic it answers: its aliases, `latest`, `ALIAS (canary)`
     recorded: str  # what changed since registration, "recorded → now"; "" when nothing did
     max_deviation: float | None
     label_mismatches: int
@@ -66,7 +73,9 @@ def _expected(version: VersionRecord) -> Prediction:
     )
 
 
-def _check(registry: Registry, version: VersionRecord, role: str, current: dict[str, Any]) -> Diagnosis:
+def _check(
+    registry: Registry, version: VersionRecord, role: str, current: dict[str, Any], routes: tuple[str, ...]
+) -> Diagnosis:
     artifact = version.artifact(role)
     assert artifact is not None
     serving_role = "onnx" if version.serving_format == "onnx" else "native"
@@ -76,6 +85,7 @@ def _check(registry: Registry, version: VersionRecord, role: str, current: dict[
         "format": artifact.format,
         "serving": role == serving_role,
         "aliases": tuple(version.aliases),
+        "routes": routes,
         "recorded": environment_change(version.environment, current),
     }
     try:
@@ -104,16 +114,43 @@ def _check(registry: Registry, version: VersionRecord, role: str, current: dict[
     )
 
 
-def diagnose(registry: Registry, model: str | None = None) -> list[Diagnosis]:
-    """Every artifact of every version (of ``model``, or of all models), checked in this environment."""
+def diagnose(
+    registry: Registry, model: str | None = None, *, progress: Progress = no_progress
+) -> list[Diagnosis]:
+    """Every artifact of every version (of ``model``, or of all models), checked in this environment;
+    ``progress`` hears each artifact as its check starts."""
     current = snapshot()
     names = [model] if model is not None else [m.name for m in registry.models()]
-    results = []
+    releases = registry.store.releases.releases_table()
+    work = []
     for name in names:
+        routes = _routes(registry.model(name), releases.get(name, {}))
         for version in registry.versions(name):
             for artifact in sorted(version.artifacts, key=lambda a: a.role != "onnx"):
-                results.append(_check(registry, version, artifact.role, current))
+                work.append((version, artifact.role, routes.get(version.number, ())))
+    results = []
+    for done, (version, role, version_routes) in enumerate(work):
+        progress(f"replaying the golden cases of {version.ref} ({role})", done, len(work))
+        results.append(_check(registry, version, role, current, version_routes))
     return results
+
+
+def _routes(model: ModelRecord, releases: dict[str, Release]) -> dict[int, tuple[str, ...]]:
+    """Version number → the names whose traffic it answers (see the module docstring)."""
+    routes: dict[int, list[str]] = {}
+    for alias, number in sorted(model.aliases.items()):
+        routes.setdefault(number, []).append(alias)
+    routes.setdefault(model.latest_version, []).append("latest")
+    for alias, release in sorted(releases.items()):
+        if release.canary is not None:
+            routes.setdefault(release.canary, []).append(f"{alias} (canary)")
+    return {number: tuple(names) for number, names in routes.items()}
+
+
+def failing(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    """What makes `modelport doctor` fail: the artifact that serves a version some name routes traffic
+    to, when it no longer reproduces its golden cases."""
+    return [d for d in diagnoses if d.serving and d.routes and d.verdict != "ok"]
 
 
 def fix(registry: Registry, diagnoses: list[Diagnosis], actor: str) -> list[tuple[str, str]]:

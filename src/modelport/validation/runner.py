@@ -21,19 +21,28 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
 from modelport.environment import fingerprint, snapshot
-from modelport.errors import InvalidInput, RuntimeFailure
+from modelport.errors import InvalidInput, MissingExtra, RuntimeFailure
+from modelport.optional import install_command, require
+from modelport.progress import Progress, no_progress
 from modelport.registry.records import VersionRecord
 from modelport.registry.service import GOLDEN_TOLERANCE, Registry
 from modelport.settings import Settings
 from modelport.signature import Signature
 from modelport.validation.cases import Case, finite_probabilities, generate, random_rows, values_for_json
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = require("httpx", "validate", "modelport validate")
+# Checked now, not after a server was started and half the checks ran.
+require("hypothesis", "validate", "modelport validate")
 
 __all__ = ["CheckResult", "Report", "parse_load", "validate"]
 
@@ -132,6 +141,8 @@ def parse_load(text: str) -> tuple[float, float]:
         raise InvalidInput(f"--load {text!r} must look like RPS:SECONDS, e.g. 200:30") from None
     if not (0 < rate <= 20_000 and 0 < seconds <= 3600):
         raise InvalidInput("--load needs 0 < RPS ≤ 20000 and 0 < SECONDS ≤ 3600")
+    if seconds != int(seconds):  # Locust's run time is whole seconds ("1.5s" is refused at run time)
+        raise InvalidInput(f"--load SECONDS is a whole number of seconds, not {seconds:g}")
     return rate, seconds
 
 
@@ -527,6 +538,10 @@ def _load(
 ) -> dict[str, Any]:
     """Locust against a one-worker server (the SLA per worker), compared with the server's statistics."""
     users = max(4, min(64, math.ceil(rate / 25)))
+    if find_spec("locust") is None:  # looked up, not imported: Locust patches the standard library
+        raise MissingExtra(
+            f"the load test (--load) needs locust, which is not installed: {install_command('validate')}"
+        )
     body = _body(client.signature, client.signature_rows(1, seed=11))
     with _server(settings, workers=1) as url, tempfile.TemporaryDirectory() as scratch:
         body_file = Path(scratch) / "body.json"
@@ -605,16 +620,20 @@ def validate(
     *,
     sla_p99_ms: float = 250.0,
     load: tuple[float, float] | None = None,
+    progress: Progress = no_progress,
 ) -> Report:
-    """Run every check on ``ref`` and return the report (storing it is the caller's choice)."""
+    """Run every check on ``ref`` and return the report (storing it is the caller's choice);
+    ``progress`` hears each stage as it starts."""
     version = registry.get(ref)
     started = datetime.now(UTC)
     clock = time.monotonic()
     policy = registry.store.policies().get(version.model, "flag")
     checks: list[CheckResult] = []
+    progress("starting a private server (2 workers)")
     with _server(registry.settings, workers=2) as url:
         client = Client(url, version)
         try:
+            progress("golden cases")
             golden = _golden(client, version)
             checks.append(golden)
             if golden.failures and golden.failures[0].startswith("HTTP 5"):
@@ -625,15 +644,21 @@ def validate(
                 checks[-1].failures.insert(0, f"the server refuses to serve this version: {refusal}")
                 checks[-1].passed = False
             else:
+                progress("generated in-range, out-of-range, missing and edge cases")
                 checks.extend(_generated(client, version, policy))
+                progress("determinism")
                 checks.append(_determinism(client))
+                progress("online vs batch")
                 checks.append(_online_vs_batch(client))
+                progress("property-based inputs")
                 checks.append(_property_based(client))
         finally:
             client.close()
+    progress("latency profile (in-process)")
     latency = _latency(registry, version)
     load_result = None
     if load is not None and all(check.passed for check in checks):
+        progress(f"load test: {load[0]:g} requests/s for {load[1]:g} s")
         load_client = Client("http://127.0.0.1", version)
         load_result = _load(registry.settings, version, load_client, *load)
         load_client.close()
