@@ -311,10 +311,24 @@ def test_tampered_cookies_and_sign_out(app: InProcess, keys: Keys) -> None:
                 assert forger.get("/ui/models").status_code == 303
         page = client.get("/ui/models")
         assert client.post("/ui/logout").status_code == 403  # no CSRF token: not even a sign-out
-        out = client.post("/ui/logout", data={"csrf": csrf_of(page.text)})
-        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
-        assert "Max-Age=0" in out.headers["set-cookie"]
-        assert client.get("/ui/models").status_code == 303
+        with sign_in(app, keys.consumer) as other_browser:  # the same key signed in elsewhere
+            out = client.post("/ui/logout", data={"csrf": csrf_of(page.text)})
+            assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+            assert "Max-Age=0" in out.headers["set-cookie"]
+            assert client.get("/ui/models").status_code == 303
+            # A copy of the signed-out cookie (stolen before the sign-out) is refused too: the sign-out
+            # is recorded on the server, not only cleared in this browser.
+            with app.client() as thief:
+                thief.cookies.set("modelport_session", cookie)
+                assert thief.get("/ui/models").status_code == 303
+                assert thief.post("/ui/logout", data={"csrf": csrf_of(page.text)}).status_code == 401
+            assert other_browser.get("/ui/models").status_code == 200  # only that session ended
+    registry = open_home(app.home)
+    try:
+        signed_out = registry.store.audit_records(action="console.sign_out", limit=5)
+    finally:
+        registry.close()
+    assert signed_out and signed_out[0].actor.startswith("key:")
 
 
 def test_over_tls_the_cookie_is_secure_and_host_prefixed(app: InProcess, keys: Keys) -> None:

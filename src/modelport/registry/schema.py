@@ -37,6 +37,7 @@ __all__ = [
     "artifacts",
     "audit_log",
     "batch_jobs",
+    "console_signouts",
     "feedback",
     "metadata",
     "model_versions",
@@ -172,6 +173,15 @@ usage = Table(
     Column("errors", BigInteger, nullable=False),
     Column("bytes_in", BigInteger, nullable=False),
     Column("bytes_out", BigInteger, nullable=False),
+)
+
+# Console sessions signed out before their expiry (ui/sessions.py): the session's id (an HMAC of its
+# nonce, never the cookie) until the cookie would have expired anyway; pruned at each sign-out.
+console_signouts = Table(
+    "console_signouts",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 # Append-only audit trail. ``hash`` = SHA-256 over the record's canonical JSON and ``prev_hash``.

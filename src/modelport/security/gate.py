@@ -109,6 +109,7 @@ class Gate:
         if self.keys is None:
             return
         self.ring.replace(self.keys.list_keys(include_revoked=False))
+        self.ring.ended_sessions = self.keys.ended_sessions()
         self._refresh_month()
 
     def _refresh_month(self) -> None:

@@ -228,6 +228,8 @@ class KeyRing:
 
     def __init__(self, keys: list[KeyRecord] | None = None) -> None:
         self._ring: dict[str, tuple[KeyRecord, Principal]] = {}
+        # console sessions signed out before their cookies expire (ui/sessions.py), read with the keys
+        self.ended_sessions: frozenset[str] = frozenset()
         self.replace(keys or [])
 
     def replace(self, keys: list[KeyRecord]) -> None:

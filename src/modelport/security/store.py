@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 
 from modelport.errors import InvalidInput, NotFound
 from modelport.registry.database import Transaction
-from modelport.registry.schema import api_keys, registry_state, usage
+from modelport.registry.schema import api_keys, console_signouts, registry_state, usage
 from modelport.registry.store import RegistryStore
 from modelport.security.keys import (
     ROLES,
@@ -271,6 +271,32 @@ class KeyStore:
                 UsageRow(r.key_id, r.model, r.day, r.requests, r.rows, r.errors, r.bytes_in, r.bytes_out)
                 for r in tx.execute(query)
             ]
+
+    # -- console sessions signed out (ui/sessions.py) -------------------------------------------
+
+    def end_session(self, session_id: str, expires: datetime, *, actor: str) -> None:
+        """Record that the console session ``session_id`` signed out: every worker of every replica
+        refuses it from its next key reload (the generation moves), though its cookie has not expired.
+        Sessions whose cookies have expired anyway are pruned here, so the table stays small."""
+        now = datetime.now(UTC)
+        with self.db.write() as tx:
+            tx.execute(delete(console_signouts).where(console_signouts.c.expires_at <= now))
+            if expires > now:
+                tx.execute(
+                    self.db.upsert(console_signouts, None, keys=["session_id"], update=["expires_at"]),
+                    [{"session_id": session_id[:64], "expires_at": expires}],
+                )
+            tx.audit(actor, "console.sign_out", f"session:{session_id[:12]}")
+            tx.bump_generation()
+
+    def ended_sessions(self) -> frozenset[str]:
+        """The ids of console sessions signed out before their cookies expire."""
+        now = datetime.now(UTC)
+        with self.db.read() as tx:
+            rows = tx.execute(
+                select(console_signouts.c.session_id).where(console_signouts.c.expires_at > now)
+            ).all()
+        return frozenset(row.session_id for row in rows)
 
     def requests_this_month(self) -> dict[str, int]:
         """Requests per key since the first of this month (UTC): what quotas are checked against."""

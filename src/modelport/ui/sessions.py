@@ -3,9 +3,11 @@
 A session is a cookie holding ``{key id, secret fingerprint, expiry, nonce}`` and an HMAC-SHA256 tag
 over it, keyed by a secret in ``HOME/run/console.key`` (0600, made by the first worker that needs it,
 read by the others: every worker of one server accepts every worker's cookies). Nothing is stored on
-the server, so a session works across workers without a shared store; the price is that a copied
-cookie stays valid until its expiry unless its key changes — which is why the cookie is HttpOnly,
-SameSite=Strict, Secure over TLS, and why the principal is never taken from the cookie:
+the server while a session lasts, so it works across workers and replicas without a shared session
+store; signing out records the session's id (an HMAC of its nonce) in the database until the cookie
+would have expired (``KeyStore.end_session``), and every worker refuses it from its next key reload — a
+quarter of a second — so a copied cookie dies with the sign-out. The cookie is HttpOnly,
+SameSite=Strict, Secure over TLS, and the principal is never taken from it:
 
 - the cookie names a key id; each request looks that id up in the worker's key ring (the keys the API
   authenticates with), so a revoked or expired key ends its sessions at once;
@@ -21,9 +23,9 @@ OpenID sign-in (ui/oidc_login.py) uses two more cookies of the same kind: a *pen
 minutes a sign-in at the provider may take, holding the ``state``, ``nonce`` and PKCE verifier of that
 sign-in only (the callback is refused unless its ``state`` matches: login CSRF again); and the session
 itself, which holds the person's role and model patterns as mapped from the ID token at sign-in. There
-is no key to look up on each request, so such a session ends at its expiry — the ID token's or
-``console_session_hours``, whichever comes first — and a change of groups at the provider takes effect
-at the next sign-in.
+is no key to look up on each request, so such a session ends at sign-out or its expiry — the ID
+token's or ``console_session_hours``, whichever comes first — and a change of groups at the provider
+takes effect at the next sign-in.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Session:
     principal: Principal
     expires: int
     csrf: str
+    id: str = ""  # what a sign-out records (KeyStore.end_session): an HMAC of the nonce
 
 
 class Sessions:
@@ -172,9 +175,13 @@ class Sessions:
 
         ``insecure``: the development principal of a server without keys (any signed cookie of it)."""
         payload = self._open(cookie)
-        if payload is not None and isinstance(payload.get("o"), dict) and isinstance(payload.get("n"), str):
+        if payload is None or not isinstance(payload.get("n"), str):
+            return None
+        if self.session_id(str(payload["n"])) in ring.ended_sessions:  # signed out: refused everywhere
+            return None
+        if isinstance(payload.get("o"), dict):
             return self._person(payload)
-        if payload is None or not isinstance(payload.get("k"), str) or not isinstance(payload.get("n"), str):
+        if not isinstance(payload.get("k"), str):
             return None
         expires, nonce = int(payload["e"]), str(payload["n"])  # type: ignore[call-overload]
         if insecure is not None:
@@ -183,7 +190,11 @@ class Sessions:
             principal = self._still_valid(str(payload["k"]), str(payload.get("f")), ring)
         if principal is None:
             return None
-        return Session(principal, expires, self._tag("csrf", nonce))
+        return Session(principal, expires, self._tag("csrf", nonce), self.session_id(nonce))
+
+    def session_id(self, nonce: str) -> str:
+        """The id a sign-out records: derived from the nonce, so the table never holds a CSRF secret."""
+        return self._tag("session", nonce)[:32]
 
     def _person(self, payload: dict[str, object]) -> Session | None:
         # Signed by us at sign-in, so its mapping is trusted until its expiry (checked by _open).
@@ -195,7 +206,8 @@ class Sessions:
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             return None
         principal = Principal(key_id, str(role), tuple(models), subject=subject)
-        return Session(principal, int(payload["e"]), self._tag("csrf", str(payload["n"])))  # type: ignore[call-overload]
+        nonce = str(payload["n"])
+        return Session(principal, int(payload["e"]), self._tag("csrf", nonce), self.session_id(nonce))  # type: ignore[call-overload]
 
     def _still_valid(self, key_id: str, fingerprint: str, ring: KeyRing) -> Principal | None:
         found = ring.find(key_id)
