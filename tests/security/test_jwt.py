@@ -33,7 +33,7 @@ from tests.oidc.provider import (
     start_provider,
     stop_provider,
 )
-from tests.security.conftest import AUTH_FAILURE_BURST, INFER, Keys, open_home
+from tests.security.conftest import AUTH_FAILURE_BURST, INFER, ROW, Keys, open_home
 from tests.serving.conftest import InProcess, serve_in_process
 
 ROLES = {"risk": "consumer", "ml-publishers": "publisher", "platform-admins": "admin"}
@@ -251,3 +251,52 @@ def test_rotated_keys_are_picked_up(app: InProcess, provider: Provider) -> None:
 
     assert until(lambda: accepted(after), timeout=10)  # the unknown kid made it refetch the JWKS
     assert accepted(before)  # still published
+
+
+# -- the other protocols: gRPC (a real server, tritonclient) and the MLflow scoring route -----------
+
+
+def test_tokens_on_grpc_and_mlflow_as_on_v2_rest(
+    keyed_home: Path, provider: Provider, impostor: Provider, app: InProcess
+) -> None:
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    from tests.serving.conftest import free_port as free
+    from tests.serving.conftest import start_server, stop_server
+
+    genuine = provider.token("reader")  # groups: risk → consumer of credit*
+    with app.client(genuine) as client:
+        scored = client.post("/endpoints/credit/invocations", json={"inputs": [ROW["data"][0]]})
+        assert scored.status_code == 200, scored.text
+    with app.client(forge("alg none", provider, impostor)) as client:
+        assert (
+            client.post("/endpoints/credit/invocations", json={"inputs": [ROW["data"][0]]}).status_code == 401
+        )
+
+    grpc_port = free()
+    env = {
+        f"MODELPORT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in oidc_settings(provider.issuer).items()
+    }
+    server = start_server(keyed_home, "--grpc-port", str(grpc_port), insecure_dev=False, env=env)
+    try:
+        row = triton.InferInput("input", [1, 6], "FP64")
+        row.set_data_from_numpy(np.asarray(ROW["data"], dtype=np.float64))
+        with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            answer = client.infer("credit", [row], headers={"authorization": f"Bearer {genuine}"})
+            assert answer.get_response().model_name == "credit"
+            for token, status in (
+                (forge("alg none", provider, impostor), "UNAUTHENTICATED"),
+                (forge("wrong audience", provider, impostor), "UNAUTHENTICATED"),
+                (forge("tampered groups", provider, impostor), "UNAUTHENTICATED"),
+            ):
+                with pytest.raises(InferenceServerException) as refused:
+                    client.infer("credit", [row], headers={"authorization": f"Bearer {token}"})
+                assert status in str(refused.value.status()), refused.value
+            with pytest.raises(InferenceServerException) as hidden:  # outside the token's models
+                client.infer("fraud", [row], headers={"authorization": f"Bearer {genuine}"})
+            assert "NOT_FOUND" in str(hidden.value.status())
+    finally:
+        stop_server(server)
