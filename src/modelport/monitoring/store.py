@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["MonitoringStore"]
 
 
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _log_policy(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {
         "sample_rate": float(row["sample_rate"]),
@@ -173,3 +178,15 @@ class MonitoringStore:
                 )
             ).all()
         return {(row.request_id, int(row.row)): row.label for row in rows}
+
+    def feedback_received(self, name: str) -> dict[tuple[str, int], datetime]:
+        """When each ground-truth label of ``name`` arrived, as ``{(request id, row): received_at}``
+        (UTC; a label sent again counts from its latest arrival): the label lag of live accuracy."""
+        with self.db.read() as tx:
+            model_id = self.store.model_id(tx, name)
+            rows = tx.execute(
+                select(feedback.c.request_id, feedback.c.row, feedback.c.received_at).where(
+                    feedback.c.model_id == model_id
+                )
+            ).all()
+        return {(row.request_id, int(row.row)): _utc(row.received_at) for row in rows}
