@@ -15,7 +15,10 @@ a browser, over a generated registry of 1,000 models and 100,000 versions.
    records are appended through ``RegistryStore.append_audit`` (the audit page's rows).
 3. Server time: p95 over ``--requests`` requests per page, in-process through the console's ASGI app
    (tests/serving/conftest.py ``serve_in_process``: no socket; the figure includes httpx's in-process
-   hop, ~1 ms).
+   hop, ~1 ms). Then every one of the 1,000 models gets request and latency series (counted straight
+   into the metrics, as a worker counts a request: loading 1,000 models to serve them is not what is
+   measured) and the Models page is measured again, with the time of one live snapshot of them
+   (ui/live.py: read at most every 2 s, whatever the number of page views).
 4. Browser: a real ``modelport serve`` on loopback and Debian's Chromium driven by Playwright; time
    from navigation to ``domcontentloaded`` and to the main table's first row being visible, p95 over
    10 loads of Models and Model.
@@ -196,7 +199,56 @@ def server_times(home: Path, token: str, requests: int) -> dict[str, tuple[float
                 samples.append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200, (path, response.status_code, response.text[:300])
             results[label] = (statistics.median(samples), p95(samples))
+        names = [m.name for m in registry_models(home)]
+        seed_traffic(names)
+        label = "Models (1,000), every model with traffic"
+        for _ in range(2):  # two readings of the metrics: rates over a window, not since start
+            client.get("/ui/models")
+            time.sleep(2.1)
+        samples = []
+        for _ in range(requests):
+            seed_traffic(names[:100])
+            started = time.perf_counter()
+            response = client.get("/ui/models")
+            samples.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+        results[label] = (statistics.median(samples), p95(samples))
+        results["One live snapshot of 1,000 models"] = snapshot_times()
     return results
+
+
+def registry_models(home: Path) -> list[Any]:
+    registry = open_registry(Settings(home=home))
+    try:
+        return registry.models()
+    finally:
+        registry.close()
+
+
+def seed_traffic(names: list[str]) -> None:
+    """Requests counted for ``names`` as the worker counts them (metrics.py ``LOCAL``): two versions,
+    two protocols, an ok and an invalid outcome each, latencies spread over the buckets."""
+    from modelport.monitoring.metrics import LOCAL
+
+    for index, name in enumerate(names):
+        for version in ("1", "2"):
+            for protocol in ("rest", "grpc"):
+                LOCAL.request(name, version, "production", protocol, "ok", 0.002 + (index % 50) / 1000)
+                LOCAL.request(name, version, "", protocol, "invalid", 0.0004)
+    LOCAL.flush()
+
+
+def snapshot_times(count: int = 20) -> tuple[float, float]:
+    from modelport.monitoring.metrics import request_families
+    from modelport.ui.live import snapshot
+
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        taken = snapshot(request_families(), 0.0)
+        samples.append((time.perf_counter() - started) * 1000)
+    assert len(taken.models) >= MODELS
+    return statistics.median(samples), p95(samples)
 
 
 def browser_times(home: Path, token: str, loads: int = 10) -> dict[str, tuple[float, float]]:

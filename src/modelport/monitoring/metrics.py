@@ -46,6 +46,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Metric,
     disable_created_metrics,
     generate_latest,
     values,
@@ -67,6 +68,7 @@ __all__ = [
     "forget_process",
     "outcome_of",
     "render",
+    "request_families",
     "scoped",
     "tree_resident_bytes",
 ]
@@ -427,6 +429,30 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(_REGISTRY)
+
+
+_REQUEST_FAMILIES = ("modelport_requests", "modelport_request_duration_seconds")
+
+
+def request_families() -> list[Metric]:
+    """The request counter and the latency histogram as prometheus-client ``Metric`` objects: every
+    worker's in multi-process mode (their counter and histogram files merged, the gauges' unread),
+    else this process's — for the console's live numbers (ui/live.py). Empty when metrics are off.
+    (The caller flushes :data:`LOCAL` first, as for :func:`render`.)"""
+    if not LOCAL.enabled:
+        return []
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return []
+        files = [str(p) for kind in ("counter", "histogram") for p in Path(directory).glob(f"{kind}_*.db")]
+        families = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+    else:
+        names = ["modelport_requests_total", "modelport_request_duration_seconds_bucket"]
+        families = _REGISTRY.restricted_registry(names).collect()
+    return [family for family in families if family.name in _REQUEST_FAMILIES]
 
 
 # One label of a sample line, as prometheus-client and the monitor write it: name="value" with \\, \"

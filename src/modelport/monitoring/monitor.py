@@ -231,7 +231,8 @@ def accuracy_report(
     now: float | None = None,
 ) -> dict[str, Any]:
     """Scores of ``model``'s logged predictions that have ground truth, per version, over the accuracy
-    window (by the time of the prediction)."""
+    window (by the time of the prediction), each with its ``label_lag``: how long those labels took to
+    come after the predictions (:func:`_label_lag`)."""
     now = time.time() if now is None else now
     labels = registry.store.monitoring.feedback_labels(model)
     profiles = registry.store.monitoring.profiles(model)
@@ -247,6 +248,7 @@ def accuracy_report(
         return report
     truth = _truth(columns, labels)
     labelled = truth != None  # noqa: E711 - elementwise
+    received = registry.store.monitoring.feedback_received(model)
     for number in sorted(set(columns["version"][labelled].tolist())):
         keep = labelled & (columns["version"] == number)
         classes = list(registry.get(f"{model}@{number}").signature["outputs"]["classes"])
@@ -256,9 +258,35 @@ def accuracy_report(
             version=number,
             reference_accuracy=reference.get("accuracy"),
             reference_log_loss=reference.get("log_loss"),
+            label_lag=_label_lag(columns, keep, received),
         )
         report["versions"].append(result)
     return report
+
+
+def _label_lag(
+    columns: dict[str, np.ndarray], keep: np.ndarray, received: dict[tuple[str, int], datetime]
+) -> dict[str, Any] | None:
+    """How long the labels of the rows ``keep`` selects took to come: seconds from the time each
+    prediction was logged to its label's ``received_at`` (median and 90th percentile), and when the
+    latest of them arrived. None when none of them has an arrival time (a label stored between the two
+    reads of the feedback table)."""
+    times = [
+        received.get((rid, int(row)))
+        for rid, row in zip(columns["request_id"][keep], columns["row"][keep], strict=True)
+    ]
+    known = np.asarray([t is not None for t in times], dtype=bool)
+    if not known.any():
+        return None
+    arrived = np.asarray([t.timestamp() for t in times if t is not None], dtype=np.float64)
+    lag = arrived - columns["ts"][keep][known]
+    median, p90 = np.percentile(lag, [50, 90])
+    return {
+        "rows": len(arrived),
+        "median_seconds": float(median),
+        "p90_seconds": float(p90),
+        "latest_label_at": datetime.fromtimestamp(float(arrived.max()), UTC).isoformat(),
+    }
 
 
 class Monitor:
@@ -414,6 +442,24 @@ class Monitor:
             return self._cache[1]
         self._cache = (mtime, _format(samples))
         return self._cache[1]
+
+    def latest_samples(self) -> list[list[Any]]:
+        """The latest evaluation's samples ``[name, labels, value]`` (empty before the first one), for
+        the console's drift and accuracy columns: the state file is read again only when it changed
+        (by mtime, as :meth:`exposition`), so a page costs one ``stat``."""
+        try:
+            mtime = self.state.stat().st_mtime
+        except FileNotFoundError:
+            return []
+        cached: tuple[float, list[list[Any]]] | None = getattr(self, "_samples_cache", None)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            samples = list(json.loads(self.state.read_text())["samples"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return cached[1] if cached is not None else []
+        self._samples_cache = (mtime, samples)
+        return samples
 
 
 def _both(

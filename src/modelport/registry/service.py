@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -293,6 +293,11 @@ class Registry:
     ) -> list[VersionSummary]:
         """A page of ``name``'s versions for a listing, newest first (two queries; see the store)."""
         return self.store.version_summaries(name, limit=limit, before=before)
+
+    def version_metrics(self, name: str, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The metrics in the lineage of versions ``numbers`` of ``name`` (a listing's page), in one
+        query; versions that do not exist are left out."""
+        return self.store.version_metrics(name, numbers)
 
     def get(self, ref: str | ModelRef) -> VersionRecord:
         """The version a reference (``NAME``, ``NAME@ALIAS``, ``NAME@VERSION``, ``NAME@LABEL``) points

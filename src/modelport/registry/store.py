@@ -415,6 +415,21 @@ class RegistryStore:
             ).scalars()
             return [self._version_by_id(tx, version_id) for version_id in ids]
 
+    def version_metrics(self, name: str, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The metrics recorded in the lineage of ``name``'s versions ``numbers`` (at most 1,000; a page
+        of a listing), by number: one query on the ``(model_id, number)`` index, joined to the model."""
+        check_model_name(name)
+        chosen = sorted(set(numbers))[:1000]
+        if not chosen:
+            return {}
+        with self.db.read() as tx:
+            rows = tx.execute(
+                select(model_versions.c.number, model_versions.c.lineage)
+                .join(models, models.c.id == model_versions.c.model_id)
+                .where(models.c.name == name, model_versions.c.number.in_(chosen))
+            ).all()
+        return {row.number: dict((row.lineage or {}).get("metrics") or {}) for row in rows}
+
     def version_summaries(
         self, name: str, *, limit: int = 50, before: int | None = None
     ) -> list[VersionSummary]:

@@ -25,10 +25,12 @@ Security (docs/console.md):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, quote
@@ -43,15 +45,18 @@ from modelport.errors import (
     RateLimited,
     Unauthenticated,
 )
-from modelport.registry.names import ModelRef, check_alias_name, check_version_number
+from modelport.monitoring.metrics import LOCAL
+from modelport.registry.names import check_alias_name, check_version_number
 from modelport.releases.manager import ReleaseManager
 from modelport.security.keys import DEV_PRINCIPAL, Principal
 from modelport.serving.http import HTTPError, public_message
-from modelport.ui import approvals, audit, compare, release
+from modelport.ui import access, approvals, audit, card, compare, live, monitoring, release
+from modelport.ui.charts import Series, line_chart
 from modelport.ui.oidc_login import OidcLogin
 from modelport.ui.sessions import Session, Sessions, console_secret
 
 if TYPE_CHECKING:
+    from modelport.releases.store import HistoryEntry
     from modelport.serving.rest import RestApp
 
 __all__ = ["SECURITY_HEADERS", "Console"]
@@ -141,11 +146,6 @@ def _redirect(to: str, *extra: tuple[bytes, bytes]) -> Page:
     return Page(b"", 303, b"text/plain", ((b"location", to.encode()), *extra))
 
 
-def _golden_count(golden: dict[str, Any]) -> int:
-    rows = golden.get("rows")
-    return len(rows) if isinstance(rows, list) else 0
-
-
 Handler = Callable[["Console", UIRequest], Awaitable[Page]]
 _NAME = r"(?P<name>[A-Za-z0-9._-]{1,100})"
 
@@ -164,6 +164,8 @@ class Console:
             auto_reload=False,
         )
         self.oidc = _oidc_login(app)
+        # the Models page's requests/s, p99 and errors: a ring of metric snapshots (ui/live.py)
+        self.live = live.LiveNumbers() if registry.settings.metrics else None
         self.templates.filters["q"] = lambda value: quote(str(value), safe="")
         # The files that exist when the server starts, by name: a request can only name one of them
         # (no path is ever joined from a request, so nothing outside the folder can be reached).
@@ -224,6 +226,13 @@ class Console:
         )
 
     async def logout(self, request: UIRequest) -> Page:
+        session = request.session
+        keys = self.app.gate.keys
+        if session is not None and keys is not None:  # without keys (insecure dev) only the cookie goes
+            # recorded in the database: the cookie is refused everywhere, even a copy of it
+            expires = datetime.fromtimestamp(session.expires, UTC)
+            await asyncio.to_thread(keys.end_session, session.id, expires, actor=request.principal.actor)
+            await asyncio.to_thread(self.app.gate.reload)  # this worker at once; the others within 0.25 s
         cleared = _set_cookie(request, _COOKIE, "", 0)
         at_provider = None
         if self.oidc is not None and request.principal.subject is not None:
@@ -295,11 +304,31 @@ class Console:
             for m in records
             if sees(m.name) and (not needle or needle in m.name.lower() or needle in m.description.lower())
         ]
+        names = [m.name for m in shown]
+        reading = None
+        if self.live is not None:
+            LOCAL.flush()  # this worker's latest counts, on the loop that counts them (others': ≤ 0.25 s)
+            await self.live.refresh()  # a snapshot in a thread when due (every worker's, multi-process)
+            reading = self.live.reading(names)
+        monitor = self.app.worker.monitor
+        states: dict[str, live.Health] = {}
+        if monitor is not None and self.live is not None:
+            states = self.live.health(await asyncio.to_thread(monitor.latest_samples))
+        numbers = {
+            name: live.cells(
+                reading.models.get(name) if reading is not None else None,
+                states.get(name),
+                monitored=monitor is not None,
+            )
+            for name in names
+        }
         template = "_model_rows.html" if request.headers.get("hx-request") == "true" else "models.html"
         page = self.render(
             request,
             template,
             models=shown,
+            live=numbers,
+            window=reading.label if reading is not None else "metrics are off",
             query=query,
             server_ms=round((time.perf_counter() - started) * 1000, 1),
         )
@@ -324,6 +353,38 @@ class Console:
         )
         full = len(versions) == compare.PAGE_SIZE
         older = versions[-1].number if full and versions[-1].number > 1 else None
+        # Metric evolution: the numeric lineage metrics of this page's versions (one query), oldest
+        # first; ten series at most (the chart's colours).
+        numbers = sorted(v.number for v in versions)
+        recorded = await asyncio.to_thread(registry.version_metrics, name, numbers)
+        numeric = {
+            n: {k: float(v) for k, v in recorded.get(n, {}).items() if type(v) in (int, float)}
+            for n in numbers
+        }
+        metric_names = list(dict.fromkeys(key for n in numbers for key in numeric[n]))[:10]
+        table = [(n, [numeric[n].get(key) for key in metric_names]) for n in numbers]
+        chart = line_chart(
+            f"Metrics of {name} by version",
+            [f"v{n}" for n in numbers],
+            [Series(key, tuple(row[i] for _, row in table)) for i, key in enumerate(metric_names)],
+        )
+        shown_moves = 20
+
+        def moves() -> dict[str, list[tuple[int | None, HistoryEntry]]]:
+            """Each alias's latest moves as (from, entry), newest first, for 20 aliases at most: one
+            indexed query per alias, reading one entry more than shown for the oldest one's "from"."""
+            found: dict[str, list[tuple[int | None, HistoryEntry]]] = {}
+            for alias in sorted(record.aliases)[:20]:
+                entries = registry.store.releases.history(name, alias, limit=shown_moves + 1)  # oldest first
+                # the alias's first state came from nothing, unless it is only the extra entry read
+                pairs: list[tuple[HistoryEntry | None, HistoryEntry]] = (
+                    [(None, entries[0])] if entries and len(entries) <= shown_moves else []
+                )
+                pairs += itertools.pairwise(entries)
+                found[alias] = [(p.version if p else None, e) for p, e in reversed(pairs)]
+            return found
+
+        history = await asyncio.to_thread(moves)
         return self.render(
             request,
             "model.html",
@@ -333,6 +394,10 @@ class Console:
             paged=before is not None,
             may_publish=request.principal.may("publish"),
             changed=request.arg("changed")[:40],
+            chart=chart if metric_names else None,
+            metric_names=metric_names,
+            metric_rows=table[::-1],  # newest first, like the versions table
+            history=history,
         )
 
     async def move_alias(self, request: UIRequest) -> Page:
@@ -355,16 +420,9 @@ class Console:
     async def version(self, request: UIRequest) -> Page:
         name = self._visible(request)
         number = int(request.params["number"])
-        registry = self.app.worker.registry
-        record = await asyncio.to_thread(registry.get, ModelRef(name, version=number))
-        reports = await asyncio.to_thread(registry.store.validation.reports, name, number)
-        return self.render(
-            request,
-            "version.html",
-            version=record,
-            golden_count=_golden_count(record.golden),
-            reports=reports,
-        )
+        # Recorded evidence only (ui/card.py): two queries on a thread, no model loaded for the page.
+        found = await asyncio.to_thread(card.evidence, self.app.worker, name, number)
+        return self.render(request, "version.html", **found.values())
 
     # method, path, handler, who may call: "open" (no session), "session", or a permission
     ROUTES: ClassVar[tuple[tuple[str, re.Pattern[str], Handler, str], ...]] = (
@@ -379,6 +437,7 @@ class Console:
         ("GET", re.compile(rf"/ui/models/{_NAME}"), model, "read"),
         ("POST", re.compile(rf"/ui/models/{_NAME}/aliases/(?P<alias>[^/]{{1,100}})"), move_alias, "publish"),
         ("GET", re.compile(rf"/ui/models/{_NAME}/versions/(?P<number>[0-9]{{1,9}})"), version, "read"),
+        ("GET", re.compile(rf"/ui/models/{_NAME}/versions/(?P<number>[0-9]{{1,9}})/card"), card.page, "read"),
         ("GET", re.compile(r"/ui/audit"), audit.page, "admin"),  # as /api/v1/audit
         ("GET", re.compile(r"/ui/approvals"), approvals.page, "publish"),  # as /api/v1/approvals
         ("GET", re.compile(r"/ui/compare"), compare.page, "read"),  # ?model=…&v=…: 2 to 10 versions
@@ -391,6 +450,12 @@ class Console:
         ("POST", re.compile(rf"/ui/models/{_NAME}{release.AT}/promote"), release.promote, "publish"),
         ("POST", re.compile(rf"/ui/models/{_NAME}{release.AT}/rollback"), release.rollback, "publish"),
         ("POST", re.compile(rf"/ui/models/{_NAME}{release.AT}/stop"), release.stop, "publish"),
+        # drift per feature over time, prediction drift, live accuracy, label lag (ui/monitoring.py)
+        ("GET", re.compile(rf"/ui/models/{_NAME}/monitoring"), monitoring.page, "read"),
+        # keys, roles, scopes, quotas and usage (ui/access.py): as /api/v1/keys, admins only
+        ("GET", re.compile(r"/ui/access"), access.page, "admin"),
+        ("POST", re.compile(r"/ui/access/keys"), access.create_key, "admin"),
+        ("POST", re.compile(r"/ui/access/keys/(?P<key>[a-z0-9]{12})/revoke"), access.revoke_key, "admin"),
     )
 
     # -- ASGI -----------------------------------------------------------------------------------
@@ -435,8 +500,8 @@ class Console:
         matched = self._match(request)
         if matched is None:
             raise HTTPError(404, f"no page at {request.path[:200]}")
-        handler, access = matched
-        if access != "open":
+        handler, needs = matched
+        if needs != "open":
             request.session = self._session(request)
             if request.session is None:
                 if request.method == "GET" and request.headers.get("hx-request") == "true":
@@ -452,10 +517,10 @@ class Console:
                 token = request.form.get("csrf") or request.headers.get("x-csrf-token")
                 if not Sessions.csrf_ok(request.session, token):
                     raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
-        if access not in ("open", "session"):
-            await self.app.gate.limit(request.principal, access)  # the key's rate applies here too
-            if not request.principal.may(access):
-                raise Forbidden(f"key {request.principal.key_id} ({request.principal.role}) may not {access}")
+        if needs not in ("open", "session"):
+            await self.app.gate.limit(request.principal, needs)  # the key's rate applies here too
+            if not request.principal.may(needs):
+                raise Forbidden(f"key {request.principal.key_id} ({request.principal.role}) may not {needs}")
         return await handler(self, request)
 
     def _session(self, request: UIRequest) -> Session | None:
@@ -464,7 +529,7 @@ class Console:
         return self.sessions.resume(cookie, gate.ring, DEV_PRINCIPAL if gate.insecure else None)
 
     def _match(self, request: UIRequest) -> tuple[Handler, str] | None:
-        for method, pattern, handler, access in self.ROUTES:
+        for method, pattern, handler, needs in self.ROUTES:
             found = pattern.fullmatch(request.path)
             if found and method == request.method:
                 request.params = {k: v for k, v in found.groupdict().items() if v is not None}
@@ -472,7 +537,7 @@ class Console:
                     request.query = parse_qs(request.query_string, max_num_fields=11)  # compare: model + 10 v
                 except ValueError:
                     raise HTTPError(400, "too many query parameters") from None
-                return handler, access
+                return handler, needs
         return None
 
     async def _form(self, request: UIRequest, receive: Receive) -> dict[str, str]:
