@@ -175,9 +175,14 @@ PAGES = [
     ("Version", "/ui/models/credit-rating/versions/1"),
     ("Compare, 2 versions", "/ui/compare?model=credit-rating&v=1&v=2"),
     ("Compare, 10 versions", "/ui/compare?model=big&" + "&".join(f"v={n}" for n in range(9991, 10001))),
+    ("Model card", "/ui/models/credit-rating/versions/1/card"),
+    ("Release (10,000 versions)", "/ui/models/big/aliases/production/release"),
     ("Audit", "/ui/audit"),
     ("Approvals", "/ui/approvals"),
+    ("Access", "/ui/access"),
+    ("Monitoring, not logging", "/ui/models/mid/monitoring"),
 ]
+LOGGED_ROWS = 20_000  # rows of credit-rating's traffic in its prediction log, for the Monitoring page
 
 
 def p95(samples: list[float]) -> float:
@@ -189,8 +194,12 @@ def server_times(home: Path, token: str, requests: int) -> dict[str, tuple[float
     from tests.ui.test_console import sign_in
 
     results = {}
-    with serve_in_process(home, insecure_dev=False) as app, sign_in(app, token) as client:
-        for label, path in PAGES:
+    log_traffic(home)
+    settings = {"prediction_log_flush_seconds": 0.5}
+    with serve_in_process(home, insecure_dev=False, **settings) as app, sign_in(app, token) as client:
+        send_logged_traffic(app, token)
+        pages = [*PAGES, (f"Monitoring, {LOGGED_ROWS:,} logged rows", "/ui/models/credit-rating/monitoring")]
+        for label, path in pages:
             client.get(path)  # warm: templates compiled, connections opened
             samples = []
             for _ in range(requests):
@@ -215,6 +224,37 @@ def server_times(home: Path, token: str, requests: int) -> dict[str, tuple[float
         results[label] = (statistics.median(samples), p95(samples))
         results["One live snapshot of 1,000 models"] = snapshot_times()
     return results
+
+
+def log_traffic(home: Path) -> None:
+    """``modelport log-policy credit-rating --sample 1``."""
+    from modelport.monitoring.predictions import LogPolicy
+
+    registry = open_registry(Settings(home=home))
+    try:
+        policy = LogPolicy(1.0).to_dict()
+        registry.store.monitoring.set_log_policy("credit-rating", policy, actor="local:bench")
+    finally:
+        registry.close()
+
+
+def send_logged_traffic(app: Any, token: str) -> None:
+    """LOGGED_ROWS rows of the example's firms through the V2 API, then wait until the log has them."""
+    from generate import FEATURES, make_dataset
+
+    rows = make_dataset(LOGGED_ROWS, seed=11)[FEATURES].to_numpy()
+    with app.client(token) as api:
+        for at in range(0, LOGGED_ROWS, 500):
+            chunk = rows[at : at + 500]
+            tensor = {"name": "input", "datatype": "FP64", "shape": list(chunk.shape), "data": chunk.tolist()}
+            api.post("/v2/models/credit-rating/infer", json={"inputs": [tensor]}).raise_for_status()
+        deadline = time.monotonic() + 60
+        while True:
+            report = api.get("/api/v1/models/credit-rating/drift").json()
+            logged = sum(w["rows"] for v in report["versions"] for w in v["windows"])
+            if logged >= LOGGED_ROWS or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # polling the log's flush (every 0.5 s here)
 
 
 def registry_models(home: Path) -> list[Any]:

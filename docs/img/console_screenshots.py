@@ -3,17 +3,26 @@
     .venv/bin/python docs/img/console_screenshots.py
 
 Registers the example credit-rating model in a temporary home (examples/credit_rating/train.py: v1
-with 60 trees under ``production``, v2 with 30 under ``staging``), creates an admin key, starts a real
-``modelport serve`` on loopback, signs in with the key in Debian's Chromium (Playwright; its own
-browser download is never used) and saves the viewport, 1280×800, of each page to
-``docs/img/console-<page>.png``.
+with 60 trees under ``production``, v2 with 30 under ``staging``), creates an admin key and a consumer
+key, logs every request (``modelport log-policy credit-rating --sample 1``), starts a real ``modelport
+serve`` on loopback with short windows (4 s drift windows, 1 s flushes), starts a canary of v2 at 20 %
+on ``production``, sends six windows of traffic — three from the training distribution, then leverage
+×1.25, ×1.5 and ×2 (examples/credit_rating/drift_scenario.py's scenario) — and the ground truth of
+every row, signs in with the admin key in Debian's Chromium (Playwright; its own browser download is
+never used) and saves the viewport, 1280×800, of each page to ``docs/img/console-<page>.png``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
@@ -25,9 +34,67 @@ PAGES = {
     "model": "/ui/models/credit-rating",
     "version": "/ui/models/credit-rating/versions/2",
     "compare": "/ui/compare?model=credit-rating&v=1&v=2",
+    "card": "/ui/models/credit-rating/versions/2/card",
+    "release": "/ui/models/credit-rating/aliases/production/release",
+    "monitoring": "/ui/models/credit-rating/monitoring?windows=9",
     "audit": "/ui/audit",
     "approvals": "/ui/approvals",
+    "access": "/ui/access",
 }
+WINDOW = 4.0  # seconds per drift window
+ENV = {
+    "MODELPORT_DRIFT_WINDOW_SECONDS": str(WINDOW),
+    "MODELPORT_DRIFT_MIN_ROWS": "50",
+    "MODELPORT_PREDICTION_LOG_FLUSH_SECONDS": "0.5",
+    "MODELPORT_RELEASE_FLUSH_SECONDS": "1",
+    "MODELPORT_MONITOR_INTERVAL": "2",
+}
+
+
+def traffic(url: str, admin: str, consumer: str, ready: threading.Event, stop: threading.Event) -> None:
+    """A canary, then windows of requests — three calm, then leverage ×1.25, ×1.5 and ×2, which goes on
+    until ``stop`` — with the truth of every row. ``ready`` is set once the monitor has evaluated the
+    six scripted windows."""
+    from generate import FEATURES, make_dataset
+
+    started = time.time()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        release = client.put(
+            "/api/v1/models/credit-rating/aliases/production/release",
+            json={"canary": 2, "weight": "20"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        release.raise_for_status()
+        calls = {"Authorization": f"Bearer {consumer}"}
+        window = 0
+        while not stop.is_set():
+            factor = [1.0, 1.0, 1.0, 1.25, 1.5][window] if window < 5 else 2.0
+            rows = make_dataset(400, seed=100 + window)
+            rows["leverage"] *= factor
+            matrix = rows[FEATURES].to_numpy()
+            labels = []
+            for part in range(20):  # 20 requests of 20 rows: both arms of the canary get some
+                chunk = matrix[part * 20 : (part + 1) * 20]
+                tensor = {
+                    "name": "input",
+                    "datatype": "FP64",
+                    "shape": list(chunk.shape),
+                    "data": chunk.tolist(),
+                }
+                answer = client.post(
+                    "/v2/models/credit-rating/infer", json={"inputs": [tensor]}, headers=calls
+                )
+                answer.raise_for_status()
+                request_id = answer.headers["x-request-id"]
+                truth = rows["rating"].iloc[part * 20 : (part + 1) * 20]
+                labels += [{"request_id": request_id, "row": i, "label": str(t)} for i, t in enumerate(truth)]
+            client.post(
+                "/api/v1/feedback", json={"model": "credit-rating", "labels": labels}, headers=calls
+            ).raise_for_status()
+            window += 1
+            if window == 6 + 2:  # six windows and two monitor evaluations (every 2 s, windows of 4 s)
+                ready.set()
+            stop.wait(max(0.0, started + window * WINDOW - time.time()))
 
 
 def main() -> None:
@@ -44,14 +111,23 @@ def main() -> None:
     settings = Settings(home=work / "home")
     registry = open_registry(settings, create=True)
     try:
-        created = KeyStore(registry.store).create(name="docs", role="admin", models=None, actor="local:docs")
-        assert created is not None
+        keys = KeyStore(registry.store)
+        created = keys.create(name="docs", role="admin", models=None, actor="local:docs")
+        application = keys.create(name="loan-app", role="consumer", models=["credit-*"], actor="local:docs")
+        assert created is not None and application is not None
     finally:
         registry.close()
     train_and_register(2_000, "production", 60, out=work, settings=settings)
     train_and_register(2_000, "staging", 30, out=work, settings=settings)
-    server = start_server(work / "home", insecure_dev=False)
+    modelport = str(Path(sys.executable).with_name("modelport"))
+    home_env = {**os.environ, "MODELPORT_HOME": str(work / "home")}
+    subprocess.run([modelport, "log-policy", "credit-rating", "--sample", "1"], env=home_env, check=True)
+    server = start_server(work / "home", insecure_dev=False, env=ENV)
     try:
+        ready, stop = threading.Event(), threading.Event()
+        sender = threading.Thread(target=traffic, args=(server.url, created[1], application[1], ready, stop))
+        sender.start()
+        ready.wait(120)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -66,6 +142,9 @@ def main() -> None:
                 print(f"{target.relative_to(ROOT)}: {target.stat().st_size / 1024:.0f} KiB")
             browser.close()
     finally:
+        if "stop" in locals():
+            stop.set()
+            sender.join(60)
         stop_server(server)
 
 

@@ -206,6 +206,47 @@ def test_the_model_page_charts_the_metrics_and_lists_alias_moves(app: InProcess,
         assert console.get("/ui/models/scored").status_code == 404
 
 
+def test_the_versions_table_says_what_serves_and_what_was_validated(
+    app: InProcess, keys: Keys, keyed_home: Path
+) -> None:
+    """Serving: live behind an alias, canary or shadow of a running release; Validation: the newest
+    stored report's verdict (one query for the page), "not validated" without one."""
+    registry = open_home(keyed_home)
+    try:
+        registry.store.validation.add_report(
+            "credit", 1, passed=False, environment_hash="e" * 64, report={}, actor="local:test"
+        )
+        registry.store.validation.add_report(
+            "credit", 1, passed=True, environment_hash="e" * 64, report={}, actor="local:test"
+        )
+        registry.store.validation.add_report(
+            "credit", 2, passed=False, environment_hash="e" * 64, report={}, actor="local:test"
+        )
+    finally:
+        registry.close()
+
+    def cells(html: str) -> dict[int, tuple[str, str]]:
+        rows = re.findall(
+            r'<th scope="row"><a href="/ui/models/credit/versions/(\d+)">.*?</th>\s*<td>.*?</td>\s*'
+            r"<td>.*?</td>\s*<td>.*?</td>\s*<td>([^<]*)</td>\s*<td>(.*?)</td>",
+            html,
+            re.S,
+        )
+        return {int(n): (serving, re.sub(r"<[^>]+>", "", verdict)) for n, serving, verdict in rows}
+
+    with sign_in(app, keys.admin) as console, app.client(keys.admin) as api:
+        before = cells(console.get("/ui/models/credit").text)
+        assert before[1] == ("live", "passed")  # production; the newest of its two reports passed
+        assert before[2] == ("live", "failed")  # staging
+        started = api.put("/api/v1/models/credit/aliases/production/release", json={"shadow": 2})
+        assert started.status_code == 200, started.text
+        try:
+            until(lambda: cells(console.get("/ui/models/credit").text)[2][0] == "live, shadow", timeout=10)
+        finally:
+            assert api.delete("/api/v1/models/credit/aliases/production/release").status_code == 200
+        until(lambda: cells(console.get("/ui/models/credit").text)[2][0] == "live", timeout=10)
+
+
 # -- the arithmetic, by hand ---------------------------------------------------------------------------
 
 

@@ -20,7 +20,8 @@ from markupsafe import Markup
 __all__ = ["Series", "line_chart"]
 
 _WIDTH, _HEIGHT = 720, 260
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 16, 44
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 36, 16, 44
+_LEGEND_ROW = 16  # pixels per row of the legend below the plot
 _COLOURS = 10  # series-0 … series-9 in console.css; more series reuse them
 _MAX_TICKS = 12
 
@@ -51,6 +52,20 @@ def _scale(low: float, high: float) -> tuple[float, float]:
     return (0.0 if low >= 0 and low - pad < 0 else low - pad), high + pad
 
 
+def _legend(series: list[Series]) -> list[tuple[int, int, str]]:
+    """``(x, row, name)`` of each series' legend entry, wrapped to the chart's width (20 at most)."""
+    entries: list[tuple[int, int, str]] = []
+    offset, row = _LEFT, 0
+    for line in series[: _COLOURS * 2]:
+        name = line.name[:28]
+        width = 24 + 7 * len(name)
+        if offset + width > _WIDTH and offset > _LEFT:
+            offset, row = _LEFT, row + 1
+        entries.append((offset, row, name))
+        offset += width
+    return entries
+
+
 def line_chart(
     title: str,
     labels: list[str],
@@ -64,8 +79,10 @@ def line_chart(
     horizontal ``threshold``. Returns markup for a template (``{{ chart }}``)."""
     points = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     described = escape(f"{title}: {len(series)} series over {len(labels)} points")
+    legend = _legend(series)
+    height = _HEIGHT + _LEGEND_ROW * max(0, (legend[-1][1] if legend else 0))
     head = (
-        f'<svg class="chart" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {_WIDTH} {height}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{escape(title)}</title><desc>{described}</desc>"
     )
@@ -117,17 +134,12 @@ def line_chart(
             )
         lines = "".join(f'<polyline points="{" ".join(run)}"/>' for run in runs if len(run) > 1)
         parts.append(f'<g class="line {css}">{lines}{"".join(dots)}</g>')
-    legend_y = _HEIGHT - 10
-    offset = _LEFT
-    for position, line in enumerate(series[: _COLOURS * 2]):
+    for (offset, row, name), position in zip(legend, range(len(legend)), strict=True):
         css = f"series-{position % _COLOURS}"
-        name = escape(line.name[:28])
+        at = _HEIGHT - 10 + row * _LEGEND_ROW
         parts.append(
-            f'<g class="legend {css}"><rect x="{offset}" y="{legend_y - 9}" width="10" height="10"/>'
-            f'<text x="{offset + 14}" y="{legend_y}">{name}</text></g>'
+            f'<g class="legend {css}"><rect x="{offset}" y="{at - 9}" width="10" height="10"/>'
+            f'<text x="{offset + 14}" y="{at}">{escape(name)}</text></g>'
         )
-        offset += 24 + 7 * min(len(line.name), 28)
-        if offset > _WIDTH - 60:
-            break
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 -- every label and name was escaped as it was added

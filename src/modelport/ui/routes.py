@@ -28,7 +28,7 @@ import asyncio
 import itertools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from modelport.ui.oidc_login import OidcLogin
 from modelport.ui.sessions import Session, Sessions, console_secret
 
 if TYPE_CHECKING:
+    from modelport.releases.policy import Release
     from modelport.releases.store import HistoryEntry
     from modelport.serving.rest import RestApp
 
@@ -144,6 +145,20 @@ def _set_cookie(
 
 def _redirect(to: str, *extra: tuple[bytes, bytes]) -> Page:
     return Page(b"", 303, b"text/plain", ((b"location", to.encode()), *extra))
+
+
+def _serving(aliases: Mapping[str, int], releases: Mapping[str, Release]) -> dict[int, list[str]]:
+    """What each version does for traffic now: ``live`` behind an alias, ``canary`` or ``shadow`` of a
+    running release (as this worker routes: the registry's state within a poll interval)."""
+    roles: dict[int, list[str]] = {}
+    for number in aliases.values():
+        roles.setdefault(number, []).append("live")
+    for running in releases.values():
+        if running.canary is not None:
+            roles.setdefault(running.canary, []).append("canary")
+        if running.shadow is not None:
+            roles.setdefault(running.shadow, []).append("shadow")
+    return {number: list(dict.fromkeys(found)) for number, found in roles.items()}
 
 
 Handler = Callable[["Console", UIRequest], Awaitable[Page]]
@@ -385,11 +400,14 @@ class Console:
             return found
 
         history = await asyncio.to_thread(moves)
+        verdicts = await asyncio.to_thread(registry.store.validation.verdicts, name, numbers)
         return self.render(
             request,
             "model.html",
             model=record,
             versions=versions,
+            serving=_serving(record.aliases, self.app.worker.plane.pool.releases().get(name, {})),
+            verdicts=verdicts,
             older=older,
             paged=before is not None,
             may_publish=request.principal.may("publish"),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from modelport.registry.schema import validation_reports
+from modelport.registry.schema import model_versions, models, validation_reports
 
 if TYPE_CHECKING:
     from modelport.registry.store import RegistryStore
@@ -86,6 +86,21 @@ class ValidationStore:
             }
             for row in rows
         ]
+
+    def verdicts(self, name: str, numbers: list[int]) -> dict[int, bool]:
+        """The newest report's verdict for each of ``numbers`` that has a report: one query (the
+        console's model page, a page of versions at a time)."""
+        if not numbers:
+            return {}
+        with self.db.read() as tx:
+            rows = tx.execute(
+                select(model_versions.c.number, validation_reports.c.passed)
+                .join(model_versions, model_versions.c.id == validation_reports.c.version_id)
+                .join(models, models.c.id == model_versions.c.model_id)
+                .where(models.c.name == name, model_versions.c.number.in_(numbers[:1000]))
+                .order_by(validation_reports.c.id)
+            ).all()
+        return {int(row.number): bool(row.passed) for row in rows}  # the newest (highest id) wins
 
     def has_passing_report(self, name: str, number: int, environment_hash: str) -> bool:
         """Whether the newest report for this version in this environment passed."""
