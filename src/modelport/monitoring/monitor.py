@@ -18,6 +18,11 @@ allocator for Arrow's buffers, so it stays small (peak RSS 161 MiB instead of 24
 benchmark's home), and only while some model logs predictions.
 The worker only waits for it in a thread. The child gets the database URL on standard input, never on
 its command line (it may hold a password).
+
+Reports asked of a server (``GET /api/v1/models/{name}/drift``, the console's monitoring page, live
+accuracy on a release's status) go to a second, long-lived child (:class:`_Reporter`): one JSON line
+per request each way, so a report costs its computation, not a new Python process with pyarrow
+(~0.8 s). It exits after ``REPORTER_IDLE_SECONDS`` without a request and when its worker stops.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -309,6 +316,7 @@ class Monitor:
         self.state = home / "run" / "monitor.json"
         self._next = 0.0
         self._cache: tuple[float, bytes] = (-1.0, b"")
+        self._reports = _Reporter(timeout=max(600.0, 10 * interval))
 
     def due(self, now: float) -> bool:
         return self.interval > 0 and now >= self._next
@@ -350,17 +358,20 @@ class Monitor:
                 return accuracy_report(self.home, self.registry, model, settings=self.settings)
             return _both(self.home, self.registry, model, version, windows, self.settings)
         asked = {"model": model, "version": version, "windows": windows, "accuracy_only": accuracy_only}
-        done = self._run_child({"report": asked})
-        answer = json.loads(done.stdout)
+        answer = self._reports.ask(asked, self._config({"serve": REPORTER_IDLE_SECONDS}))
         if "error" in answer:
-            raise _client_error(answer["error"], answer["message"])
-        return dict(answer)
+            raise _client_error(answer["error"], answer.get("message", ""))
+        return answer
+
+    def close(self) -> None:
+        """Stop the report child (the worker is stopping)."""
+        self._reports.close()
 
     def _evaluate_in_child(self) -> None:
         self._run_child({})
 
-    def _run_child(self, extra: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
-        config = {
+    def _config(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
             **extra,
             "home": str(self.home),
             "database_url": self.database_url,
@@ -369,11 +380,12 @@ class Monitor:
             "window_seconds": self.settings.window_seconds,
             "accuracy_window_seconds": self.settings.accuracy_window_seconds,
         }
+
+    def _run_child(self, extra: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
         done = subprocess.run(
-            [sys.executable, "-m", "modelport.monitoring.monitor"],
-            # Arrow's own allocator keeps freed memory for reuse: ~80 MB more at the child's peak
-            env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
-            input=json.dumps(config).encode(),
+            _CHILD,
+            env=_child_env(),
+            input=json.dumps(self._config(extra)).encode(),
             capture_output=True,
             timeout=max(600.0, 10 * self.interval),
             check=False,
@@ -462,6 +474,95 @@ class Monitor:
         return samples
 
 
+REPORTER_IDLE_SECONDS = 300.0  # a report child nobody asked for this long exits (its memory back)
+_CHILD = [sys.executable, "-m", "modelport.monitoring.monitor"]
+
+
+def _child_env() -> dict[str, str]:
+    # Arrow's own allocator keeps freed memory for reuse: ~80 MB more at the child's peak
+    return {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
+class _Reporter:
+    """A long-lived child process answering report requests, one JSON line each way.
+
+    Starting a Python process with pyarrow and the registry costs ~0.8 s — every report asked for (the
+    console's monitoring page, ``GET …/drift``) paid it when each had its own child. This one child
+    stays up while it is asked, one request at a time per worker (a lock), and exits by itself after
+    ``REPORTER_IDLE_SECONDS`` without a request or when the worker's end of its pipe closes (the worker
+    stopped), so no child outlives its worker. A child that died or exited idle is started again at
+    the next request; one that does not answer within ``timeout`` is killed."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def ask(self, request: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            for attempt in (1, 2):  # a child that exited idle just as it was asked: start another
+                process = self._running(config)
+                try:
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write(json.dumps(request).encode() + b"\n")
+                    process.stdin.flush()
+                    ready, _, _ = select.select([process.stdout], [], [], self.timeout)
+                    if not ready:
+                        self._stop()
+                        raise RuntimeError("the monitor process did not answer in time")
+                    line = process.stdout.readline()
+                except (BrokenPipeError, OSError):
+                    line = b""
+                if line:
+                    answer: dict[str, Any] = json.loads(line)
+                    return answer
+                self._stop()
+                if attempt == 2:
+                    raise RuntimeError("the monitor process failed: it exited without an answer")
+        raise AssertionError("unreachable")
+
+    def _running(self, config: dict[str, Any]) -> subprocess.Popen[bytes]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self._stop()  # one that died or exited idle: its pipes closed
+        process = subprocess.Popen(
+            _CHILD, env=_child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config).encode() + b"\n")  # the URL on a pipe, never argv
+        process.stdin.flush()
+        self._process = process
+        return process
+
+    def close(self) -> None:
+        """End the child: its standard input closes, so it exits when its current request is done."""
+        with self._lock:
+            process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                self._process.kill()
+            self._process.wait()
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            self._process = None
+
+
 def _both(
     home: Path, registry: Registry, model: str, version: int | None, windows: int, settings: DriftSettings
 ) -> dict[str, Any]:
@@ -508,6 +609,40 @@ class _WithoutPandas:
         return None
 
 
+def _answer(home: Path, registry: Registry, drift: DriftSettings, asked: dict[str, Any]) -> dict[str, Any]:
+    try:
+        if asked.get("accuracy_only"):
+            return accuracy_report(home, registry, asked["model"], settings=drift)
+        return _both(home, registry, asked["model"], asked["version"], asked["windows"], drift)
+    except ModelportError as exc:  # a client's mistake, said to the client
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+
+def _serve_reports(home: Path, registry: Registry, drift: DriftSettings, idle: float) -> None:
+    """Answer one JSON line per request line until standard input closes (the worker stopped) or no
+    request came for ``idle`` seconds. (Blocking reads and a watchdog thread, not ``select``: the
+    buffered reader may already hold the next request when the descriptor has nothing new.)"""
+    state = {"last": time.monotonic(), "busy": False}
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(min(idle / 2, 5.0))
+            if not state["busy"] and time.monotonic() - float(state["last"]) > idle:
+                os._exit(0)  # idle: give the memory back; the worker starts another when asked
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    for line in iter(sys.stdin.buffer.readline, b""):
+        state["busy"] = True
+        try:
+            answer = _answer(home, registry, drift, json.loads(line))
+        except Exception as exc:  # this request failed; the next may not: the type only, no paths
+            answer = {"error": type(exc).__name__, "message": ""}
+        finally:
+            state["last"], state["busy"] = time.monotonic(), False
+        sys.stdout.buffer.write(json.dumps(answer).encode() + b"\n")
+        sys.stdout.buffer.flush()
+
+
 def _child() -> int:
     """Entry of the evaluating child process: its configuration comes as JSON on standard input; it
     writes the gauges to ``HOME/run/monitor.json`` itself. On failure the last line on standard error
@@ -519,7 +654,7 @@ def _child() -> int:
     # pyarrow takes its pandas-free paths. (Arrow's allocator is the system's: set by the parent.)
     sys.meta_path.insert(0, _WithoutPandas())
     try:
-        config = json.loads(sys.stdin.buffer.read())
+        config = json.loads(sys.stdin.buffer.readline())  # one line; a serving child's requests follow
         from modelport.registry.artifacts import open_artifact_store
         from modelport.registry.database import Database
         from modelport.registry.service import Registry
@@ -536,18 +671,12 @@ def _child() -> int:
                 window_seconds=float(config["window_seconds"]),
                 accuracy_window_seconds=float(config["accuracy_window_seconds"]),
             )
-            if "report" in config:
-                asked = config["report"]
-                try:
-                    if asked.get("accuracy_only"):
-                        answer = accuracy_report(settings.home, registry, asked["model"], settings=drift)
-                    else:
-                        answer = _both(
-                            settings.home, registry, asked["model"], asked["version"], asked["windows"], drift
-                        )
-                except ModelportError as exc:  # a client's mistake, said to the client
-                    answer = {"error": type(exc).__name__, "message": str(exc)}
-                sys.stdout.buffer.write(json.dumps(answer).encode())
+            if "serve" in config:
+                _serve_reports(settings.home, registry, drift, float(config["serve"]))
+            elif "report" in config:
+                sys.stdout.buffer.write(
+                    json.dumps(_answer(settings.home, registry, drift, config["report"])).encode()
+                )
             else:
                 monitor = Monitor(settings.home, registry, drift, 0.0)
                 monitor.publish(monitor.evaluate())

@@ -134,6 +134,8 @@ class Worker:
         with contextlib.suppress(Exception):  # the counts of the last seconds, if the database is there
             await self.flush_releases()
         ACCESS_LOG.flush()
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.close)  # its report child, if one is up
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
 
