@@ -51,8 +51,10 @@ def test_one_child_answers_every_report_and_a_killed_one_is_replaced(monitor: Mo
     with pytest.raises(ModelNotFound):  # a client's mistake comes back as the same error class
         monitor.report("no-such-model")
     assert _child(monitor) == pid  # and the child keeps serving
+    killed = monitor._reports._process  # noqa: SLF001
+    assert killed is not None
     os.kill(pid, signal.SIGKILL)
-    until(lambda: monitor._reports._process.poll() is not None, timeout=10)  # noqa: SLF001
+    until(lambda: killed.poll() is not None, timeout=10)
     assert monitor.report("credit")["model"] == "credit"  # a new child answers
     assert _child(monitor) != pid
     last = _child(monitor)
