@@ -14,6 +14,7 @@ of them also runs alone.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -182,6 +183,19 @@ def test_the_core_install_registers_serves_and_predicts_an_onnx_model(
         answer = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
     assert {o["name"] for o in answer.json()["outputs"]} == {"label", "probabilities"}
+
+    # the console is in the wheel: templates, stylesheet and htmx, no Node.js, no extra
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        form = browser.get("/ui/login")
+        assert form.status_code == 200, form.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text[:500]
+        signed_in = browser.post("/ui/login", data={"csrf": csrf.group(1), "key": token})
+        assert signed_in.status_code == 303, signed_in.text
+        models = browser.get("/ui/models")
+        assert models.status_code == 200 and ">credit</a>" in models.text
+        for asset in ("console.css", "htmx-2.0.11.min.js"):
+            assert browser.get(f"/ui/static/{asset}").status_code == 200, asset
 
 
 def test_a_missing_extra_fails_with_the_command_that_installs_it(
