@@ -29,7 +29,8 @@ ADDED = 120  # credit: v1, v2 (keyed) and v3 … v122
 HOSTILE = "<script>alert(1)</script>"
 
 
-def _copy_of(version: Any, **changes: Any) -> NewVersion:
+def copy_of(version: Any, **changes: Any) -> NewVersion:
+    """A new version with ``version``'s rows and ``changes`` (inserted through the store: no registration)."""
     fields = {
         "model": version.model,
         "status": version.status,
@@ -41,7 +42,7 @@ def _copy_of(version: Any, **changes: Any) -> NewVersion:
         "conversion": version.conversion,
         "description": version.description,
         "tags": version.tags,
-        "creator": "local:bench",
+        "creator": "local:test",
         "artifacts": version.artifacts,
     }
     return NewVersion(**(fields | changes))
@@ -69,10 +70,10 @@ def home(keyed_home: Path, keys: Keys, tmp_path_factory: pytest.TempPathFactory)
         )
         lineage = dict(v1.lineage) | {"params": {HOSTILE: HOSTILE}, "metrics": {"auc": 0.9}}
         registry.store.add_version(
-            _copy_of(v1, signature=signature | {"inputs": inputs}, lineage=lineage, creator=HOSTILE)
+            copy_of(v1, signature=signature | {"inputs": inputs}, lineage=lineage, creator=HOSTILE)
         )
         for _ in range(ADDED - 1):
-            registry.store.add_version(_copy_of(v1))
+            registry.store.add_version(copy_of(v1))
         registry.store.validation.add_report(
             "credit",
             2,

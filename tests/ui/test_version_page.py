@@ -19,11 +19,11 @@ import pytest
 from modelport.environment import fingerprint
 from modelport.registry.names import ModelRef
 from modelport.registry.records import VersionRecord
-from modelport.registry.store import NewVersion
 from modelport.ui.card import GOLDEN_SHOWN, golden_of, proof_of
 from tests.conftest import until
 from tests.security.conftest import INFER, Keys, bearer, keyed_app, keyed_home, keys, open_home
 from tests.serving.conftest import InProcess
+from tests.ui.test_compare_page import copy_of
 from tests.ui.test_console import assert_secure_headers, sign_in
 
 __all__ = ["keyed_app", "keyed_home", "keys"]  # fixtures, imported for this module
@@ -31,24 +31,6 @@ __all__ = ["keyed_app", "keyed_home", "keys"]  # fixtures, imported for this mod
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_TAG = '"><img src=x onerror=alert(2)>'
 MIGRATION = {"at": "2026-11-30T10:00:00+00:00", "by": "local:ops", "action": "re-converted", "proof": "ok"}
-
-
-def _copy_of(version: VersionRecord, **changes: Any) -> NewVersion:
-    fields = {
-        "model": version.model,
-        "status": version.status,
-        "serving_format": version.serving_format,
-        "signature": version.signature,
-        "golden": version.golden,
-        "environment": version.environment,
-        "lineage": version.lineage,
-        "conversion": version.conversion,
-        "description": version.description,
-        "tags": version.tags,
-        "creator": "local:test",
-        "artifacts": version.artifacts,
-    }
-    return NewVersion(**(fields | changes))
 
 
 def _golden_check(passed: bool) -> dict[str, Any]:
@@ -77,12 +59,12 @@ def setup(keyed_app: InProcess, keyed_home: Path) -> Setup:
         v1 = registry.get(ModelRef("credit", version=1))
         lineage = dict(v1.lineage) | {"metrics": {"auc": 0.91}, "migrations": [MIGRATION]}
         v3 = registry.store.add_version(
-            _copy_of(v1, description=HOSTILE, tags={"note": HOSTILE_TAG}, lineage=lineage)
+            copy_of(v1, description=HOSTILE, tags={"note": HOSTILE_TAG}, lineage=lineage)
         )
         golden = dict(v1.golden)
         outputs = dict(golden["outputs"])
         outputs["probabilities"] = [list(reversed(row)) for row in outputs["probabilities"]]
-        v4 = registry.store.add_version(_copy_of(v1, golden=golden | {"outputs": outputs}))
+        v4 = registry.store.add_version(copy_of(v1, golden=golden | {"outputs": outputs}))
         for number, passed, environment in ((1, True, fingerprint()), (2, False, "e" * 64)):
             registry.store.validation.add_report(
                 "credit",
