@@ -30,6 +30,10 @@ from modelport.cli.arguments import (
     whole_model_or_version,
 )
 from modelport.cli.batch import register_commands as register_batch
+from modelport.cli.evidence import register_commands as register_evidence
+from modelport.cli.export import register_commands as register_export
+from modelport.cli.imports import register_commands as register_imports
+from modelport.cli.webhooks import register_commands as register_webhooks
 from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
     JsonFlag,
@@ -139,6 +143,10 @@ register_commands(app, lambda: _open())
 register_releases(app, alias_app, lambda: _open())
 register_monitoring(app, lambda: _open(), _settings)
 register_batch(app, lambda: _open())
+register_export(app, lambda: _open())
+register_evidence(app, lambda: _open())
+register_webhooks(app, lambda: _open())
+register_imports(app, lambda: _open())
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

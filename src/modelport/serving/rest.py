@@ -37,6 +37,8 @@ from modelport.monitoring.tracing import Timeline
 from modelport.registry.names import ModelRef
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL
+from modelport.events import routes as event_routes
+from modelport.evidence import routes as evidence_routes
 from modelport.serving import management
 from modelport.serving.dataplane import OFFLOAD_BYTES, DataPlane, TensorPayload, edge_ref
 from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
@@ -333,6 +335,8 @@ class RestApp:
         # "metrics": open to scrapers with MODELPORT_METRICS_PUBLIC, else any valid key ("read")
         ("GET", re.compile(r"/metrics"), metrics, False, "metrics"),
         *management.ROUTES,
+        *event_routes.ROUTES,  # webhooks: subscriptions and deliveries (events/)
+        *evidence_routes.ROUTES,  # what served at a time, as a verifiable bundle (evidence/)
     )
 
     # -- ASGI -----------------------------------------------------------------------------------
