@@ -33,7 +33,6 @@ from modelport.cli.batch import register_commands as register_batch
 from modelport.cli.evidence import register_commands as register_evidence
 from modelport.cli.export import register_commands as register_export
 from modelport.cli.imports import register_commands as register_imports
-from modelport.cli.webhooks import register_commands as register_webhooks
 from modelport.cli.monitoring import register_commands as register_monitoring
 from modelport.cli.output import (
     JsonFlag,
@@ -53,6 +52,7 @@ from modelport.cli.releases import actor as release_actor
 from modelport.cli.releases import register_commands as register_releases
 from modelport.cli.root import RootGroup
 from modelport.cli.security import print_token, register_commands
+from modelport.cli.webhooks import register_commands as register_webhooks
 from modelport.errors import (
     InvalidInput,
     ModelportError,

@@ -30,6 +30,8 @@ from modelport.errors import (
     brief,
     outcome_for,
 )
+from modelport.events import routes as event_routes
+from modelport.evidence import routes as evidence_routes
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.logs import request_id as make_request_id
 from modelport.monitoring.metrics import CONTENT_TYPE, LOCAL, render
@@ -37,8 +39,6 @@ from modelport.monitoring.tracing import Timeline
 from modelport.registry.names import ModelRef
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL
-from modelport.events import routes as event_routes
-from modelport.evidence import routes as evidence_routes
 from modelport.serving import management
 from modelport.serving.dataplane import OFFLOAD_BYTES, DataPlane, TensorPayload, edge_ref
 from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
