@@ -80,6 +80,10 @@ def from_file(path: Path, fmt: str | None = None, *, trust_pickle: bool = False)
     if path.stat().st_size > _MAX_FILE_BYTES:
         raise InvalidInput(f"model file {path.name!r} is larger than 2 GiB")
     data = path.read_bytes()
+    if fmt == "skops":  # the archive's directory is safe to read here: a refusal without a child
+        from modelport.registry.archives import check_zip
+
+        check_zip(data, path.name)
     if fmt != "pickle":
         from modelport.registry.preflight import check_in_child
 
@@ -109,8 +113,10 @@ def _read_pickle(data: bytes, path: Path, fmt: str) -> NativeModel:
 
 
 def _read_skops(data: bytes, path: Path, fmt: str) -> NativeModel:
+    from modelport.registry.archives import check_zip
     from modelport.runtimes import skops
 
+    check_zip(data, path.name)  # members, names, links and sizes, before skops inflates anything
     trusted = skops.check_trustworthy(data)
     estimator = skops.load_estimator(data, trusted)
     native = _sklearn(estimator, blob=data)
