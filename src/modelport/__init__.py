@@ -6,6 +6,7 @@ The public Python API::
     version = modelport.register(model, name="credit-rating", sample=df, alias="production")
     registry = modelport.open_registry()
     registry.predict("credit-rating@production", df)
+    modelport.Client("https://models.example.com", key=KEY).predict("credit-rating@production", df)
 
 The registry must exist: ``modelport init`` creates it (or, from Python,
 ``modelport.open_registry(create=True)``).
@@ -27,6 +28,7 @@ if _TYPE_CHECKING:  # annotations only: none of these is an attribute of the pac
     import pandas as pd
 
     from modelport.app import open_registry
+    from modelport.client import AsyncClient, Client
     from modelport.registry.names import ModelRef, parse_ref
     from modelport.registry.records import ModelRecord, VersionRecord
     from modelport.registry.service import Registry
@@ -36,6 +38,8 @@ if _TYPE_CHECKING:  # annotations only: none of these is an attribute of the pac
 # the CLI printing its help, a preflight child reading a model file — does not pay for SQLAlchemy,
 # the registry and the settings (about 0.4 s) by importing the package.
 _LAZY = {
+    "AsyncClient": "modelport.client",
+    "Client": "modelport.client",
     "open_registry": "modelport.app",
     "ModelRecord": "modelport.registry.records",
     "ModelRef": "modelport.registry.names",
@@ -61,6 +65,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "ModelRecord",
     "ModelRef",
     "Registry",

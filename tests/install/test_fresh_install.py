@@ -45,7 +45,6 @@ NOT_IN_CORE = (
     "lightgbm",
     "matplotlib",
     "locust",
-    "httpx",
     "hypothesis",
     "grpcio",
     "redis",
