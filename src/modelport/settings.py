@@ -328,6 +328,40 @@ class Settings(BaseSettings):
     oidc_display_name: str = Field(default="single sign-on", max_length=60)
     """The provider's name on the sign-in button ("Sign in with …")."""
 
+    webhook_allow: list[str] = Field(default_factory=list)
+    """Host patterns webhook URLs may name (JSON list of shell-style patterns, e.g.
+    ``["hooks.example.com", "*.ci.example.com"]``). Empty: any host, subject to the address rules
+    (docs/webhooks.md)."""
+
+    webhook_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (development and tests only): deliveries then travel unencrypted.
+    Off: https only."""
+
+    webhook_allow_private: bool = False
+    """Let webhooks reach loopback, link-local (cloud metadata), private, unspecified and multicast
+    addresses. Off: a URL resolving to any of them is refused, at subscription and at each delivery."""
+
+    webhook_allow_cidrs: list[str] = Field(default_factory=list)
+    """Address ranges webhooks may reach even though they are private (JSON list, e.g.
+    ``["10.20.0.0/16"]``): a narrower opening than ``webhook_allow_private``."""
+
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Longest one delivery attempt may take to connect, send and read the answer's status."""
+
+    webhook_backoff_seconds: list[float] = Field(default_factory=lambda: [10.0, 30.0, 120.0, 600.0, 1800.0])
+    """Waits before the 2nd, 3rd, … attempt of a delivery (JSON list; the last repeats), each with up to
+    20 % random jitter added."""
+
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    """Failed attempts after which a delivery is dead-lettered (it waits for a retry by an admin)."""
+
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often a server's worker looks for new events and due deliveries."""
+
+    webhook_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    """How long a claimed delivery belongs to the worker that claimed it; a worker that died meanwhile
+    leaves it to another after this. Must exceed ``webhook_timeout_seconds``."""
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: ``database_url`` or the SQLite file under ``home``."""

@@ -34,6 +34,8 @@ EXAMPLE = {
     "alias": "staging",
     "change": "1",
     "job": "job-0123456789ab",
+    "webhook": "wh_0123456789abcdef",
+    "delivery": "dlv_0123456789abcdef",
 }
 
 

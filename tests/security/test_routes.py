@@ -25,6 +25,8 @@ PARAMS = {
     "alias": "production",
     "change": "1",
     "job": "job-0123456789ab",
+    "webhook": "wh_0123456789abcdef",
+    "delivery": "dlv_0123456789abcdef",
 }
 PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 

@@ -5,6 +5,8 @@
        └────< aliases >──────────┘
 
     api_keys ──< usage (key × model × day)        audit_log (hash chain, append-only)
+
+    webhooks ──< webhook_deliveries (one per matching audit record) ──< webhook_attempts
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ __all__ = [
     "usage",
     "validation_reports",
     "version_labels",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhooks",
 ]
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -388,5 +393,60 @@ batch_jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("seconds", Float, nullable=False),
+)
+
+# Webhook subscriptions (docs/webhooks.md). ``secret`` signs deliveries, so it is kept as it is (it
+# must be read back to sign): never listed, logged or audited. ``cursor``: the first audit record this
+# subscription has not yet turned into deliveries.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("actions", JSONDoc, nullable=False),
+    Column("models", JSONDoc, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("cursor", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+)
+
+# One audit record to send to one subscription: a job-queue row. ``lease_until`` is when a claiming
+# worker's hold ends; ``status``: pending, delivered or dead.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("audit_seq", BigInteger, nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("webhook_id", "audit_seq", name="uq_webhook_deliveries_webhook_id_audit_seq"),
+    Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
+)
+
+# Every attempt of a delivery: when, the answer's status or the error's class, how long it took.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "delivery_id",
+        String(32),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(100), nullable=True),
     Column("seconds", Float, nullable=False),
 )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.errors import ModelportError, StoreNotReady
+from modelport.events.dispatch import dispatcher_for
 from modelport.monitoring.logs import ACCESS_LOG
 from modelport.monitoring.metrics import LOCAL, METRICS, alias_label, outcome_of
 from modelport.monitoring.monitor import Monitor
@@ -228,6 +229,7 @@ class Worker:
                 and (self._jobs_tick is None or self._jobs_tick.done())
             ):
                 self._jobs_tick = asyncio.create_task(asyncio.to_thread(self.jobs.tick))
+            dispatcher_for(self.registry).kick()  # webhooks: on a thread of its own when due (events/)
             try:
                 keys_generation = await self.refresh(keys_generation)
             except Exception as exc:  # keep polling whatever happens; serve the routes and keys we have
