@@ -50,8 +50,8 @@ oidc:
 	@[ -d tests/oidc/node_modules ] || npm ci --prefix tests/oidc --no-audit --no-fund
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests examples bench deploy
-	$(BIN)/ruff format --check src tests examples bench deploy
+	$(BIN)/ruff check src tests examples bench deploy tools
+	$(BIN)/ruff format --check src tests examples bench deploy tools
 	$(BIN)/mypy
 
 # Register the example under an older scikit-learn, then doctor and serve it under ours (docs/upgrades.md).

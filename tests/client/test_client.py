@@ -239,3 +239,31 @@ def test_the_async_client(server: Server, keys: Keys, keyed_home: Path, rows: pd
                 await client.set_alias("credit", "candidate", 1)
 
     asyncio.run(main())
+
+
+def test_register_over_http_then_predict(server: Server, keys: Keys, tmp_path: Path) -> None:
+    """A notebook registers a skops file on the shared server (no database URL, no store credentials)
+    and calls the new version; the server's refusals come back as the same error classes."""
+    import numpy as np
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.errors import Forbidden, InvalidInput
+
+    frame = pd.DataFrame(np.random.default_rng(5).normal(size=(150, 6)), columns=[f"f{i}" for i in range(6)])
+    model = LogisticRegression().fit(frame, np.where(frame["f1"] > 0, "up", "down"))
+    path = tmp_path / "model.skops"
+    path.write_bytes(skops.io.dumps(model))
+    with modelport.Client(server.url, key=keys.publisher) as publisher:
+        version = publisher.register(
+            path, name="credit-notebook", sample=frame, alias="staging", metrics={"auc": 0.8}
+        )
+        assert version["number"] == 1 and version["creator"] == f"key:{Keys.id_of(keys.publisher)}"
+        answers = publisher.predict("credit-notebook@staging", frame.head(3))
+        assert list(answers["label"]) == list(model.predict(frame.head(3)))
+        pickled = tmp_path / "model.pkl"
+        pickled.write_bytes(b"\x80\x04K\x01.")
+        with pytest.raises(InvalidInput, match="never registered over HTTP"):  # a 400 on the wire
+            publisher.register(pickled, name="credit-notebook", sample=frame)
+    with modelport.Client(server.url, key=keys.consumer) as consumer, pytest.raises(Forbidden):
+        consumer.register(path, name="credit-notebook", sample=frame)

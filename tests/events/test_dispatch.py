@@ -8,6 +8,8 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -29,12 +31,16 @@ def _verify(secret: str, header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
 
 
-def _drive(dispatcher: Dispatcher, check) -> object:  # type: ignore[no-untyped-def]
-    def step() -> object:
+T = TypeVar("T")
+
+
+def _drive(dispatcher: Dispatcher, check: Callable[[], T]) -> T:
+    def step() -> T:
         dispatcher.tick()
         return check()
 
-    return until(step, interval=0.02)
+    result: T = until(step, interval=0.02)
+    return result
 
 
 def test_a_change_is_delivered_signed(events_registry: Registry, receiver: Receiver) -> None:

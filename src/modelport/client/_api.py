@@ -8,6 +8,8 @@ building, encoding, decoding and error handling exist once, and the two clients 
 
 from __future__ import annotations
 
+import io
+import secrets
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -17,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 
 from modelport.client._wire import (
@@ -163,6 +166,21 @@ class Operations:
         )
         return _json((yield Call("PUT", _alias_path(name, alias), json=body)))
 
+    def register(
+        self, name: str, model: bytes, filename: str, sample: bytes, fields: Mapping[str, str]
+    ) -> Step[JSON]:
+        """``POST /api/v1/models/{name}/versions``: the model file, its sample, short text fields."""
+        body, content_type = multipart_form(
+            {"model": (filename, model), "sample": ("sample.parquet", sample)}, fields
+        )
+        call = Call(
+            "POST",
+            f"/api/v1/models/{_q(name)}/versions",
+            content=body,
+            headers={"content-type": content_type},
+        )
+        return _json((yield call))
+
     def remove_alias(self, name: str, alias: str) -> Step[JSON]:
         return _json((yield Call("DELETE", _alias_path(name, alias))))
 
@@ -237,6 +255,58 @@ class Operations:
     def drift(self, name: str, version: int | None, windows: int) -> Step[JSON]:
         params = _options(version=str(version) if version is not None else None, windows=str(windows))
         return _json((yield Call("GET", f"/api/v1/models/{_q(name)}/drift", params=params)))
+
+
+def multipart_form(files: Mapping[str, tuple[str, bytes]], fields: Mapping[str, str]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body and its content type (RFC 7578), built in memory."""
+    boundary = "modelport-" + secrets.token_hex(16)
+    parts: list[bytes] = []
+    for field_name, value in fields.items():
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"\r\n\r\n'
+        parts.append(head.encode() + value.encode() + b"\r\n")
+    for field_name, (filename, data) in files.items():
+        safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{safe}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def register_fields(
+    *,
+    format: str | None,
+    alias: str | None,
+    description: str,
+    label: str | None,
+    target: str | None,
+    require_onnx: bool,
+    tags: Mapping[str, str] | None,
+    params: Mapping[str, Any] | None,
+    metrics: Mapping[str, float] | None,
+) -> dict[str, str]:
+    """The text fields of a registration form: only those given."""
+    fields = {"format": format, "alias": alias, "label": label, "target": target}
+    chosen = {k: v for k, v in fields.items() if v}
+    if description:
+        chosen["description"] = description
+    if require_onnx:
+        chosen["require_onnx"] = "true"
+    for field_name, mapping in (("tags", tags), ("params", params), ("metrics", metrics)):
+        if mapping:
+            chosen[field_name] = orjson.dumps(dict(mapping)).decode()
+    return chosen
+
+
+def sample_bytes(sample: pd.DataFrame | str | Path) -> bytes:
+    """A sample as Parquet bytes (a DataFrame), or a Parquet/CSV file's bytes as they are."""
+    if isinstance(sample, pd.DataFrame):
+        out = io.BytesIO()
+        sample.to_parquet(out, index=False)
+        return out.getvalue()
+    return Path(sample).read_bytes()
 
 
 def _json(response: httpx.Response) -> JSON:

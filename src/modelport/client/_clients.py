@@ -16,7 +16,17 @@ import httpx
 import pandas as pd
 
 from modelport._version import __version__
-from modelport.client._api import Call, Model, Operations, Rows, Step, job_body, release_options
+from modelport.client._api import (
+    Call,
+    Model,
+    Operations,
+    Rows,
+    Step,
+    job_body,
+    register_fields,
+    release_options,
+    sample_bytes,
+)
 from modelport.client._retry import Retries, may_resend
 from modelport.client._wire import error_from, retry_after_seconds
 from modelport.errors import ModelportError
@@ -202,6 +212,41 @@ class Client(_Base):
         """Point ``alias`` at ``version`` (publisher). ``{"status": "pending", …}`` when the alias
         needs a second key's approval."""
         return self._run(self._ops.set_alias(name, alias, version, override_reason, allow_incompatible))
+
+    def register(
+        self,
+        model: str | Path,
+        *,
+        name: str,
+        sample: pd.DataFrame | str | Path,
+        format: str | None = None,
+        alias: str | None = None,
+        description: str = "",
+        label: str | None = None,
+        target: str | None = None,
+        require_onnx: bool = False,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> JSON:
+        """Register the model file ``model`` (skops, ONNX, XGBoost JSON/UBJ, LightGBM text — never a
+        pickle) as a new version of ``name`` on the server (publisher): the same checks, conversion and
+        equivalence proof as local registration, in a limited process on the server. Returns the new
+        version's record. ``sample``: a DataFrame or a Parquet/CSV file of inputs."""
+        path = Path(model)
+        fields = register_fields(
+            format=format,
+            alias=alias,
+            description=description,
+            label=label,
+            target=target,
+            require_onnx=require_onnx,
+            tags=tags,
+            params=params,
+            metrics=metrics,
+        )
+        step = self._ops.register(name, path.read_bytes(), path.name, sample_bytes(sample), fields)
+        return self._run(step)
 
     def remove_alias(self, name: str, alias: str) -> JSON:
         return self._run(self._ops.remove_alias(name, alias))
@@ -412,6 +457,41 @@ class AsyncClient(_Base):
         allow_incompatible: bool = False,
     ) -> JSON:
         return await self._run(self._ops.set_alias(name, alias, version, override_reason, allow_incompatible))
+
+    async def register(
+        self,
+        model: str | Path,
+        *,
+        name: str,
+        sample: pd.DataFrame | str | Path,
+        format: str | None = None,
+        alias: str | None = None,
+        description: str = "",
+        label: str | None = None,
+        target: str | None = None,
+        require_onnx: bool = False,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> JSON:
+        """Register the model file ``model`` (skops, ONNX, XGBoost JSON/UBJ, LightGBM text — never a
+        pickle) as a new version of ``name`` on the server (publisher): the same checks, conversion and
+        equivalence proof as local registration, in a limited process on the server. Returns the new
+        version's record. ``sample``: a DataFrame or a Parquet/CSV file of inputs."""
+        path = Path(model)
+        fields = register_fields(
+            format=format,
+            alias=alias,
+            description=description,
+            label=label,
+            target=target,
+            require_onnx=require_onnx,
+            tags=tags,
+            params=params,
+            metrics=metrics,
+        )
+        step = self._ops.register(name, path.read_bytes(), path.name, sample_bytes(sample), fields)
+        return await self._run(step)
 
     async def remove_alias(self, name: str, alias: str) -> JSON:
         return await self._run(self._ops.remove_alias(name, alias))

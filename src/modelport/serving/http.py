@@ -53,6 +53,7 @@ class Request:
     request_id: str = ""
     timeline: Timeline | None = None  # phase times of a traced inference request (tracing on)
     ref: ModelRef | None = None  # the model the route names, parsed once at the edge
+    receive: Any = None  # the ASGI receive of a route that streams its own body (serving/upload.py)
 
     @property
     def model_ref(self) -> ModelRef:

@@ -66,6 +66,14 @@ _MLFLOW = {
         "params": {"type": "object"},
     },
 }
+_TF_PREDICT = {
+    "type": "object",
+    "properties": {
+        "instances": {"type": "array", "description": "row form: objects by feature, or lists in order"},
+        "inputs": {"description": "columnar form: feature -> values, or rows in signature order"},
+        "signature_name": {"type": "string", "enum": ["serving_default"]},
+    },
+}
 _KEY = {
     "type": "object",
     "required": ["name", "role"],
@@ -95,6 +103,13 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
     "ping": ("MLflow health probe (no key needed)", None, ()),
     "mlflow_version": ("Server version (MLflow scoring protocol)", None, ()),
     "invocations": ("MLflow scoring: dataframe_split/records, instances, inputs, or CSV", _MLFLOW, ()),
+    "tf_predict": (
+        "TensorFlow Serving / KServe V1 predict: instances (rows) or inputs (columns)",
+        _TF_PREDICT,
+        (),
+    ),
+    "tf_model_status": ("TensorFlow Serving model status (model_version_status)", None, ()),
+    "tf_model_metadata": ("TensorFlow Serving model metadata (signature_def)", None, ()),
     "list_keys": ("List API keys (admin)", None, ()),
     "create_key": ("Create an API key; the token is in the answer, once (admin)", _KEY, ()),
     "revoke_key": ("Revoke an API key (admin)", None, ()),
@@ -272,10 +287,46 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         },
         (),
     ),
+    "register_version": (
+        "Register a model file as a new version (publisher): multipart/form-data with parts model "
+        "(skops, ONNX, XGBoost JSON/UBJ, LightGBM text; never a pickle) and sample (Parquet or CSV), "
+        "optional format, alias, description, label, target, require_onnx, tags, params, metrics; 201",
+        None,
+        (),
+    ),
     "list_jobs": ("Batch jobs this key submitted (admins: every job), newest first", None, ()),
     "get_job": ("A batch job: status, progress, counts, digests", None, ()),
     "cancel_job": ("Cancel a batch job (at its next chunk when running)", None, ()),
     "job_output": ("A finished job's output file (Parquet or CSV)", None, ()),
+    "create_webhook": (
+        "Subscribe a URL to registry events (admin); the answer carries the signing secret, once",
+        {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "url": {"type": "string", "example": "https://hooks.example.com/modelport"},
+                "actions": {"type": "array", "items": {"type": "string"}, "example": ["alias.*"]},
+                "models": {"type": "array", "items": {"type": "string"}, "example": ["credit*"]},
+                "enabled": {"type": "boolean"},
+            },
+        },
+        (),
+    ),
+    "list_webhooks": ("Webhook subscriptions, without their secrets (admin)", None, ()),
+    "remove_webhook": ("Delete a subscription and its deliveries (admin)", None, ()),
+    "list_deliveries": (
+        "A subscription's deliveries with every attempt, newest first",
+        None,
+        ("status", "limit"),
+    ),
+    "retry_delivery": ("Send a dead-lettered delivery again (admin)", None, ()),
+    "get_evidence": (
+        "Evidence of what served the model at a time: a verifiable zip, or its summary with format=json "
+        "(admin)",
+        None,
+        ("at", "format"),
+    ),
     "openapi": ("This document", None, ()),
     "metrics": ("Prometheus metrics of every worker (a key, unless MODELPORT_METRICS_PUBLIC)", None, ()),
 }

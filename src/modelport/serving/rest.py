@@ -3,8 +3,9 @@
 No web framework on the hot path: a request is matched against the table below, its body read with a
 hard size limit, handed to the data plane, and the answer serialised with orjson. Every failure —
 including unknown paths (404), wrong methods (405) and oversized bodies (413) — is JSON:
-``{"error": "..."}`` on ``/v2`` and the health routes, MLflow's ``{"error_code", "message"}`` on the
-MLflow routes. Core errors are mapped to statuses in :func:`status_for`, and only there.
+``{"error": "..."}`` on ``/v2``, TensorFlow Serving's ``/v1`` and the health routes, MLflow's
+``{"error_code", "message"}`` on the MLflow routes. Core errors are mapped to statuses in
+:func:`status_for`, and only there.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from modelport.monitoring.tracing import Timeline
 from modelport.registry.names import ModelRef
 from modelport.security.gate import Gate
 from modelport.security.keys import DEV_PRINCIPAL
-from modelport.serving import management
+from modelport.serving import management, tfserving, upload
 from modelport.serving.dataplane import OFFLOAD_BYTES, DataPlane, TensorPayload, edge_ref
 from modelport.serving.http import HTTPError, Request, Response, json_response, public_message
 from modelport.serving.mlflow import FramePayload, UnsupportedMediaType, encode_predictions
@@ -137,6 +138,10 @@ _NO_DEFAULT = "no default model: start the server with --default-model or call /
 Handler = Callable[["RestApp", Request], Awaitable[Response]]
 _MODEL = r"(?P<name>[^/]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
+# TF Serving paths end in ":predict", so a name stops at a colon; "labels/L" names the selector L
+# (NAME@L: an alias, a version label or a number), read by _ref as a version segment is.
+_TF_MODEL = r"/v1/models/(?P<name>[^/:]+)"
+_TF_LABEL = r"/labels/(?P<version>[^/:]+)"
 
 
 class RestApp:
@@ -331,10 +336,24 @@ class RestApp:
         ("GET", re.compile(r"/version"), mlflow_version, True, "read"),
         ("POST", re.compile(r"/invocations"), invocations, True, "infer"),
         ("POST", re.compile(r"/endpoints/(?P<ref>[^/]+)/invocations"), invocations, True, "infer"),
+        # TensorFlow Serving / KServe V1 REST (serving/tfserving.py): errors as {"error": ...}
+        ("POST", re.compile(rf"{_TF_MODEL}{_VERSION}:predict"), tfserving.tf_predict, False, "infer"),
+        ("POST", re.compile(rf"{_TF_MODEL}{_TF_LABEL}:predict"), tfserving.tf_predict, False, "infer"),
+        ("GET", re.compile(rf"{_TF_MODEL}{_VERSION}"), tfserving.tf_model_status, False, "read"),
+        ("GET", re.compile(rf"{_TF_MODEL}{_TF_LABEL}"), tfserving.tf_model_status, False, "read"),
+        ("GET", re.compile(rf"{_TF_MODEL}{_VERSION}/metadata"), tfserving.tf_model_metadata, False, "read"),
         ("GET", re.compile(r"/openapi\.json"), openapi, False, "read"),
         # "metrics": open to scrapers with MODELPORT_METRICS_PUBLIC, else any valid key ("read")
         ("GET", re.compile(r"/metrics"), metrics, False, "metrics"),
         *management.ROUTES,
+        # registration over HTTP: a streamed multipart upload, registered in a limited child process
+        (
+            "POST",
+            re.compile(r"/api/v1/models/(?P<name>[^/]+)/versions"),
+            upload.register_version,
+            False,
+            "publish",
+        ),
         *event_routes.ROUTES,  # webhooks: subscriptions and deliveries (events/)
         *evidence_routes.ROUTES,  # what served at a time, as a verifiable bundle (evidence/)
     )
@@ -358,7 +377,7 @@ class RestApp:
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         matched = self.match(method, path)
-        mlflow_errors = matched[2] if matched else not path.startswith("/v2")
+        mlflow_errors = matched[2] if matched else not path.startswith(("/v2", "/v1/"))
         self.in_flight += 1
         request: Request | None = None
         ref: ModelRef | None = None
@@ -408,13 +427,17 @@ class RestApp:
                     raise HTTPError(404, _NO_DEFAULT)  # the default model's name is not revealed
             if malformed is not None:
                 raise malformed
-            body = await self._read_body(receive, headers) if method in ("POST", "PUT", "PATCH") else b""
+            streams = getattr(handler, "streams_body", False)  # an upload reads its own body, streaming
+            reads = method in ("POST", "PUT", "PATCH") and not streams
+            body = await self._read_body(receive, headers) if reads else b""
             if _pickled(headers.get("content-type", ""), body):
                 raise UnsupportedMediaType(
                     "pickled bodies are never accepted (they can run code): send JSON, CSV "
                     "or the binary tensor extension"
                 )
             request = Request(method, path, params, headers, body, principal, _query(scope))
+            if streams:
+                request.receive = receive
             request.request_id = request_id
             request.ref = ref
             if self.worker.tracer is not None and permission == "infer":  # admitted inference only
@@ -440,7 +463,7 @@ class RestApp:
         if matched is not None and matched[3] == "infer":
             self.worker.finished(
                 Finished(
-                    "mlflow" if mlflow_errors else "v2",
+                    _protocol(path, mlflow_errors),
                     ref,
                     request.version if request is not None else None,
                     response.status,
@@ -664,6 +687,13 @@ class RestApp:
                 await self.worker.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _protocol(path: str, mlflow_errors: bool) -> str:
+    """An inference route's protocol, the metric label of its requests."""
+    if mlflow_errors:
+        return "mlflow"
+    return "tfserving" if path.startswith("/v1/") else "v2"
 
 
 # MLflow codes for errors the HTTP layer raises itself (sizes, media types, routes, timeouts).

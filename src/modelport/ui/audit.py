@@ -3,9 +3,10 @@
 It reads what the API reads: :meth:`RegistryStore.audit_records` for the trail (filtered and paged in
 the database, newest first, on the sequence number rather than an offset) and
 :meth:`RegistryStore.verify_audit` for the chain — the call behind ``/api/v1/audit/verify`` and
-``modelport audit verify``. "What served at time T" is :func:`served_at`, a pure fold over the audited
-alias moves of one ``model@alias``: the audit log is the record that cannot be edited unnoticed, so the
-answer comes from it rather than from the mutable alias tables.
+``modelport audit verify``. "What served at time T" is :func:`~modelport.evidence.timeline.served_at`,
+a pure fold over the audited alias moves of one ``model@alias`` (shared with evidence bundles): the
+audit log is the record that cannot be edited unnoticed, so the answer comes from it rather than from
+the mutable alias tables.
 
 Every text a record carries (targets are request paths when an attempt was denied, actors come from
 identity providers) is shown with its control characters as visible escapes, and autoescaped: markup
@@ -16,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from modelport.errors import InvalidInput
+from modelport.evidence.timeline import AliasState, served_at
 from modelport.registry.audit import AuditRecord
 from modelport.tables import escape_controls
 
@@ -33,34 +33,7 @@ __all__ = ["MAX_PAGE", "PAGE_SIZE", "AliasState", "page", "served_at"]
 
 PAGE_SIZE = 50
 MAX_PAGE = 200  # a page is one indexed query; a bigger one would only be slower to read
-# The audited actions that point an alias at a version (``after.version``) or take it away.
-_MOVES = ("alias.set", "alias.rollback", "release.promote")
-_REMOVE = "alias.remove"
 _LIMITS = {"target": 300, "actor": 200, "action": 40}  # the audit_log column widths
-
-
-@dataclass(frozen=True, slots=True)
-class AliasState:
-    """What ``model@alias`` pointed at at a moment, and the audit record that put it there."""
-
-    version: int | None  # None: the alias did not exist (never set, or removed)
-    record: AuditRecord | None
-
-
-def served_at(records: Iterable[AuditRecord], target: str, at: datetime) -> AliasState:
-    """The version ``target`` (``model@alias``) pointed at at ``at``: the last alias move recorded at
-    or before it. ``records`` may hold other targets and actions; they are skipped."""
-    state = AliasState(None, None)
-    for record in sorted(records, key=lambda r: r.seq):
-        if record.target != target or record.at > at:
-            continue
-        if record.action in _MOVES and isinstance(record.after, dict):
-            version = record.after.get("version")
-            if isinstance(version, int) and not isinstance(version, bool):
-                state = AliasState(version, record)
-        elif record.action == _REMOVE:
-            state = AliasState(None, record)
-    return state
 
 
 def _when(text: str, name: str) -> datetime | None:
