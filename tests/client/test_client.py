@@ -267,3 +267,20 @@ def test_register_over_http_then_predict(server: Server, keys: Keys, tmp_path: P
             publisher.register(pickled, name="credit-notebook", sample=frame)
     with modelport.Client(server.url, key=keys.consumer) as consumer, pytest.raises(Forbidden):
         consumer.register(path, name="credit-notebook", sample=frame)
+
+
+def test_versions_are_listed_a_page_at_a_time(server: Server, keys: Keys) -> None:
+    with modelport.Client(server.url, key=keys.admin) as admin:
+        listed = admin.versions("credit")
+        assert [v["number"] for v in listed] == sorted((v["number"] for v in listed), reverse=True)
+        assert {1, 2} <= {v["number"] for v in listed}
+        assert "production" in next(v for v in listed if v["number"] == 1)["aliases"]
+        assert len(admin.versions("credit", limit=1)) == 1
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys.admin}"}) as raw:
+        page = raw.get("/api/v1/models/credit/versions", params={"limit": 1}).json()
+        assert len(page["versions"]) == 1 and page["next"] == page["versions"][0]["number"]
+        assert raw.get("/api/v1/models/credit/versions", params={"limit": 0}).status_code == 400
+        assert raw.get("/api/v1/models/credit/versions", params={"before": "x"}).status_code == 400
+        assert raw.get("/api/v1/models/nope/versions").status_code == 404
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys.other}"}) as other:
+        assert other.get("/api/v1/models/credit/versions").status_code == 404  # outside its patterns

@@ -158,6 +158,21 @@ class Operations:
                 return model
         raise ModelNotFound(f"no model named {name[:100]!r}")
 
+    def versions(self, name: str, limit: int | None) -> Step[list[JSON]]:
+        """Every version of ``name``, newest first, read a page at a time (at most ``limit``)."""
+        found: list[JSON] = []
+        before: int | None = None
+        while limit is None or len(found) < limit:
+            params = {"limit": str(min(1000, limit - len(found)) if limit else 1000)}
+            if before is not None:
+                params["before"] = str(before)
+            page = _json((yield Call("GET", f"/api/v1/models/{_q(name)}/versions", params=params)))
+            found += page["versions"]
+            before = page.get("next")
+            if before is None:
+                break
+        return found
+
     def set_alias(
         self, name: str, alias: str, version: int, override_reason: str | None, allow_incompatible: bool
     ) -> Step[JSON]:

@@ -248,6 +248,10 @@ class Client(_Base):
         step = self._ops.register(name, path.read_bytes(), path.name, sample_bytes(sample), fields)
         return self._run(step)
 
+    def versions(self, name: str, *, limit: int | None = None) -> list[JSON]:
+        """The versions of ``name``, newest first (number, status, label, creator, created_at, aliases)."""
+        return self._run(self._ops.versions(name, limit))
+
     def remove_alias(self, name: str, alias: str) -> JSON:
         return self._run(self._ops.remove_alias(name, alias))
 
@@ -492,6 +496,10 @@ class AsyncClient(_Base):
         )
         step = self._ops.register(name, path.read_bytes(), path.name, sample_bytes(sample), fields)
         return await self._run(step)
+
+    async def versions(self, name: str, *, limit: int | None = None) -> list[JSON]:
+        """The versions of ``name``, newest first (number, status, label, creator, created_at, aliases)."""
+        return await self._run(self._ops.versions(name, limit))
 
     async def remove_alias(self, name: str, alias: str) -> JSON:
         return await self._run(self._ops.remove_alias(name, alias))

@@ -183,6 +183,36 @@ async def list_models(app: RestApp, request: Request) -> Response:
     return json_response({"models": [m.to_dict() for m in models if request.principal.sees(m.name)]})
 
 
+async def list_versions(app: RestApp, request: Request) -> Response:
+    """A page of a model's versions, newest first: ``?limit=`` (1–1000, 100) and ``?before=N`` for the
+    next page (the response's ``next`` when there is one). Two queries however many versions exist."""
+    limit_text, before_text = _one(request, "limit") or "100", _one(request, "before")
+    if not re.fullmatch(r"\d{1,4}", limit_text) or not 1 <= int(limit_text) <= 1000:
+        raise InvalidInput("limit must be a number from 1 to 1000")
+    if before_text is not None and not re.fullmatch(r"\d{1,9}", before_text):
+        raise InvalidInput("before must be a version number")
+    name = request.params["name"]
+    found = await asyncio.to_thread(
+        app.worker.registry.version_summaries,
+        name,
+        limit=int(limit_text),
+        before=int(before_text) if before_text is not None else None,
+    )
+    versions = [
+        {
+            "number": v.number,
+            "status": v.status,
+            "label": v.label,
+            "creator": v.creator,
+            "created_at": v.created_at.isoformat(),
+            "aliases": list(v.aliases),
+        }
+        for v in found
+    ]
+    more = len(found) == int(limit_text) and found[-1].number > 1
+    return json_response({"model": name, "versions": versions, "next": found[-1].number if more else None})
+
+
 async def set_alias(app: RestApp, request: Request) -> Response:
     document = _document(request, {"version", "override_reason", "allow_incompatible"})
     version = document.get("version")
@@ -564,6 +594,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str], ...] = (
     ("GET", re.compile(r"/api/v1/audit"), get_audit, False, "admin"),
     ("GET", re.compile(r"/api/v1/audit/verify"), verify_audit, False, "admin"),
     ("GET", re.compile(r"/api/v1/models"), list_models, False, "read"),
+    ("GET", re.compile(rf"/api/v1/models/{_NAME}/versions"), list_versions, False, "read"),
     ("PUT", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), set_alias, False, "publish"),
     ("DELETE", re.compile(rf"/api/v1/models/{_NAME}/aliases/{_ALIAS}"), remove_alias, False, "publish"),
     ("PUT", re.compile(rf"/api/v1/models/{_NAME}/policy"), set_policy, False, "publish"),

@@ -287,6 +287,11 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         },
         (),
     ),
+    "list_versions": (
+        "A page of a model's versions, newest first (next page: before=next)",
+        None,
+        ("limit", "before"),
+    ),
     "register_version": (
         "Register a model file as a new version (publisher): multipart/form-data with parts model "
         "(skops, ONNX, XGBoost JSON/UBJ, LightGBM text; never a pickle) and sample (Parquet or CSV), "
