@@ -24,7 +24,8 @@ def test_register_takes_typed_keyword_arguments() -> None:
     api = inspect.signature(modelport.register).parameters
     assert not [p for p in api.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     core = inspect.signature(Registry.register).parameters
-    file_only = {"self", "path", "format", "trust_pickle", "creator", "progress"}
+    # ... and less `extra_lineage`, an importer's record of its origin (registry/mlflow_import.py)
+    file_only = {"self", "path", "format", "trust_pickle", "creator", "progress", "extra_lineage"}
     assert set(api) - {"settings"} == set(core) - file_only
     for name in set(api) - {"model", "settings"}:
         assert api[name].annotation == core[name].annotation, name

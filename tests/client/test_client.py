@@ -284,3 +284,45 @@ def test_versions_are_listed_a_page_at_a_time(server: Server, keys: Keys) -> Non
         assert raw.get("/api/v1/models/nope/versions").status_code == 404
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys.other}"}) as other:
         assert other.get("/api/v1/models/credit/versions").status_code == 404  # outside its patterns
+
+
+def test_the_cli_registers_on_a_server_without_a_registry_here(
+    server: Server, keys: Keys, tmp_path: Path
+) -> None:
+    """``modelport register --server``: an empty MODELPORT_HOME here (no database, no store), the key
+    from MODELPORT_KEY; local-only options are refused with a message, not ignored."""
+    import os
+    import subprocess
+    import sys
+
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.DataFrame(np.random.default_rng(9).normal(size=(120, 6)), columns=[f"f{i}" for i in range(6)])
+    model_file, sample_file = tmp_path / "m.skops", tmp_path / "sample.csv"
+    model_file.write_bytes(skops.io.dumps(LogisticRegression().fit(frame, frame["f2"] > 0)))
+    frame.to_csv(sample_file, index=False)
+    exe = str(Path(sys.executable).with_name("modelport"))
+    env = {**os.environ, "MODELPORT_HOME": str(tmp_path / "nothing-here"), "MODELPORT_KEY": keys.publisher}
+    command = [
+        exe,
+        "register",
+        "credit-cli",
+        str(model_file),
+        "--sample",
+        str(sample_file),
+        "--server",
+        server.url,
+    ]
+    done = subprocess.run(
+        [*command, "--alias", "staging", "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["number"] == 1
+    refused = subprocess.run(
+        [*command, "--trust-pickle"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0 and "--trust-pickle: not over --server" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with modelport.Client(server.url, key=keys.admin) as admin:
+        assert admin.model("credit-cli").aliases == {"staging": 1}

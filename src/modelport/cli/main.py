@@ -262,7 +262,12 @@ def register(
     param: Annotated[list[str] | None, typer.Option("--param", help="Training parameter KEY=VALUE.")] = None,
     metric: Annotated[list[str] | None, typer.Option("--metric", help="Metric KEY=NUMBER.")] = None,
     training_data: Annotated[
-        Path | None, typer.Option("--training-data", help="Training data file, fingerprinted.")
+        Path | None,
+        typer.Option(
+            "--training-data",
+            help="Training data file or folder: its SHA-256, or inside a DVC repository DVC's hash, "
+            "default remote and git revision (docs/registry.md).",
+        ),
     ] = None,
     code_revision: Annotated[
         str | None, typer.Option("--code-revision", help="Code revision (default: git HEAD here).")
@@ -277,10 +282,47 @@ def register(
     label: Annotated[
         str | None, typer.Option("--label", help="Semantic version label, e.g. 2.1.0 (NAME@2.1.0).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="MODELPORT_SERVER",
+            help="Register on this server over HTTP with the publisher key in MODELPORT_KEY "
+            "(no database or store credentials here; docs/client.md).",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Register a model file as a new version of NAME."""
     model_name(name)
+    if server is not None:
+        local_only = {
+            "--trust-pickle": trust_pickle,
+            "--classes": classes,
+            "--training-data": training_data,
+            "--code-revision": code_revision,
+            "--parent": parent,
+        }
+        given = [option for option, value in local_only.items() if value]
+        if given:
+            raise InvalidInput(f"{', '.join(given)}: not over --server (register locally for these)")
+        _register_on_server(
+            server,
+            name,
+            path,
+            sample,
+            fmt=fmt,
+            alias=alias,
+            description=description,
+            label=label,
+            target=target,
+            require_onnx=require_onnx,
+            tags=_pairs(tag, "tag"),
+            params=_pairs(param, "param"),
+            metrics=_pairs(metric, "metric"),
+            json_out=json_out,
+        )
+        return
     parent_ref = None if parent is None else version_of(name, parent)
     if label is not None:
         check_label(label)  # before any work: a bad label must not leave a registered version behind
@@ -335,6 +377,66 @@ def register(
         console.print(f"ONNX twin {version.conversion.get('reason')}")
     if alias:
         console.print(f"alias {name}@{alias} → {version.number}")
+
+
+def _register_on_server(
+    server: str,
+    name: str,
+    path: Path,
+    sample: Path,
+    *,
+    fmt: str | None,
+    alias: str | None,
+    description: str,
+    label: str | None,
+    target: str | None,
+    require_onnx: bool,
+    tags: dict[str, str],
+    params: dict[str, str],
+    metrics: dict[str, str],
+    json_out: bool,
+) -> None:
+    """``register --server``: the file and its sample uploaded with ``modelport.Client.register``."""
+    import os
+
+    from modelport.client import Client
+    from modelport.tables import read_table
+
+    key = os.environ.get("MODELPORT_KEY")
+    if not key:
+        raise InvalidInput("--server needs a publisher key in MODELPORT_KEY")
+    if not path.is_file():
+        raise InvalidInput(f"model file {str(path)!r} does not exist or is not a regular file")
+    numbers: dict[str, float] = {}
+    for metric_name, value in metrics.items():
+        try:
+            numbers[metric_name] = float(value)
+        except ValueError:
+            raise InvalidInput(f"metric {metric_name!r} must be a number, got {value!r}") from None
+    with shown_progress(f"register {name} on {server}") as progress, Client(server, key=key) as client:
+        progress("uploading")
+        version = client.register(
+            path,
+            name=name,
+            sample=read_table(sample),
+            format=fmt,
+            alias=alias,
+            description=description,
+            label=label,
+            target=target,
+            require_onnx=require_onnx,
+            tags=tags or None,
+            params=params or None,
+            metrics=numbers or None,
+        )
+    if json_out:
+        print_json(version)
+        return
+    console.print(
+        f"registered {name}@{version['number']} on {server}, serving format {version['serving_format']}"
+    )
+    if alias:
+        console.print(f"alias {name}@{alias} → {version['number']}")
 
 
 @app.command()

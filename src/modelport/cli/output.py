@@ -187,7 +187,24 @@ def version_detail(v: VersionRecord) -> Table:
 
 
 def _fingerprint(data: dict[str, Any] | None) -> str:
-    return f"sha256:{data['sha256'][:16]}…" if data else "-"
+    """Training data: its path, SHA-256 and — when DVC tracks it — DVC's hash, remote and revision."""
+    if not data:
+        return "-"
+    parts = [str(data["path"])] if data.get("path") else []
+    if data.get("sha256"):
+        parts.append(f"sha256:{data['sha256'][:16]}…")
+    dvc = data.get("dvc")
+    if isinstance(dvc, dict):
+        text = f"dvc {dvc.get('hash', 'md5')}:{str(dvc.get('md5'))[:16]}… ({dvc.get('tracked_by')})"
+        remote = dvc.get("remote") or {}
+        if remote:
+            text += f", remote {remote.get('name')}" + (f" {remote['url']}" if remote.get("url") else "")
+        if dvc.get("repo_rev"):
+            text += f", rev {str(dvc['repo_rev'])[:12]}"
+        if dvc.get("workspace_matches") is False:
+            text += ", workspace copy differs"
+        parts.append(text)
+    return "  ".join(parts) or "-"
 
 
 def _environment(env: dict[str, Any]) -> str:

@@ -172,11 +172,14 @@ class Registry:
         classes: list[Any] | None = None,
         require_onnx: bool = False,
         creator: str | None = None,
+        extra_lineage: Mapping[str, Any] | None = None,
         progress: Progress = no_progress,
     ) -> VersionRecord:
         """Register ``model`` (an in-process object) or the model file at ``path`` as a new version.
+        ``extra_lineage`` adds keys to the version's lineage (an import's origin: ``mlflow_import.py``).
         ``progress`` hears each step (modelport/progress.py)."""
         from modelport.registry import intake
+        from modelport.registry.lineage import training_data_lineage
         from modelport.registry.registration import (
             artifact_records,
             default_params,
@@ -204,7 +207,7 @@ class Registry:
         if parent is not None:
             self.store.get_version(ModelRef(name, version=check_version_number(parent)))
         lineage: dict[str, Any] = {
-            "training_data": fingerprint(training_data),
+            "training_data": training_data_lineage(training_data),
             "sample": fingerprint(frame),
             "code_revision": code_revision if code_revision is not None else _git_revision(),
             "params": json_safe(params if params is not None else default_params(native), "param"),
@@ -212,6 +215,7 @@ class Registry:
             "parent_version": parent,
             "source": native.source,
             "library": native.kind,
+            **json_safe(extra_lineage, "lineage"),
         }
         prepared = prepare(
             native,
