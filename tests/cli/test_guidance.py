@@ -499,6 +499,14 @@ BEFORE_INIT = {
     ("audit", "list"): ["audit", "list"],
     ("audit", "verify"): ["audit", "verify"],
     ("privacy", "erase"): ["privacy", "erase", "--subject", "x"],
+    ("export",): ["export", "credit", "-o", "{rows}.onnx"],
+    ("evidence",): ["evidence", "credit", "--at", "now"],
+    ("import", "mlflow"): ["import", "mlflow", "{model}", "--name", "credit"],
+    ("webhooks", "add"): ["webhooks", "add", "https://hooks.example.com/x"],
+    ("webhooks", "list"): ["webhooks", "list"],
+    ("webhooks", "remove"): ["webhooks", "remove", "whk_0000000000000000"],
+    ("webhooks", "deliveries"): ["webhooks", "deliveries", "whk_0000000000000000"],
+    ("webhooks", "retry"): ["webhooks", "retry", "whk_0000000000000000", "dlv_0000000000000000"],
 }
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelport.cli.output import JsonFlag, console, print_json
-from modelport.registry.service import Registry
+
+if TYPE_CHECKING:  # imported where a command runs: `--help` never loads the registry
+    from modelport.registry.service import Registry
 
 __all__ = ["register_commands"]
 

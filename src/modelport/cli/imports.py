@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelport.cli.output import JsonFlag, Table, console, print_json
 from modelport.cli.progress import shown_progress
 from modelport.errors import InvalidInput
-from modelport.registry.service import Registry
+
+if TYPE_CHECKING:  # imported where a command runs: `--help` never loads the registry
+    from modelport.registry.service import Registry
 
 __all__ = ["register_commands"]
 

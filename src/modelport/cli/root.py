@@ -21,13 +21,13 @@ from typer.core import TyperGroup
 __all__ = ["TASKS", "RootGroup", "hoist_global_options"]
 
 TASKS: dict[str, tuple[str, ...]] = {
-    "Registry": ("init", "register", "models", "versions", "show", "label", "predict"),
+    "Registry": ("init", "register", "import", "models", "versions", "show", "label", "predict", "export"),
     "Batch": ("score", "jobs"),
     "Serving": ("serve", "policy"),
     "Releases": ("alias", "release", "approvals", "retention", "gc"),
-    "Access": ("keys", "usage"),
+    "Access": ("keys", "usage", "webhooks"),
     "Monitoring": ("log-policy", "predictions", "drift", "profile", "feedback"),
-    "Governance": ("validate", "reports", "doctor", "audit", "privacy"),
+    "Governance": ("validate", "reports", "doctor", "audit", "evidence", "privacy"),
 }
 
 _ORDER = [name for names in TASKS.values() for name in names]

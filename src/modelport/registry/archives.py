@@ -42,7 +42,7 @@ def check_zip(data: bytes, name: str, limits: ArchiveLimits = LIMITS) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
-        raise UnknownFormat(f"{name!r} is not a readable skops file (not a zip archive: {exc})") from None
+        raise UnknownFormat(f"{name!r} is not a readable skops model (not a zip archive: {exc})") from None
     with archive:
         members = archive.infolist()
         if len(members) > limits.members:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from modelport.errors import InvalidInput, UnsafeFormat
-from modelport.registry.intake import INPUT_FORMATS
 from modelport.registry.names import check_alias_name, check_model_name
 from modelport.registry.upload import RegistrationLimits, register_in_child
 from modelport.serving.http import HTTPError, Request, Response, json_response
@@ -45,13 +44,17 @@ MAX_SAMPLE_BYTES = 256 << 20
 _MAX_FIELD = 64 * 1024
 _FILES = {"model", "sample"}
 _TEXT = {"format", "alias", "description", "label", "target", "require_onnx", "tags", "params", "metrics"}
+# The safe formats, by the file-name extensions intake.py knows (not imported: a serving process never
+# loads the intake, the one module that can read a pickle).
 _SUFFIX = {
     ".skops": "skops",
     ".onnx": "onnx",
     ".json": "xgboost-json",
     ".ubj": "xgboost-ubj",
-    ".txt": "lightgbm",
+    ".txt": "lightgbm-text",
+    ".lgb": "lightgbm-text",
 }
+_FORMATS = frozenset(_SUFFIX.values())
 
 
 class _Form:
@@ -207,12 +210,12 @@ def _json_object(form: _Form, field: str) -> dict[str, Any] | None:
 def _format(form: _Form) -> str:
     declared = form.text.get("format", "").strip().lower()
     if declared:
-        if declared == "pickle" or declared not in INPUT_FORMATS:
+        if declared == "pickle" or declared not in _FORMATS:
             raise UnsafeFormat(
                 "pickles are never registered over HTTP (they run code): send skops, ONNX, XGBoost JSON/UBJ "
                 "or LightGBM text"
                 if declared == "pickle"
-                else f"unknown format {declared[:40]!r}: one of " + ", ".join(sorted(set(_SUFFIX.values())))
+                else f"unknown format {declared[:40]!r}: one of " + ", ".join(sorted(_FORMATS))
             )
         return declared
     suffix = Path(form.filenames.get("model", "")).suffix.lower()
