@@ -295,7 +295,7 @@ def browser_times(home: Path, token: str, loads: int = 10) -> dict[str, tuple[fl
     from playwright.sync_api import sync_playwright
 
     from tests.serving.conftest import start_server, stop_server
-    from tests.ui.test_browser import ARGS
+    from tests.ui.browser import ARGS
 
     server = start_server(home, insecure_dev=False)
     results = {}

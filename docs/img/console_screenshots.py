@@ -105,7 +105,7 @@ def main() -> None:
     from modelport.security.store import KeyStore
     from modelport.settings import Settings
     from tests.serving.conftest import start_server, stop_server
-    from tests.ui.test_browser import ARGS, CHROMIUM
+    from tests.ui.browser import ARGS, CHROMIUM
 
     work = Path(tempfile.mkdtemp())
     settings = Settings(home=work / "home")

@@ -205,7 +205,7 @@ def test_approve_as_a_second_person_and_read_the_trail_in_a_browser(
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed: make tools")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from tests.ui.test_browser import ARGS, accessibility_problems
+    from tests.ui.browser import ARGS, accessibility_problems
 
     change = request_change(app, keys.publisher, "credit", "staging", version=1)
     server = start_server(keyed_home, insecure_dev=False)

@@ -30,7 +30,7 @@ from modelport.registry.service import Registry
 from tests.oidc.provider import AUDIENCE, Provider, start_provider, stop_provider
 from tests.security.conftest import INFER, Keys, bearer, keyed_home, keys, open_home
 from tests.serving.conftest import Server, free_port, stop_server
-from tests.ui.test_browser import ARGS, CHROMIUM, accessibility_problems
+from tests.ui.browser import ARGS, CHROMIUM, accessibility_problems
 
 __all__ = ["keyed_home", "keys"]  # fixtures, imported for this module
 
