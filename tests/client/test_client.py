@@ -248,7 +248,7 @@ def test_register_over_http_then_predict(server: Server, keys: Keys, tmp_path: P
     import skops.io
     from sklearn.linear_model import LogisticRegression
 
-    from modelport.errors import Forbidden, InvalidInput
+    from modelport.errors import Forbidden, UnsafeFormat
 
     frame = pd.DataFrame(np.random.default_rng(5).normal(size=(150, 6)), columns=[f"f{i}" for i in range(6)])
     model = LogisticRegression().fit(frame, np.where(frame["f1"] > 0, "up", "down"))
@@ -263,7 +263,7 @@ def test_register_over_http_then_predict(server: Server, keys: Keys, tmp_path: P
         assert list(answers["label"]) == list(model.predict(frame.head(3)))
         pickled = tmp_path / "model.pkl"
         pickled.write_bytes(b"\x80\x04K\x01.")
-        with pytest.raises(InvalidInput, match="never registered over HTTP"):  # a 400 on the wire
+        with pytest.raises(UnsafeFormat, match="never registered over HTTP"):  # the class, by its header
             publisher.register(pickled, name="credit-notebook", sample=frame)
     with modelport.Client(server.url, key=keys.consumer) as consumer, pytest.raises(Forbidden):
         consumer.register(path, name="credit-notebook", sample=frame)

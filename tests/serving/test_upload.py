@@ -230,3 +230,29 @@ def test_a_model_that_eats_memory_or_time_is_refused_and_nothing_stays(
     assert slow.status_code == 400 and "still running after 0.5 s" in slow.text, slow.text
     assert versions_of(app, "credit-greedy") == 0
     still_serving(app, keys)
+
+
+def test_every_http_error_names_its_class(app: InProcess, keys: Keys, frame: pd.DataFrame) -> None:
+    """``X-Modelport-Error``: the modelport.errors class behind an error answer, on every HTTP protocol
+    (the bodies stay as each protocol fixes them), so a client raises exactly it."""
+    with app.client(keys.admin) as client:
+        answers = {
+            "v2": client.post("/v2/models/nope/infer", json=INFER),
+            "mlflow": client.post("/endpoints/nope/invocations", json={"inputs": [[0.0] * 6]}),
+            "tfserving": client.post("/v1/models/nope:predict", json={"instances": [[0.0] * 6]}),
+            "alias": client.post("/v2/models/credit/versions/nowhere/infer", json=INFER),
+            "upload": client.post(
+                "/api/v1/models/credit-x/versions",
+                files={"model": ("m.pkl", b"x"), "sample": ("s.parquet", parquet(frame))},
+            ),
+        }
+    expected = {
+        "v2": "ModelNotFound",
+        "mlflow": "ModelNotFound",
+        "tfserving": "ModelNotFound",
+        "alias": "AliasNotFound",
+        "upload": "UnsafeFormat",
+    }
+    assert {k: r.headers.get("x-modelport-error") for k, r in answers.items()} == expected
+    assert answers["v2"].json() == {"error": answers["v2"].json()["error"]}  # the V2 body unchanged
+    assert set(answers["mlflow"].json()) == {"error_code", "message"}

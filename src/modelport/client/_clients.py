@@ -72,7 +72,7 @@ class _Base:
     def _after_answer(self, response: httpx.Response, body: bytes, attempt: int, waited: float) -> float:
         """Seconds to wait before sending again after an error answer; or raise its error."""
         retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
-        error = error_from(response.status_code, body, retry_after)
+        error = error_from(response.status_code, body, retry_after, response.headers.get("x-modelport-error"))
         delay = None
         if response.status_code in self.retries.statuses:
             delay = self.retries.wait(attempt, waited, retry_after)

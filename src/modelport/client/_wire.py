@@ -248,11 +248,16 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def error_from(status: int, body: bytes, retry_after: float | None) -> ModelportError:
-    """The :mod:`modelport.errors` class the server raised, rebuilt from its answer: by the body's
-    ``type`` when it names one, else by status (and, for 404, by what the message says is missing).
-    The message is the server's own text."""
+def error_from(
+    status: int, body: bytes, retry_after: float | None, named_class: str | None = None
+) -> ModelportError:
+    """The :mod:`modelport.errors` class the server raised, rebuilt from its answer: by its
+    ``X-Modelport-Error`` header (``named_class``) or the body's ``type`` when they name one, else by
+    status (and, for 404, by what the message says is missing). The message is the server's own text."""
     message, kind = f"the server answered HTTP {status}", None
+    candidate = getattr(errors, named_class, None) if named_class else None
+    if isinstance(candidate, type) and issubclass(candidate, ModelportError):
+        kind = candidate
     try:
         document = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -264,7 +269,7 @@ def error_from(status: int, body: bytes, retry_after: float | None) -> Modelport
             message = said
         named = document.get("type")
         candidate = getattr(errors, named, None) if isinstance(named, str) else None
-        if isinstance(candidate, type) and issubclass(candidate, ModelportError):
+        if kind is None and isinstance(candidate, type) and issubclass(candidate, ModelportError):
             kind = candidate
     if kind is None and status == 429:
         kind = errors.RateLimited

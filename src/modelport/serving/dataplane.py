@@ -20,12 +20,12 @@ import numpy as np
 
 from modelport._version import __version__
 from modelport.errors import (
+    AliasNotFound,
     InputMismatch,
     InvalidInput,
     InvalidName,
     ModelNotFound,
     ModelportError,
-    NotFound,
     ValuesRejected,
     VersionNotFound,
 )
@@ -84,7 +84,7 @@ def edge_ref(name: str, selector: str | None) -> ModelRef:
         except InvalidName:
             raise VersionNotFound(f"model {name!r} has no version labelled {selector[:40]!r}") from None
     if not selector[0].isalpha() or not selector.isascii() or len(selector) > 63:
-        raise NotFound(f"model {name!r} has no alias {selector[:40]!r}")
+        raise AliasNotFound(f"model {name!r} has no alias {selector[:40]!r}")
     return ModelRef(name, alias=selector)
 
 

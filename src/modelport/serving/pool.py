@@ -69,7 +69,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.errors import ModelNotFound, ModelportError, NotFound, VersionArchived, VersionNotFound
+from modelport.errors import (
+    AliasNotFound,
+    ModelNotFound,
+    ModelportError,
+    VersionArchived,
+    VersionNotFound,
+)
 from modelport.monitoring.metrics import METRICS
 from modelport.registry.names import DEFAULT_ALIAS, LATEST, ModelRef, check_label, is_label
 from modelport.registry.records import VersionRecord
@@ -259,7 +265,7 @@ class ModelPool:
             return labelled
         number = routes.get(selector)
         if number is None:
-            raise NotFound(f"model {model!r} has no alias {selector!r}")
+            raise AliasNotFound(f"model {model!r} has no alias {selector!r}")
         return number
 
     def routes_of(self, model: str) -> dict[str, int] | None:

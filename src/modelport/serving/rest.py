@@ -662,6 +662,9 @@ class RestApp:
             headers = ((b"www-authenticate", b'Bearer realm="modelport"'),)
         elif isinstance(exc, RateLimited):
             headers = ((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),)
+        if isinstance(exc, ModelportError):
+            # the class, beside the body each protocol fixes: a client raises exactly it (modelport.errors)
+            headers += ((b"x-modelport-error", type(exc).__name__.encode()),)
         if mlflow_errors:
             if isinstance(exc, HTTPError):
                 code = _MLFLOW_HTTP_CODES.get(status, "INTERNAL_ERROR")
