@@ -5,9 +5,10 @@
 approvers and validation reports — an auditor's view, not a consumer's. The manifest's SHA-256 is in
 the ``X-Evidence-Manifest-SHA256`` header (and in the JSON), to be recorded elsewhere.
 
-A serving process does not compute drift and accuracy at T (that reads the prediction log with
-pyarrow, which it never loads; its monitor child answers only "now"): ``monitoring.json`` says so, and
-``modelport evidence`` includes them.
+Drift and accuracy at T come from the worker's monitor child (monitoring/monitor.py: the serving
+process never loads the prediction log's reader), over the windows ending at T — as
+``modelport evidence`` computes them in its own process. With monitoring off (``MODELPORT_METRICS=false``)
+``monitoring.json`` says so.
 """
 
 from __future__ import annotations
@@ -26,9 +27,23 @@ if TYPE_CHECKING:
 __all__ = ["ROUTES"]
 
 SERVER_NOTE = (
-    "a server does not compute drift and accuracy at a past time (it never loads the prediction log's "
-    "reader): `modelport evidence NAME --at T` includes them"
+    "monitoring is off on this server (MODELPORT_METRICS=false): `modelport evidence NAME --at T` "
+    "computes drift and accuracy from the prediction log"
 )
+
+
+def _monitoring(app: RestApp) -> Any:
+    """Drift and accuracy of a model at T through the worker's monitor child; None when it is off."""
+    monitor = app.worker.monitor
+    if monitor is None:
+        return None
+
+    def compute(name: str, at: Any) -> dict[str, Any]:
+        report = monitor.report(name, now=at.timestamp())
+        accuracy = report.pop("accuracy")
+        return {"drift": report, "accuracy": accuracy}
+
+    return compute
 
 
 def _one(request: Request, name: str) -> str | None:
@@ -47,7 +62,9 @@ async def get_evidence(app: RestApp, request: Request) -> Response:
         raise InvalidInput("format is zip (the bundle) or json (its summary)")
     at = parse_at(at_text[:64])
     registry = app.worker.registry
-    bundle = await asyncio.to_thread(build_evidence, registry, name, at, monitoring_note=SERVER_NOTE)
+    bundle = await asyncio.to_thread(
+        build_evidence, registry, name, at, monitoring=_monitoring(app), monitoring_note=SERVER_NOTE
+    )
     digest = bundle.manifest_sha256
     if kind == "json":
         return json_response({**bundle.summary, "manifest_sha256": digest})

@@ -348,16 +348,29 @@ class Monitor:
         os.replace(temporary, self.state)
 
     def report(
-        self, model: str, *, version: int | None = None, windows: int = 1, accuracy_only: bool = False
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        windows: int = 1,
+        accuracy_only: bool = False,
+        now: float | None = None,
     ) -> dict[str, Any]:
         """:func:`drift_report` with the :func:`accuracy_report` under ``accuracy`` (or, with
-        ``accuracy_only``, just the latter) — in the child process when there is one (a client asking
-        must not load pandas into a serving worker)."""
+        ``accuracy_only``, just the latter), over windows ending at ``now`` (Unix time; default: now) —
+        in the child process when there is one (a client asking must not load pandas into a serving
+        worker)."""
         if self.database_url is None:
             if accuracy_only:
-                return accuracy_report(self.home, self.registry, model, settings=self.settings)
-            return _both(self.home, self.registry, model, version, windows, self.settings)
-        asked = {"model": model, "version": version, "windows": windows, "accuracy_only": accuracy_only}
+                return accuracy_report(self.home, self.registry, model, settings=self.settings, now=now)
+            return _both(self.home, self.registry, model, version, windows, self.settings, now)
+        asked = {
+            "model": model,
+            "version": version,
+            "windows": windows,
+            "accuracy_only": accuracy_only,
+            "now": now,
+        }
         answer = self._reports.ask(asked, self._config({"serve": REPORTER_IDLE_SECONDS}))
         if "error" in answer:
             raise _client_error(answer["error"], answer.get("message", ""))
@@ -564,10 +577,16 @@ class _Reporter:
 
 
 def _both(
-    home: Path, registry: Registry, model: str, version: int | None, windows: int, settings: DriftSettings
+    home: Path,
+    registry: Registry,
+    model: str,
+    version: int | None,
+    windows: int,
+    settings: DriftSettings,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    drift = drift_report(home, registry, model, version=version, windows=windows, settings=settings)
-    drift["accuracy"] = accuracy_report(home, registry, model, settings=settings)
+    drift = drift_report(home, registry, model, version=version, windows=windows, settings=settings, now=now)
+    drift["accuracy"] = accuracy_report(home, registry, model, settings=settings, now=now)
     return drift
 
 
@@ -611,9 +630,11 @@ class _WithoutPandas:
 
 def _answer(home: Path, registry: Registry, drift: DriftSettings, asked: dict[str, Any]) -> dict[str, Any]:
     try:
+        now = asked.get("now")
+        moment = float(now) if isinstance(now, int | float) else None
         if asked.get("accuracy_only"):
-            return accuracy_report(home, registry, asked["model"], settings=drift)
-        return _both(home, registry, asked["model"], asked["version"], asked["windows"], drift)
+            return accuracy_report(home, registry, asked["model"], settings=drift, now=moment)
+        return _both(home, registry, asked["model"], asked["version"], asked["windows"], drift, moment)
     except ModelportError as exc:  # a client's mistake, said to the client
         return {"error": type(exc).__name__, "message": str(exc)}
 
