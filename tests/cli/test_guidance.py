@@ -505,6 +505,8 @@ BEFORE_INIT = {
     ("webhooks", "add"): ["webhooks", "add", "https://hooks.example.com/x"],
     ("webhooks", "list"): ["webhooks", "list"],
     ("webhooks", "remove"): ["webhooks", "remove", "whk_0000000000000000"],
+    ("webhooks", "enable"): ["webhooks", "enable", "whk_0000000000000000"],
+    ("webhooks", "disable"): ["webhooks", "disable", "whk_0000000000000000"],
     ("webhooks", "deliveries"): ["webhooks", "deliveries", "whk_0000000000000000"],
     ("webhooks", "retry"): ["webhooks", "retry", "whk_0000000000000000", "dlv_0000000000000000"],
 }

@@ -178,3 +178,26 @@ def test_two_dispatchers_never_send_one_delivery_twice(events_registry: Registry
     assert not errors
     sent = Counter(r.headers["x-modelport-delivery"] for r in receiver.events())
     assert len(sent) == 30 and set(sent.values()) == {1}
+
+
+def test_a_paused_subscription_hears_nothing_and_resumes_from_now(
+    events_registry: Registry, receiver: Receiver
+) -> None:
+    store = WebhookStore(events_registry.store)
+    subscription, _ = store.create(url=receiver.url, actions=["alias.*"], actor="local:test")
+    dispatcher = Dispatcher(events_registry)
+    before = len(receiver.events())
+    paused = store.set_enabled(subscription.id, False, actor="local:test")
+    assert paused.enabled is False
+    _change(events_registry)  # while paused
+    dispatcher.tick()
+    assert store.deliveries(subscription.id) == [] and len(receiver.events()) == before
+    store.set_enabled(subscription.id, True, actor="local:test")
+    dispatcher.tick()
+    assert store.deliveries(subscription.id) == []  # the paused time's change is not sent later
+    _change(events_registry)
+    _drive(dispatcher, lambda: [d for d in store.deliveries(subscription.id) if d.status == "delivered"])
+    actions = [r.action for r in events_registry.store.audit_records(target=f"webhook:{subscription.id}")]
+    assert {"webhook.disable", "webhook.enable"} <= set(actions)
+    with pytest.raises(NotFound):
+        store.set_enabled("wh_0000000000000000", True, actor="local:test")

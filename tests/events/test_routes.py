@@ -88,3 +88,19 @@ def test_an_alias_move_is_delivered_and_a_dead_letter_retried(
     parts = dict(p.split("=", 1) for p in last.headers["x-modelport-signature"].split(","))
     mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + last.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(mac, parts["v1"])
+
+
+def test_pause_and_resume_over_the_api(app: InProcess, tokens: dict[str, str]) -> None:
+    with app.client(tokens["admin"]) as admin:
+        made = admin.post("/api/v1/webhooks", json={"url": "https://93.184.216.34/hook"})
+        assert made.status_code == 201, made.text
+        path = f"/api/v1/webhooks/{made.json()['webhook']['id']}"
+        paused = admin.patch(path, json={"enabled": False})
+        assert paused.status_code == 200 and paused.json()["webhook"]["enabled"] is False
+        assert admin.patch(path, json={"enabled": True}).json()["webhook"]["enabled"] is True
+        for bad in ({"enabled": "no"}, {"enabled": True, "url": "https://x"}, {}):
+            assert admin.patch(path, json=bad).status_code == 400, bad
+        assert admin.patch("/api/v1/webhooks/wh_0000000000000000", json={"enabled": True}).status_code == 404
+        assert "secret" not in paused.text
+    with app.client(tokens["publisher"]) as publisher:
+        assert publisher.patch(path, json={"enabled": False}).status_code == 403

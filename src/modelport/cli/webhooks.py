@@ -107,6 +107,30 @@ def remove(webhook_id: Annotated[str, typer.Argument(metavar="ID")], json_out: J
         console.print(f"webhook {gone.id} removed")
 
 
+@webhooks_app.command("disable")
+def disable(webhook_id: Annotated[str, typer.Argument(metavar="ID")], json_out: JsonFlag = False) -> None:
+    """Pause a subscription: nothing is sent to it until it is enabled again."""
+    _switch(webhook_id, False, json_out)
+
+
+@webhooks_app.command("enable")
+def enable(webhook_id: Annotated[str, typer.Argument(metavar="ID")], json_out: JsonFlag = False) -> None:
+    """Resume a paused subscription, from now on (what happened while it was paused is not sent)."""
+    _switch(webhook_id, True, json_out)
+
+
+def _switch(webhook_id: str, enabled: bool, json_out: bool) -> None:
+    registry = _open()
+    try:
+        changed = _store(registry).set_enabled(webhook_id, enabled, actor=_actor())
+    finally:
+        registry.close()
+    if json_out:
+        print_json(changed.to_dict())
+    else:
+        console.print(f"webhook {changed.id} {'enabled' if enabled else 'disabled'}")
+
+
 @webhooks_app.command("deliveries")
 def deliveries(
     webhook_id: Annotated[str, typer.Argument(metavar="ID")],

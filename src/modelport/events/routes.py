@@ -62,6 +62,17 @@ async def remove_webhook(app: RestApp, request: Request) -> Response:
     return json_response({"webhook": gone.to_dict()})
 
 
+async def update_webhook(app: RestApp, request: Request) -> Response:
+    """``{"enabled": false}`` pauses a subscription, ``true`` resumes it (from now on)."""
+    document = _document(request, {"enabled"})
+    if set(document) != {"enabled"} or not isinstance(document["enabled"], bool):
+        raise InvalidInput('send {"enabled": true} or {"enabled": false}')
+    changed = await asyncio.to_thread(
+        _store(app).set_enabled, request.params["webhook"], document["enabled"], actor=request.principal.actor
+    )
+    return json_response({"webhook": changed.to_dict()})
+
+
 async def list_deliveries(app: RestApp, request: Request) -> Response:
     status = _one(request, "status")
     if status not in (None, "pending", "delivered", "dead"):
@@ -89,6 +100,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Any, bool, str | None], ...] = (
     ("POST", re.compile(r"/api/v1/webhooks"), create_webhook, False, "admin"),
     ("GET", re.compile(r"/api/v1/webhooks"), list_webhooks, False, "admin"),
     ("DELETE", re.compile(rf"/api/v1/webhooks/{_WEBHOOK}"), remove_webhook, False, "admin"),
+    ("PATCH", re.compile(rf"/api/v1/webhooks/{_WEBHOOK}"), update_webhook, False, "admin"),
     ("GET", re.compile(rf"/api/v1/webhooks/{_WEBHOOK}/deliveries"), list_deliveries, False, "admin"),
     (
         "POST",

@@ -255,6 +255,29 @@ class WebhookStore:
             raise NotFound(f"no webhook with id {webhook_id[:40]!r}")
         return _subscription(row)
 
+    def set_enabled(self, webhook_id: str, enabled: bool, *, actor: str) -> Subscription:
+        """Pause or resume a subscription (audited). A paused one hears nothing; resumed, it starts at
+        the audit log's head again, as a new one does: what happened while it was paused is not sent
+        (its deliveries already queued keep their course)."""
+        with self.db.write() as tx:
+            row = tx.execute(select(webhooks).where(webhooks.c.id == webhook_id)).first()
+            if row is None:
+                raise NotFound(f"no webhook with id {webhook_id[:40]!r}")
+            if bool(row.enabled) == enabled:
+                return _subscription(row)
+            tx.audit(
+                actor,
+                "webhook.enable" if enabled else "webhook.disable",
+                f"webhook:{webhook_id}",
+                before={"enabled": not enabled},
+                after={"enabled": enabled},
+            )
+            values: dict[str, Any] = {"enabled": enabled}
+            if enabled:
+                values["cursor"] = int(tx.execute(_HEAD).scalar_one()) + 1
+            tx.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(**values))
+            return _subscription(tx.execute(select(webhooks).where(webhooks.c.id == webhook_id)).one())
+
     def remove(self, webhook_id: str, *, actor: str) -> Subscription:
         """Delete a subscription with its deliveries and their attempts (audited)."""
         with self.db.write() as tx:

@@ -319,6 +319,16 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any] | None, tuple[str, ...]]] = {
         (),
     ),
     "list_webhooks": ("Webhook subscriptions, without their secrets (admin)", None, ()),
+    "update_webhook": (
+        "Pause or resume a subscription (admin); resumed, it hears of changes from now on",
+        {
+            "type": "object",
+            "required": ["enabled"],
+            "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean"}},
+        },
+        (),
+    ),
     "remove_webhook": ("Delete a subscription and its deliveries (admin)", None, ()),
     "list_deliveries": (
         "A subscription's deliveries with every attempt, newest first",
