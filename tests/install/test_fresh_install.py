@@ -196,6 +196,19 @@ def test_the_core_install_registers_serves_and_predicts_an_onnx_model(
         for asset in ("console.css", "htmx-2.0.11.min.js"):
             assert browser.get(f"/ui/static/{asset}").status_code == 200, asset
 
+    # registration over HTTP needs nothing beyond the core install either (python-multipart, httpx)
+    with httpx.Client(base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {token}"}) as api:
+        uploaded = api.post(
+            "/api/v1/models/uploaded/versions",
+            files={
+                "model": ("credit.onnx", files.onnx.read_bytes()),
+                "sample": ("s.csv", files.sample.read_bytes()),
+            },
+            data={"target": "label"},
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["number"] == 1
+
 
 def test_a_missing_extra_fails_with_the_command_that_installs_it(
     fresh: FreshVenv, files: Files, token: str
