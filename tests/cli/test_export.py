@@ -88,6 +88,10 @@ def test_export_runs_in_onnxruntime_and_answers_as_the_registry(served: Path, tm
         "f5",
     ):
         assert fact in card, fact
+    inputs = card.split("## Inputs", 1)[1].split("## Equivalence proof", 1)[0]
+    assert [
+        line.split("|")[1].strip() for line in inputs.splitlines()[4:] if line.startswith("|")
+    ] == FEATURES
 
 
 def test_refusals(served: Path, tmp_path: Path) -> None:

@@ -316,6 +316,7 @@ class Monitor:
         self.state = home / "run" / "monitor.json"
         self._next = 0.0
         self._cache: tuple[float, bytes] = (-1.0, b"")
+        self._samples_cache: tuple[float, list[list[Any]]] = (-1.0, [])
         self._reports = _Reporter(timeout=max(600.0, 10 * interval))
 
     def due(self, now: float) -> bool:
@@ -476,13 +477,12 @@ class Monitor:
             mtime = self.state.stat().st_mtime
         except FileNotFoundError:
             return []
-        cached: tuple[float, list[list[Any]]] | None = getattr(self, "_samples_cache", None)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
+        if self._samples_cache[0] == mtime:
+            return self._samples_cache[1]
         try:
             samples = list(json.loads(self.state.read_text())["samples"])
         except (OSError, ValueError, KeyError, TypeError):
-            return cached[1] if cached is not None else []
+            return self._samples_cache[1]
         self._samples_cache = (mtime, samples)
         return samples
 

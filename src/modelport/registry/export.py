@@ -191,7 +191,7 @@ def model_card(version: VersionRecord, digest: str, size: int, filename: str) ->
                 ", ".join(map(str, f.get("categories") or [])),
                 f.get("missing_rate", 0.0),
             ]
-            for f in signature.get("features", [])
+            for f in signature.get("inputs", [])
         ],
     )
     conversion = version.conversion

@@ -63,7 +63,7 @@ class ProtocolServer(Protocol):
 class Finished:
     """One answered inference request, as every protocol reports it to :meth:`Worker.finished`."""
 
-    protocol: str  # "v2", "grpc" or "mlflow": a metric label
+    protocol: str  # "v2", "grpc", "mlflow" or "tfserving": a metric label
     ref: ModelRef | None  # None: the request named no valid model
     version: int | None  # the version that answered (or was chosen), if any
     status: int  # the HTTP status REST gives for this outcome (gRPC reports the same class)
