@@ -234,12 +234,29 @@ def _joined(pieces: list[Any]) -> Any:
     return np.concatenate(pieces)
 
 
+_LABEL_BLOCK = 32_768  # labels mapped per step: a step holds the interpreter for a few ms at most
+
+
 def _as_class_values(labels: np.ndarray, by_text: dict[str, Any]) -> np.ndarray:
     """Labels as the signature's class values (ONNX may return int64 or bytes/str); ``by_text`` maps
-    each class's text to its value. Many rows (a batch job's chunk) map each distinct label once."""
+    each class's text to its value. Many rows (a batch job's chunk) map each distinct label once.
+
+    A large answer is mapped a block at a time, and string labels (an object array from ONNX's string
+    tensor) are sorted as fixed-width text: ``np.unique`` over 300,000 Python strings holds the
+    interpreter for ~0.2 s in one call, which an event loop in the same process would wait for."""
     if len(labels) <= 64:
         return np.array([by_text.get(str(v), v) for v in labels.tolist()], dtype=object)
-    distinct, positions = np.unique(labels, return_inverse=True)
+    if len(labels) > _LABEL_BLOCK:
+        return np.concatenate(
+            [
+                _as_class_values(labels[start : start + _LABEL_BLOCK], by_text)
+                for start in range(0, len(labels), _LABEL_BLOCK)
+            ]
+        )
+    # ONNX's string tensors hold str: as fixed-width text they compare in C, and map the same
+    distinct, positions = np.unique(
+        labels.astype(str) if labels.dtype == object else labels, return_inverse=True
+    )
     values = np.empty(len(distinct), dtype=object)
     values[:] = [by_text.get(str(v), v) for v in distinct.tolist()]
     return values[positions.reshape(-1)]
