@@ -238,6 +238,10 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], int, str]]:
     blob = (tmp_path / "whole.parquet").read_bytes()
     (tmp_path / "truncated.parquet").write_bytes(blob[: len(blob) // 2])
     cases.append(("truncated.parquet", ["--keep", "id,branch"], 2, "is not a readable Parquet file"))
+    whole_csv = loans.to_csv(index=False).encode()
+    cut = whole_csv.index(b"\n", len(whole_csv) * 2 // 3) + 20  # a copy that stopped inside a line
+    (tmp_path / "truncated.csv").write_bytes(whole_csv[:cut])
+    cases.append(("truncated.csv", ["--keep", "id,branch"], 2, "cannot be read as CSV"))
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x01\x02")
     cases.append(("binary.csv", [], 2, "is not readable CSV"))
     (tmp_path / "empty.csv").write_text(",".join(["id", "branch", *FEATURES]) + "\n")
@@ -412,3 +416,29 @@ def test_a_chunk_larger_than_allowed_is_refused_before_reading(
     )
     assert done.returncode == 2 and "row group 0 holds" in done.stderr and "smaller row groups" in done.stderr
     assert not (tmp_path / "o.csv").exists() and leftovers(tmp_path) == []
+
+
+def test_the_job_tells_its_progress_chunk_by_chunk(home: Path, tmp_path: Path) -> None:
+    """What the CLI draws as the progress bar (on a terminal only, tests/cli/test_guidance.py): one
+    step per scored chunk with its count, then the writing of OUTPUT."""
+    from modelport.batch.job import ScoreOptions, start_job
+
+    source = write_csv(book(5_000), tmp_path / "loans.csv")
+    heard: list[tuple[str, int | None, int | None]] = []
+
+    def listen(step: str, done: int | None = None, total: int | None = None) -> None:
+        heard.append((step, done, total))
+
+    registry = open_registry(Settings(home=home))
+    try:
+        options = ScoreOptions(keep=["id", "branch"], on_violation="flag", chunk_rows=1_000, threads=1)
+        summary = start_job(
+            registry, "credit", str(source), tmp_path / "o.parquet", options, actor="t", progress=listen
+        )
+    finally:
+        registry.close()
+    assert summary.chunks == 5
+    scoring = [(done, total) for step, done, total in heard if step.startswith("scoring with credit@1: ")]
+    assert scoring == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert all(" rows/s, " in step for step, _, _ in heard if step.startswith("scoring with"))
+    assert heard[0][0] == "loading credit" and heard[-1][0] == "writing o.parquet"

@@ -312,6 +312,8 @@ class _Run:
             done = self._parts_done()
             todo = [c for c in self.plan.chunks if c.index not in done]
             rows_this_run = self._score(todo, len(done))
+            if jobs.heartbeat(self.job_id) in ("cancelling", "cancelled"):  # asked while the last
+                raise JobCancelled(f"batch job {self.job_id} was cancelled")  # chunks ran: no OUTPUT
             digest, skipped_file = self._assemble()
         except BaseException as exc:
             seconds = time.perf_counter() - self.started

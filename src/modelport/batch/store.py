@@ -217,11 +217,13 @@ class JobStore:
         return job
 
     def heartbeat(self, job_id: str) -> str:
-        """A running job says it is alive (``updated_at``); returns its status (``cancelling``: stop)."""
+        """A running job says it is alive (``updated_at``); returns its status (``cancelling``: stop).
+        A job that is stopping beats too: until its runner has stopped writing, no server may take
+        it for dead, remove its work folder and call it cancelled."""
         with self.db.write() as tx:
             tx.execute(
                 update(batch_jobs)
-                .where(batch_jobs.c.id == job_id, batch_jobs.c.status == "running")
+                .where(batch_jobs.c.id == job_id, batch_jobs.c.status.in_(("running", "cancelling")))
                 .values(updated_at=datetime.now(UTC))
             )
             return str(tx.execute(select(batch_jobs.c.status).where(batch_jobs.c.id == job_id)).scalar_one())
@@ -312,14 +314,18 @@ class JobStore:
         self._end(job_id, actor, "cancelled", output_digest=None, error="cancelled", **counts)
 
     def _end(self, job_id: str, actor: str, status: str, **values: Any) -> None:
+        """End a job once: a job that has already ended keeps its status (a runner that outlived a
+        cancellation cannot turn it into done, nor a late failure report overwrite it)."""
         now = datetime.now(UTC)
         job = self.get(job_id)
         with self.db.write() as tx:
-            tx.execute(
+            ended = tx.execute(
                 update(batch_jobs)
-                .where(batch_jobs.c.id == job_id)
+                .where(batch_jobs.c.id == job_id, batch_jobs.c.status.not_in(ENDED))
                 .values(status=status, updated_at=now, finished_at=now, **values)
             )
+            if ended.rowcount != 1:
+                return
             summary = {
                 "job": job_id,
                 "status": status,
