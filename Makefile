@@ -36,7 +36,11 @@ test: $(STAMP) tools oidc
 # services (the tests start their own on loopback).
 SYSTEM_TOOLS := promtool=prometheus nginx=nginx haproxy=haproxy kubectl=kubectl chromium=chromium
 tools:
-	@missing=; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%=*} >/dev/null 2>&1 || \
+	@$(MAKE) --no-print-directory apt-tools TOOLS="$(SYSTEM_TOOLS)"
+# command=package pairs in TOOLS, installed with apt when the command is missing
+.PHONY: apt-tools
+apt-tools:
+	@missing=; for pair in $(TOOLS); do command -v $${pair%%=*} >/dev/null 2>&1 || \
 		[ -x /usr/sbin/$${pair%%=*} ] || missing="$$missing $${pair#*=}"; done; \
 	[ -z "$$missing" ] || { SUDO=; [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || SUDO=sudo; \
 		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
@@ -111,7 +115,9 @@ BUILDAH    := buildah --storage-driver vfs
 HOST_CA    := /etc/ssl/certs/ca-certificates.crt
 HOST_TRUST := $(if $(wildcard $(HOST_CA)),-v $(HOST_CA):/run/host-ca.crt:ro -v $(CURDIR)/deploy/image/pip.conf:/etc/pip.conf:ro)
 
+IMAGE_TOOLS := buildah=buildah debootstrap=debootstrap
 image: $(STAMP)
+	@$(MAKE) --no-print-directory apt-tools TOOLS="$(IMAGE_TOOLS)"
 	@set -e; base="$(BASE)"; [ -n "$$base" ] || { base=$(LOCAL_BASE); BUILDAH="$(BUILDAH)" sh deploy/image/base.sh $$base; }; \
 	previous=$$($(BUILDAH) images --quiet --noheading $(IMAGE) 2>/dev/null || true); start=$$(date +%s); \
 	$(BUILDAH) bud --isolation chroot --format docker --pull=false --build-arg BASE=$$base $(HOST_TRUST) \
