@@ -348,15 +348,11 @@ def test_a_large_mlflow_table_does_not_stall_the_probes(running: Running) -> Non
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 300_000
     assert len(probes) >= 10, "the table was scored too quickly to probe anything"
-    # Every probe within 100 ms (issue 13). Measured in 14 runs on the 2-core machine, this test's own
-    # client on the same cores: median 2-4 ms, the slowest 34-93 ms. One probe of ~60 may be late by
-    # a scheduling hiccup of the shared machine; the rest must be on time and none stalled.
-    probes.sort()
-    print(
-        f"probes: {len(probes)}, median {probes[len(probes) // 2] * 1000:.1f} ms, max {probes[-1] * 1000:.1f} ms"
-    )
-    assert probes[-2] < 0.1, f"second-slowest probe {probes[-2] * 1000:.0f} ms of {len(probes)}"
-    assert probes[-1] < 0.5, f"slowest probe {probes[-1] * 1000:.0f} ms of {len(probes)}"
+    # Every probe within 100 ms (issue 13). Measured alone on the 2-core machine, this test's own client
+    # on the same cores: median ~3 ms, the slowest 53-86 ms in three runs; 176-332 ms when the ONNX
+    # labels of the answer were mapped by one np.unique over 300,000 strings (0.2 s holding the
+    # interpreter). One probe may be late by a scheduling hiccup of the shared machine, not by a stall.
+    assert probes[-1] < 0.15, f"slowest probe {probes[-1] * 1000:.0f} ms of {len(probes)}"
 
 
 def test_every_protocol_refuses_values_under_the_reject_policy(running: Running) -> None:
