@@ -352,6 +352,11 @@ def test_a_large_mlflow_table_does_not_stall_the_probes(running: Running) -> Non
     # on the same cores: median ~3 ms, the slowest 53-86 ms in three runs; 176-332 ms when the ONNX
     # labels of the answer were mapped by one np.unique over 300,000 strings (0.2 s holding the
     # interpreter). One probe may be late by a scheduling hiccup of the shared machine, not by a stall.
+    probes.sort()
+    print(
+        f"probes: {len(probes)}, median {probes[len(probes) // 2] * 1000:.1f} ms, max {probes[-1] * 1000:.1f} ms"
+    )
+    assert probes[-2] < 0.1, f"second-slowest probe {probes[-2] * 1000:.0f} ms of {len(probes)}"
     assert probes[-1] < 0.15, f"slowest probe {probes[-1] * 1000:.0f} ms of {len(probes)}"
 
 
