@@ -8,7 +8,7 @@ new interpreter, with bytecode caches (as an installed wheel has them; kept unde
 development environment may run). ``--a-source DIR`` puts another checkout's ``src`` first on the path
 (``git archive d4cef34 src | tar -x -C /tmp/a`` gives ``/tmp/a/src``): its runs alternate with this
 tree's, so both see the same machine load. ``--home`` is a registry for `models` (default: a new, empty
-one made with `modelport init`). Results: docs/performance.md, "CLI start-up".
+one for each tree, made with its own `modelport init`). Results: docs/performance.md, "CLI start-up".
 """
 
 from __future__ import annotations
@@ -53,17 +53,19 @@ def main() -> None:
     base = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
     }
-    home = options.home or scratch / "home"
-    base |= {"MODELPORT_HOME": str(home), "COLUMNS": "100"}
+    base |= {"COLUMNS": "100"}
+    # each tree its own registry (made by its own `init`): an older tree cannot read a newer schema
+    homes = {name: options.home or scratch / f"home-{name.replace(' ', '-')}" for name in sources}
     if options.home is None:
-        _run(HERE, ["init"], base)
+        for name, source in sources.items():
+            _run(source, ["init"], {**base, "MODELPORT_HOME": str(homes[name])})
     print(f"load average {os.getloadavg()[0]:.2f}; {options.runs} runs per case, after one warm-up run")
     for cached in (True, False):
         for args in (["--help"], ["models"]):
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
             for run in range(options.runs + 1):
                 for name, source in sources.items():
-                    env = dict(base)
+                    env = dict(base, MODELPORT_HOME=str(homes[name]))
                     if cached:
                         env["PYTHONPYCACHEPREFIX"] = str(scratch / f"pycache-{name.replace(' ', '-')}")
                     else:

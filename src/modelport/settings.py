@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     """modelport's configuration. Each field can be set as ``MODELPORT_<FIELD>`` in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MODELPORT_", extra="ignore", frozen=True, use_attribute_docstrings=True
+        env_prefix="MODELPORT_", extra="ignore", frozen=True
     )
 
     home: Path = Field(default=Path(".modelport"))

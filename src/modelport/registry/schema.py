@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,7 +30,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
     "alias_history",
@@ -59,8 +62,22 @@ __all__ = [
     "webhooks",
 ]
 
-# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
-JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+
+class JSONDoc(TypeDecorator[Any]):
+    """JSONB on PostgreSQL (indexable, compact), JSON text on SQLite — as ``JSON().with_variant(JSONB(),
+    "postgresql")`` would be, without importing PostgreSQL's dialect for an SQLite home (~35 ms of
+    every command's start)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
 
 metadata = MetaData(
     naming_convention={
