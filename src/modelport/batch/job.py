@@ -368,7 +368,7 @@ class _Run:
         hear whether it was cancelled."""
         while not stop.wait(self.registry.settings.batch_heartbeat_seconds):
             try:
-                if self.registry.store.jobs.heartbeat(self.job_id) == "cancelling":
+                if self.registry.store.jobs.heartbeat(self.job_id) in ("cancelling", "cancelled"):
                     self.cancel.set()
             except Exception as exc:  # an away database: the next beat tries again
                 log.warning("batch job %s: heartbeat not written (%s)", self.job_id, type(exc).__name__)

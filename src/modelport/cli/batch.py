@@ -39,7 +39,9 @@ def score(
     input_spec: Annotated[
         str | None,
         typer.Argument(
-            metavar="INPUT", help="A .csv or .parquet file, a folder of them, or a glob ('data/*.csv')."
+            metavar="INPUT",
+            help="A .csv or .parquet file, a folder of them, or a glob ('data/*.csv'); "
+            "with --database, a SQL query.",
         ),
     ] = None,
     output: Annotated[

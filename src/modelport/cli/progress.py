@@ -30,7 +30,8 @@ def shown_progress(title: str) -> Iterator[Progress]:
         """``3/12`` when the step counts items, nothing when it does not."""
 
         def render(self, task: Task) -> Text:
-            return Text("" if task.total is None else f"{task.completed:.0f}/{task.total:.0f}")
+            counted = task.total is not None and task.fields.get("counted", False)
+            return Text(f"{task.completed:.0f}/{task.total:.0f}" if counted else "")
 
     columns = (
         SpinnerColumn(),
@@ -43,6 +44,11 @@ def shown_progress(title: str) -> Iterator[Progress]:
         task = bar.add_task(title, total=None)
 
         def report(step: str, done: int | None = None, total: int | None = None) -> None:
-            bar.update(task, description=f"{title}: {step}", completed=done or 0, total=total)
+            # rich keeps a task's total when given None: a step without a count says so in a field,
+            # so "writing OUTPUT" after "scoring 40/40" shows no count rather than 0/40
+            counted = done is not None and total is not None
+            bar.update(
+                task, description=f"{title}: {step}", completed=done or 0, total=total, counted=counted
+            )
 
         yield report
