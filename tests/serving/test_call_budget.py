@@ -165,6 +165,7 @@ def test_one_request_stays_within_its_call_budget(served: tuple[RestApp, str]) -
     if os.environ.get("MODELPORT_RECORD_CALL_BUDGET") == "1":
         BUDGET_FILE.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
     budget = json.loads(BUDGET_FILE.read_text())
+    print(f"calls per request: {counts}")
     assert set(budget) == set(counts)
     assert not over_budget(counts, budget), over_budget(counts, budget)
     assert measure(app, token) == counts  # the counts are deterministic: the guard cannot flake
@@ -188,6 +189,7 @@ def test_the_guard_fails_when_the_hot_path_grows(
     monkeypatch.setattr(rest, "make_request_id", slower)
     app, token = served
     budget = json.loads(BUDGET_FILE.read_text())
+    print(f"calls per request: {counts}")
     assert len(over_budget(measure(app, token), budget)) == 3
 
 
