@@ -189,7 +189,6 @@ def test_the_guard_fails_when_the_hot_path_grows(
     monkeypatch.setattr(rest, "make_request_id", slower)
     app, token = served
     budget = json.loads(BUDGET_FILE.read_text())
-    print(f"calls per request: {counts}")
     assert len(over_budget(measure(app, token), budget)) == 3
 
 
