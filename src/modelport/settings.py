@@ -19,9 +19,7 @@ __all__ = ["Settings"]
 class Settings(BaseSettings):
     """modelport's configuration. Each field can be set as ``MODELPORT_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MODELPORT_", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore", frozen=True)
 
     home: Path = Field(default=Path(".modelport"))
     """Directory holding the embedded SQLite registry and the local artifact store."""
