@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from modelport.batch.chunk import OnViolation
 from modelport.batch.engines import ENGINES, ChunkTask, Outcome, Shipment, run_chunks
 from modelport.batch.plan import Chunk, Plan, check_columns, plan_input, spool_query
+from modelport.batch.store import CANCELLED
 from modelport.errors import Conflict, InvalidInput, ModelportError, NotFound, StorageFailure
 from modelport.progress import Progress, no_progress
 from modelport.registry.names import ModelRef, parse_ref
@@ -312,8 +313,8 @@ class _Run:
             done = self._parts_done()
             todo = [c for c in self.plan.chunks if c.index not in done]
             rows_this_run = self._score(todo, len(done))
-            if jobs.heartbeat(self.job_id) in ("cancelling", "cancelled"):  # asked while the last
-                raise JobCancelled(f"batch job {self.job_id} was cancelled")  # chunks ran: no OUTPUT
+            if jobs.heartbeat(self.job_id) in CANCELLED:  # asked while the last chunks ran:
+                raise JobCancelled(f"batch job {self.job_id} was cancelled")  # no OUTPUT
             digest, skipped_file = self._assemble()
         except BaseException as exc:
             seconds = time.perf_counter() - self.started
@@ -368,7 +369,7 @@ class _Run:
         hear whether it was cancelled."""
         while not stop.wait(self.registry.settings.batch_heartbeat_seconds):
             try:
-                if self.registry.store.jobs.heartbeat(self.job_id) in ("cancelling", "cancelled"):
+                if self.registry.store.jobs.heartbeat(self.job_id) in CANCELLED:
                     self.cancel.set()
             except Exception as exc:  # an away database: the next beat tries again
                 log.warning("batch job %s: heartbeat not written (%s)", self.job_id, type(exc).__name__)

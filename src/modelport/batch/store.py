@@ -15,10 +15,11 @@ from modelport.registry.schema import batch_jobs, model_versions, models
 if TYPE_CHECKING:
     from modelport.registry.store import RegistryStore
 
-__all__ = ["JobRecord", "JobStore"]
+__all__ = ["CANCELLED", "ENDED", "JobRecord", "JobStore"]
 
 STATUSES = ("queued", "starting", "running", "cancelling", "cancelled", "done", "failed")
 ENDED = ("cancelled", "done", "failed")
+CANCELLED = ("cancelling", "cancelled")  # asked to stop, or stopped: a runner stops writing
 
 
 @dataclass(frozen=True, slots=True)

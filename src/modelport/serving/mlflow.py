@@ -32,6 +32,7 @@ import orjson
 
 from modelport.errors import InputMismatch, InvalidInput, UnsupportedMediaType
 from modelport.runtimes.base import Prediction
+from modelport.serving.cells import NAMED, bounded, first_non_scalar, listed
 from modelport.serving.tensors import Tensor
 from modelport.serving.v2 import Limits, parse_json
 from modelport.signature import Batch, Signature
@@ -50,8 +51,6 @@ __all__ = [
 
 _KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _SPLIT_KEYS = {"columns", "data", "index"}  # "index" is what DataFrame.to_dict("split") adds; ignored
-_CELLS = frozenset({str, int, float, bool, type(None)})
-_NAMED = 20  # column names listed in a message at most
 _CSV_PIECE_BYTES = 1 << 20  # CSV bodies from this size on are parsed in pieces
 
 
@@ -133,7 +132,7 @@ def decode_table(body: bytes, content_type: str, signature: Signature, limits: L
         raise InvalidInput(f"the body must have exactly one of: {', '.join(_KEYS)}")
     unexpected = set(document) - {present[0], "params"}
     if unexpected:
-        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(unexpected)[:_NAMED])}")
+        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(unexpected)[:NAMED])}")
     key, value = present[0], document[present[0]]
     if key == "dataframe_split":
         return _split(value, signature, limits)
@@ -162,7 +161,7 @@ def _csv(body: bytes, signature: Signature, limits: Limits) -> pd.DataFrame:
     _match(header, signature)
     # A quoted cell may hold a newline, so this counts at least the rows pandas will find.
     rows = rest.count(b"\n") + (0 if rest.endswith(b"\n") or not rest else 1)
-    _bounded(rows, width, limits)
+    bounded(rows, width, limits.max_elements, "column")
     # pandas fills short rows with NaN (as `modelport predict --input rows.csv` does) and refuses a
     # longer row — except the first, which it silently turns into an index, shifting every column.
     first = next((row for row in csv.reader(io.StringIO(_first_line(rest))) if row), None)
@@ -200,8 +199,8 @@ def _split(value: Any, signature: Signature, limits: Limits) -> Table:
         raise InvalidInput('"dataframe_split" needs "columns" and "data"')
     unexpected = set(value) - _SPLIT_KEYS
     if unexpected:
-        listed = ", ".join(sorted(unexpected)[:_NAMED])
-        raise InvalidInput(f'unexpected key(s) in "dataframe_split": {listed}')
+        shown = ", ".join(sorted(unexpected)[:NAMED])
+        raise InvalidInput(f'unexpected key(s) in "dataframe_split": {shown}')
     columns = value.get("columns")
     if columns is None:
         columns = signature.names
@@ -215,7 +214,7 @@ def _split(value: Any, signature: Signature, limits: Limits) -> Table:
 
 def _records(value: list[Any], signature: Signature, limits: Limits, key: str) -> Table:
     names = signature.names
-    _bounded(len(value), len(names), limits)
+    bounded(len(value), len(names), limits.max_elements, "column")
     if value and set(map(type, value)) != {dict}:
         raise InvalidInput(f'"{key}" must be a list of objects')
     expected = set(names)
@@ -235,7 +234,7 @@ def _instances(value: Any, signature: Signature, limits: Limits, key: str) -> Ta
         if len(lengths) > 1:
             raise InvalidInput(f'every column of "{key}" must have the same number of values')
         rows = lengths.pop() if lengths else 0
-        _bounded(rows, len(columns), limits)
+        bounded(rows, len(columns), limits.max_elements, "column")
         for name, cells in columns.items():
             _scalars(cells, [name], f'"{key}"')
         return Table(rows, columns)
@@ -260,40 +259,28 @@ def _match(columns: list[Any], signature: Signature, where: str = "") -> None:
         return
     known, given = set(names), set(columns)
     missing = [n for n in names if n not in given]
-    unknown = list(islice((c for c in columns if c not in known), _NAMED + 1))
+    unknown = list(islice((c for c in columns if c not in known), NAMED + 1))
     parts = [f"{where}{len(columns):,} column(s) given for the signature's {len(names)} feature(s)"]
     if missing:
-        parts.append(f"missing column(s) {_listed(missing)}")
+        parts.append(f"missing column(s) {listed(missing)}")
     if unknown:
-        parts.append(f"unknown column(s) {_listed(unknown)}")
+        parts.append(f"unknown column(s) {listed(unknown)}")
     if len(given) != len(columns):
         seen: set[str] = set()
         repeated: list[str] = []
         for column in columns:
-            if column in seen and len(repeated) <= _NAMED:
+            if column in seen and len(repeated) <= NAMED:
                 repeated.append(column)
             seen.add(column)
-        parts.append(f"repeated column(s) {_listed(repeated)}")
+        parts.append(f"repeated column(s) {listed(repeated)}")
     raise InputMismatch("; ".join(parts))
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(repr(n[:40]) for n in names[:_NAMED])
-    return shown + (", …" if len(names) > _NAMED else "")
-
-
-def _bounded(rows: int, width: int, limits: Limits) -> None:
-    if rows * width > limits.max_elements:
-        raise InvalidInput(
-            f"{rows:,} row(s) × {width} column(s) is over the limit of {limits.max_elements:,} values"
-        )
 
 
 def _rows(rows: Any, columns: list[str], limits: Limits, what: str) -> None:
     """A list of rows, each a list as long as ``columns``, of scalar cells — three C-speed scans."""
     if not isinstance(rows, list):
         raise InvalidInput(f"{what} must be a list of rows")
-    _bounded(len(rows), len(columns), limits)
+    bounded(len(rows), len(columns), limits.max_elements, "column")
     if rows and set(map(type, rows)) != {list}:
         raise InvalidInput(f"{what} must be a list of rows (lists)")
     widths = set(map(len, rows))
@@ -306,10 +293,10 @@ def _rows(rows: Any, columns: list[str], limits: Limits, what: str) -> None:
 def _scalars(cells: list[Any], columns: list[str], what: str) -> None:
     """Numbers, strings, booleans or null; a list or object in a cell is refused naming its column.
     ``cells`` run row by row through ``columns``."""
-    if set(map(type, cells)) <= _CELLS:
+    found = first_non_scalar(cells)
+    if found is None:
         return
-    index = next(i for i, v in enumerate(cells) if type(v) not in _CELLS)
-    kind = "list" if isinstance(cells[index], list) else "object"
+    index, kind = found
     raise InputMismatch(
         f"{what}: column {columns[index % len(columns)][:40]!r} holds a {kind}: cells must be numbers, "
         "strings, booleans or null"

@@ -40,6 +40,7 @@ import orjson
 
 from modelport.errors import InputMismatch, InvalidInput
 from modelport.runtimes.base import Prediction
+from modelport.serving.cells import CELLS, NAMED, bounded, first_non_scalar, listed
 from modelport.serving.dataplane import OFFLOAD_ROWS
 from modelport.serving.http import Request, Response, json_response
 from modelport.serving.tensors import Tensor
@@ -62,8 +63,6 @@ __all__ = [
 
 SIGNATURE_NAME = "serving_default"  # TF Serving's default signature key: the only one a version has
 ROWS, COLUMNS = "row", "columnar"
-_CELLS = frozenset({str, int, float, bool, type(None)})
-_NAMED = 20  # feature names listed in a message at most
 
 
 @dataclass(slots=True)
@@ -125,7 +124,7 @@ def decode(body: bytes, signature: Signature, limits: Limits) -> TFTable:
         raise InvalidInput('the body must have exactly one of "instances" (row form) or "inputs" (columnar)')
     unexpected = set(document) - {present[0], "signature_name"}
     if unexpected:
-        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(map(str, unexpected))[:_NAMED])}")
+        raise InvalidInput(f"unexpected key(s) {', '.join(sorted(map(str, unexpected))[:NAMED])}")
     name = document.get("signature_name", SIGNATURE_NAME)
     if name != SIGNATURE_NAME:
         shown = repr(name[:40]) if isinstance(name, str) else "a non-string"
@@ -142,8 +141,8 @@ def decode(body: bytes, signature: Signature, limits: Limits) -> TFTable:
         return TFTable(form, len(value), _records(value, signature, limits))
     if kinds == {list}:
         return TFTable(form, len(value), _rows(value, signature, limits, f'"{key}"'))
-    if kinds <= _CELLS and len(signature.names) == 1:  # a one-feature model: one value a row
-        _bounded(len(value), 1, limits)
+    if kinds <= CELLS and len(signature.names) == 1:  # a one-feature model: one value a row
+        bounded(len(value), 1, limits.max_elements, "feature")
         return TFTable(form, len(value), {signature.names[0]: value})
     expected = "objects keyed by feature name, or " if key == "instances" else ""
     raise InvalidInput(
@@ -153,7 +152,7 @@ def decode(body: bytes, signature: Signature, limits: Limits) -> TFTable:
 
 def _records(value: list[dict[str, Any]], signature: Signature, limits: Limits) -> dict[str, list[Any]]:
     names = signature.names
-    _bounded(len(value), len(names), limits)  # before any loop over the rows
+    bounded(len(value), len(names), limits.max_elements, "feature")  # before any loop over the rows
     expected = set(names)
     for index, record in enumerate(value):  # bounded: rows × features ≤ max_elements, one row a step
         if len(record) != len(names) or record.keys() != expected:
@@ -164,12 +163,12 @@ def _records(value: list[dict[str, Any]], signature: Signature, limits: Limits) 
 
 def _rows(rows: list[list[Any]], signature: Signature, limits: Limits, what: str) -> dict[str, list[Any]]:
     names = signature.names
-    _bounded(len(rows), len(names), limits)
+    bounded(len(rows), len(names), limits.max_elements, "feature")
     if set(map(len, rows)) - {len(names)}:
         index, row = next((i, r) for i, r in enumerate(rows) if len(r) != len(names))
         raise InputMismatch(
             f"{what}: row {index + 1} has {len(row)} value(s) for the signature's {len(names)} "
-            f"features {_listed(names)}"
+            f"features {listed(names)}"
         )
     _scalars(list(chain.from_iterable(rows)), names, what)
     return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
@@ -184,7 +183,7 @@ def _by_feature(value: dict[str, Any], signature: Signature, limits: Limits) -> 
     rows = lengths.pop() if lengths else 0
     if not rows:
         raise InvalidInput('"inputs" holds no values')
-    _bounded(rows, len(columns), limits)
+    bounded(rows, len(columns), limits.max_elements, "feature")
     for name, cells in columns.items():
         _scalars(cells, [name], '"inputs"')
     return TFTable(COLUMNS, rows, columns)
@@ -200,36 +199,25 @@ def _match(names: list[Any], signature: Signature, where: str = "") -> None:
     known, given = set(expected), set(names)
     parts = [f"{where}{len(names):,} feature(s) given for the signature's {len(expected)}"]
     missing = [n for n in expected if n not in given]
-    unknown = list(islice((n for n in names if n not in known), _NAMED + 1))
+    unknown = list(islice((n for n in names if n not in known), NAMED + 1))
     if missing:
-        parts.append(f"missing feature(s) {_listed(missing)}")
+        parts.append(f"missing feature(s) {listed(missing)}")
     if unknown:
-        parts.append(f"unknown feature(s) {_listed(unknown)}")
+        parts.append(f"unknown feature(s) {listed(unknown)}")
     raise InputMismatch("; ".join(parts))
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(repr(n[:40]) for n in names[:_NAMED])
-    return shown + (", …" if len(names) > _NAMED else "")
-
-
-def _bounded(rows: int, width: int, limits: Limits) -> None:
-    if rows * width > limits.max_elements:
-        raise InvalidInput(
-            f"{rows:,} row(s) × {width} feature(s) is over the limit of {limits.max_elements:,} values"
-        )
 
 
 def _scalars(cells: list[Any], names: list[str], what: str) -> None:
     """Numbers, strings, booleans or null; a list or object in a cell is refused naming its feature.
     ``cells`` run row by row through ``names``."""
-    if set(map(type, cells)) <= _CELLS:
+    found = first_non_scalar(cells)
+    if found is None:
         return
-    index = next(i for i, v in enumerate(cells) if type(v) not in _CELLS)
-    kind = "a list" if isinstance(cells[index], list) else "an object"
+    index, kind = found
+    article = "a" if kind == "list" else "an"
     raise InputMismatch(
-        f"{what}: feature {names[index % len(names)][:40]!r} holds {kind}: values must be numbers, "
-        "strings, booleans or null"
+        f"{what}: feature {names[index % len(names)][:40]!r} holds {article} {kind}: values must be "
+        "numbers, strings, booleans or null"
     )
 
 
