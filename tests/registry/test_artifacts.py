@@ -417,10 +417,14 @@ _MID_UPLOAD_CHILD = textwrap.dedent(
     from modelport.settings import Settings
     store = open_artifact_store(Settings(s3_multipart_bytes=5 << 20))
     parts = []
-    def hold(**_):  # the second part waits forever: the test kills the process there
-        parts.append(1)
-        if len(parts) >= 2:
+    lock = threading.Lock()
+    def hold(**_):  # from the second part on, parts wait forever: the test kills the process there
+        with lock:  # parts go up on several threads: the second one, and only it, says so
+            parts.append(1)
+            second = len(parts) == 2
+        if second:
             print("mid-upload", flush=True)
+        if len(parts) >= 2:
             threading.Event().wait()
     store.client.meta.events.register("before-call.s3.UploadPart", hold)
     with store.staging() as staging:
